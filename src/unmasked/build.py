@@ -1,0 +1,43 @@
+"""Build models and objectives from a resolved PretrainConfig."""
+
+from __future__ import annotations
+
+from unmasked.config import PretrainConfig
+from unmasked.data.augment import AugmentSpec, default_blur_sigma
+from unmasked.models import MAEDecoder, build_encoder, encoder_spec
+from unmasked.models.vit import EncoderSpec
+from unmasked.objectives import LUT, MAE, Objective
+
+
+def spec_from_config(cfg: PretrainConfig) -> EncoderSpec:
+    return encoder_spec(
+        cfg.model, cfg.img_size, cfg.patch_size, cfg.in_chans,
+        embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, drop_path_rate=cfg.drop_path,
+    )
+
+
+def build_objective(cfg: PretrainConfig) -> Objective:
+    spec = spec_from_config(cfg)
+    encoder = build_encoder(spec)
+    decoder = MAEDecoder(
+        grid=spec.grid, embed_dim=spec.embed_dim, decoder_dim=cfg.decoder_width, depth=cfg.decoder_depth,
+        num_heads=cfg.decoder_heads, patch_dim=spec.patch_dim,
+    )
+    if cfg.objective == "mae":
+        return MAE(encoder, decoder, cfg.mask_ratio, cfg.norm_pix_loss)
+    if cfg.objective == "lut":
+        return LUT(encoder, decoder, cfg.mask_ratio, cfg.norm_pix_loss, cfg.lut_weight, cfg.proj_hidden,
+                   cfg.fuse_views)
+    raise ValueError(f"unknown objective {cfg.objective!r}")
+
+
+def augment_spec(cfg: PretrainConfig) -> AugmentSpec:
+    return AugmentSpec(
+        img_size=cfg.img_size, mean=tuple(cfg.mean), std=tuple(cfg.std), crop=cfg.crop,
+        rrc_scale=(cfg.crop_scale_min, 1.0), pad=cfg.pad, blur_sigma=default_blur_sigma(cfg.img_size),
+    )
+
+
+def model_name(cfg: PretrainConfig) -> str:
+    spec = spec_from_config(cfg)
+    return f"{cfg.model}/{spec.patch_size} ({spec.embed_dim}w x {spec.depth}d x {spec.num_heads}h, {spec.img_size} px)"

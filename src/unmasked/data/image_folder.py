@@ -1,0 +1,271 @@
+"""Image folders: finding the files and labels, and decoding them to fixed-size uint8 tensors.
+
+Layouts (checked in this order):
+  root/train/<class>/*, root/val/<class>/*   labeled, with its own held-out split
+  root/<class>/*                             labeled; a held-out split is drawn per class, reproducibly
+  root/*.jpg (or --unlabeled)                unlabeled: pretraining works, kNN/linear cannot
+
+Every image is decoded once to base x base pixels (shorter side resized, centre crop), with
+mode conversion (palette, alpha, CMYK, 16-bit) to 1 or 3 channels.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from unmasked.errors import UserError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Users' archives hold scans and panoramas far over PIL's default "decompression bomb" limit.
+Image.MAX_IMAGE_PIXELS = 1_000_000_000
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass
+class FolderSplit:
+    files: list[Path]
+    labels: list[int] | None
+
+
+@dataclass
+class FolderIndex:
+    root: Path
+    layout: str  # "split", "classes" or "unlabeled"
+    classes: list[str] | None
+    train: FolderSplit
+    heldout: FolderSplit | None
+
+
+def is_image_file(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if is_image_file(p))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _labeled(folder: Path, classes: list[str]) -> FolderSplit:
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        found = _images_in(folder / c, recursive=True) if (folder / c).is_dir() else []
+        files += found
+        labels += [i] * len(found)
+    return FolderSplit(files, labels)
+
+
+def scan(root: str | Path, unlabeled: bool = False, val_fraction: float = 0.1, seed: int = 0) -> FolderIndex:
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"--data {root}: no such file or folder")
+    if not root.is_dir():
+        raise UserError(f"--data {root}: not a folder (expected an image folder or 'fashion-mnist')")
+    if unlabeled:
+        files = _images_in(root, recursive=True)
+        _require_images(files, root)
+        return FolderIndex(root, "unlabeled", None, FolderSplit(files, None), None)
+
+    train_dir, val_dir = root / "train", root / "val"
+    if train_dir.is_dir() and val_dir.is_dir() and _class_dirs(train_dir):
+        classes = [d.name for d in _class_dirs(train_dir)]
+        train = _labeled(train_dir, classes)
+        _require_images(train.files, train_dir)
+        val_classes = {d.name for d in _class_dirs(val_dir)}
+        extra = sorted(val_classes - set(classes))
+        if extra:
+            raise UserError(f"{val_dir} has classes that {train_dir} lacks: {', '.join(extra)}")
+        heldout = _labeled(val_dir, classes)
+        missing = [c for i, c in enumerate(classes) if i not in set(heldout.labels)]
+        if missing:
+            raise UserError(
+                f"{val_dir} has no images for class(es) {', '.join(missing)} that {train_dir} has; "
+                "every class needs held-out images"
+            )
+        empty = [c for i, c in enumerate(classes) if i not in set(train.labels)]
+        if empty:
+            raise UserError(f"{train_dir}: class folder(s) without images: {', '.join(empty)}")
+        return FolderIndex(root, "split", classes, train, heldout)
+
+    top_images = _images_in(root, recursive=False)
+    dirs = _class_dirs(root)
+    if top_images or not dirs:
+        files = _images_in(root, recursive=True)
+        _require_images(files, root)
+        return FolderIndex(root, "unlabeled", None, FolderSplit(files, None), None)
+
+    classes = [d.name for d in dirs]
+    labeled = _labeled(root, classes)
+    _require_images(labeled.files, root)
+    empty = [c for i, c in enumerate(classes) if i not in set(labeled.labels)]
+    if empty:
+        raise UserError(f"{root}: class folder(s) without images: {', '.join(empty)}")
+    if len(classes) < 2:
+        files = labeled.files
+        return FolderIndex(root, "unlabeled", None, FolderSplit(files, None), None)
+    train, heldout = _split_per_class(labeled, len(classes), val_fraction, seed)
+    return FolderIndex(root, "classes", classes, train, heldout)
+
+
+def _require_images(files: list[Path], folder: Path) -> None:
+    if not files:
+        raise UserError(
+            f"{folder}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+
+
+def _split_per_class(labeled: FolderSplit, n_classes: int, fraction: float, seed: int):
+    """Hold out `fraction` of each class (at least one image where the class has two or more)."""
+    by_class: list[list[Path]] = [[] for _ in range(n_classes)]
+    for f, y in zip(labeled.files, labeled.labels):
+        by_class[y].append(f)
+    rnd = random.Random(seed)
+    tr, tl, vf, vl = [], [], [], []
+    for y, files in enumerate(by_class):
+        files = sorted(files)
+        rnd.shuffle(files)
+        n_val = max(1, round(len(files) * fraction)) if len(files) >= 2 else 0
+        vf += files[:n_val]
+        vl += [y] * n_val
+        tr += files[n_val:]
+        tl += [y] * (len(files) - n_val)
+    return FolderSplit(tr, tl), FolderSplit(vf, vl)
+
+
+# ---- decoding -------------------------------------------------------------------------------
+
+
+class BadImage(Exception):
+    pass
+
+
+def _to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """Any PIL mode -> uint8 array (H, W, channels)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        if img.mode == "I" and a.max() <= 255:
+            hi = 255.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(a)
+    if channels == 1:
+        img = img.convert("L")
+    else:
+        img = img.convert("RGB")  # palette, alpha (dropped), CMYK, greyscale -> RGB
+    a = np.asarray(img, dtype=np.uint8)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def decode(path: Path, base: int, channels: int) -> np.ndarray:
+    """Decode, resize the shorter side to `base`, centre-crop base x base -> uint8 (C, base, base)."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB" if channels == 3 else "L", (base, base))  # JPEG: decode at reduced size
+            img.load()
+            w, h = img.size
+            if w < 1 or h < 1:
+                raise BadImage(f"{path}: empty image ({w}x{h})")
+            scale = base / min(w, h)
+            nw, nh = max(base, round(w * scale)), max(base, round(h * scale))
+            img = _normalise_mode(img)
+            img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+            left, top = (nw - base) // 2, (nh - base) // 2
+            img = img.crop((left, top, left + base, top + base))
+            a = _to_array(img, channels)
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise BadImage(f"{path}: {type(e).__name__}: {e}") from None
+    return a.transpose(2, 0, 1).copy()  # writable and contiguous
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    """Modes PIL cannot resize well are converted first (palette, 1-bit, CMYK, alpha)."""
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA").convert("RGB")
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBA", "RGBX", "RGBa"):
+        return img.convert("RGB")
+    if img.mode in ("LA", "La"):
+        return img.convert("L")
+    if img.mode in ("I;16B", "I;16L", "I;16N"):
+        return img.convert("I")
+    return img
+
+
+def guess_channels(files: list[Path], sample: int = 200) -> int:
+    """1 if a sample of the images is all greyscale, else 3."""
+    step = max(1, len(files) // sample)
+    for p in files[::step][:sample]:
+        try:
+            with Image.open(p) as img:
+                if img.mode not in GREY_MODES:
+                    if img.mode == "P" and _palette_is_grey(img):
+                        continue
+                    return 3
+        except Exception:  # noqa: BLE001 - a bad file is reported when it is decoded
+            continue
+    return 1
+
+
+def _palette_is_grey(img: Image.Image) -> bool:
+    pal = img.getpalette() or []
+    rgb = np.array(pal[: 3 * 256]).reshape(-1, 3)
+    return bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all())
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Decodes file i to uint8 (C, base, base). A file that fails is replaced by the next good one
+    (so batches keep their size) and reported in the second item of the result."""
+
+    def __init__(self, files: list[Path], base: int, channels: int, strict: bool = False, substitute: bool = True):
+        self.files = files
+        self.base = base
+        self.channels = channels
+        self.strict = strict
+        self.substitute = substitute  # False: a bad file gives None (used when caching)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        bad = []
+        for j in range(len(self.files)):
+            path = self.files[(i + j) % len(self.files)]
+            try:
+                return torch.from_numpy(decode(path, self.base, self.channels)), tuple(bad)
+            except BadImage as e:
+                if self.strict:
+                    raise UserError(f"bad image (--strict): {e}") from None
+                bad.append(str(e))
+                if not self.substitute:
+                    return None, tuple(bad)
+        raise UserError(f"none of the {len(self.files)} files could be decoded; first error: {bad[0]}")
+
+
+def collate_decoded(items):
+    """Streaming batches: (uint8 images, messages of files that were replaced)."""
+    images = torch.stack([x for x, _ in items])
+    bad = [b for _, bads in items for b in bads]
+    return images, bad
+
+
+def collate_keep_none(items):
+    return items
+
+
+def warn_bad(messages: list[str]) -> None:
+    for m in messages:
+        warnings.warn(f"skipped unreadable image {m}", stacklevel=2)

@@ -1,0 +1,81 @@
+"""What every evaluation needs: the labeled data an encoder is judged on, and cached features."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from unmasked.data.dataset import ImageData, is_fashion_mnist, load_data
+from unmasked.errors import UserError
+from unmasked.eval.features import extract_features
+from unmasked.runs import LoadedEncoder
+
+
+def resolve_device(arg: str = "auto") -> torch.device:
+    if arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(arg)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {arg}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+def base_size_for(loaded: LoadedEncoder, data: str) -> int:
+    return 28 if is_fashion_mnist(data) else round(loaded.spec.img_size / loaded.crop_pct)
+
+
+def labeled_data(loaded: LoadedEncoder, data: str | None, what: str, num_workers: int = 0,
+                 progress: bool = True, cache_gb: float = 8.0) -> ImageData:
+    data = data or loaded.data
+    ds = load_data(data, base_size=base_size_for(loaded, data), channels=loaded.spec.in_chans,
+                   num_workers=num_workers, progress=progress, cache_gb=cache_gb)
+    if not ds.labeled:
+        raise UserError(
+            f"{what} needs labels, but {data} is unlabeled (no class folders / held-out split). Pass --data with "
+            "a labeled folder (root/<class>/... or root/train/<class>/ + root/val/<class>/)"
+        )
+    return ds
+
+
+def _cache_key(loaded: LoadedEncoder, data: ImageData, split: str, n: int) -> str:
+    src = loaded.source
+    stat = src.stat()
+    blob = json.dumps([str(src.resolve()), stat.st_mtime_ns, stat.st_size, data.name, split, n,
+                       loaded.spec.img_size, loaded.crop_pct])
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: torch.device,
+                   batch_size: int = 256, num_workers: int = 0, progress: bool = True,
+                   cache: bool = True) -> dict[str, torch.Tensor]:
+    """Features of data.train / data.heldout, cached in <run>/features/ keyed by weights and data."""
+    part = data.train if split == "train" else data.heldout
+    cache_file = loaded.run_dir / "features" / f"{split}-{_cache_key(loaded, data, split, len(part))}.pt"
+    if cache and cache_file.is_file():
+        try:
+            return torch.load(cache_file, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache is recomputed
+            pass
+    feats = extract_features(loaded.encoder, part, loaded.mean, loaded.std, loaded.crop_pct, device,
+                             batch_size=batch_size, base=data.base_size, channels=data.channels,
+                             num_workers=num_workers, progress=progress, desc=f"features ({split})")
+    feats["labels"] = part.labels.clone()
+    if cache:
+        from unmasked.train.checkpoint import atomic_write
+
+        try:
+            atomic_write(cache_file, lambda tmp: torch.save(feats, tmp))
+        except OSError:
+            pass  # caching is an optimisation; a read-only run folder still evaluates
+    return feats
+
+
+def write_result(loaded: LoadedEncoder, name: str, result: dict) -> Path:
+    from unmasked.train.checkpoint import atomic_write_text
+
+    path = loaded.run_dir / name
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path

@@ -1,0 +1,56 @@
+"""Frozen features (CLS and mean-pooled patch tokens) for every image of a split."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from unmasked.data import image_folder
+from unmasked.data.augment import eval_view
+from unmasked.data.dataset import Split
+from unmasked.models.vit import ViTEncoder, pooled_features
+
+
+def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_workers: int = 0):
+    """uint8 batches of a split, in order."""
+    if split.in_memory:
+        for i in range(0, len(split), batch_size):
+            yield split.images[i : i + batch_size]
+        return
+    ds = image_folder.DecodedImages(split.files, base, channels)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=image_folder.collate_decoded)
+    for images, bad in loader:
+        image_folder.warn_bad(bad)
+        yield images
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: ViTEncoder,
+    split: Split,
+    mean,
+    std,
+    crop_pct: float,
+    device: torch.device,
+    batch_size: int = 256,
+    base: int = 28,
+    channels: int = 1,
+    num_workers: int = 0,
+    progress: bool = True,
+    desc: str = "features",
+) -> dict[str, torch.Tensor]:
+    """-> {"cls": (N, D), "mean": (N, D)} float32 on the CPU."""
+    encoder = encoder.to(device).eval()
+    size = encoder.spec.img_size
+    out: dict[str, list[torch.Tensor]] = {"cls": [], "mean": []}
+    autocast = device.type == "cuda"
+    n_batches = (len(split) + batch_size - 1) // batch_size
+    for images in tqdm(iterate_split(split, batch_size, base, channels, num_workers), total=n_batches, desc=desc,
+                       unit="batch", disable=not progress, leave=False):
+        x = eval_view(images.to(device, non_blocking=True), size, mean, std, crop_pct)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            tokens = encoder.forward_features(x)
+        for k, v in pooled_features(tokens.float()).items():
+            out[k].append(v.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}

@@ -1,0 +1,99 @@
+"""Weighted kNN classification on frozen features (the DINO protocol).
+
+Features are L2-normalised; the k nearest training features by cosine similarity vote for their
+class with weight exp(sim / T). k in {10, 20, 100, 200}, T = 0.07; k = 20 is the headline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+KS = (10, 20, 100, 200)
+TEMPERATURE = 0.07
+
+
+@torch.no_grad()
+def knn_predict(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    num_classes: int,
+    ks=KS,
+    temperature: float = TEMPERATURE,
+    chunk: int = 1024,
+) -> dict[int, torch.Tensor]:
+    """Class scores (N_test, C) for each k."""
+    train = F.normalize(train_feats.float(), dim=1)
+    test = F.normalize(test_feats.float(), dim=1)
+    kmax = min(max(ks), len(train))
+    scores = {k: [] for k in ks}
+    for i in range(0, len(test), chunk):
+        sim = test[i : i + chunk] @ train.T
+        top_sim, top_idx = sim.topk(kmax, dim=1)
+        weights = (top_sim / temperature).exp()
+        votes = F.one_hot(train_labels[top_idx], num_classes).float() * weights.unsqueeze(-1)
+        for k in ks:
+            scores[k].append(votes[:, : min(k, kmax)].sum(dim=1))
+    return {k: torch.cat(v) for k, v in scores.items()}
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    return float((top == labels.unsqueeze(1)).any(dim=1).float().mean() * 100.0)
+
+
+def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes, ks=KS,
+                 temperature=TEMPERATURE) -> dict[int, dict[str, float]]:
+    """{k: {"top1": %, "top5": % (only when there are more than 5 classes)}}"""
+    scores = knn_predict(train_feats, train_labels, test_feats, num_classes, ks, temperature)
+    out = {}
+    for k, s in scores.items():
+        res = {"top1": topk_accuracy(s, test_labels, 1)}
+        if num_classes > 5:
+            res["top5"] = topk_accuracy(s, test_labels, 5)
+        out[k] = res
+    return out
+
+
+def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int = 256, ks=KS,
+            temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True) -> dict:
+    """kNN of a run's encoder on the held-out split; writes <run>/knn.json and returns it."""
+    import time
+
+    from unmasked.eval.common import labeled_data, resolve_device, split_features, write_result
+    from unmasked.runs import load_encoder
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    loaded = load_encoder(path)
+    ds = labeled_data(loaded, data, "kNN evaluation", num_workers, progress)
+    tr = split_features(loaded, ds, "train", dev, batch_size, num_workers, progress)
+    te = split_features(loaded, ds, "heldout", dev, batch_size, num_workers, progress)
+    ks = tuple(sorted(set(ks)))
+    results = {}
+    for kind in ("cls", "mean"):
+        acc = knn_accuracy(tr[kind], tr["labels"], te[kind], te["labels"], len(ds.classes), ks, temperature)
+        results[kind] = {str(k): v for k, v in acc.items()}
+    head_k = 20 if 20 in ks else ks[0]
+    result = {
+        "protocol": "knn",
+        "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",
+        "temperature": temperature,
+        "ks": list(ks),
+        "headline_k": head_k,
+        "top1": {kind: results[kind][str(head_k)]["top1"] for kind in results},
+        "results": results,
+        "data": ds.name,
+        "train_split": "train",
+        "test_split": ds.heldout_name,
+        "train_images": len(ds.train),
+        "test_images": len(ds.heldout),
+        "num_classes": len(ds.classes),
+        "encoder": str(loaded.source),
+        "objective": loaded.objective,
+        "time_s": round(time.perf_counter() - t0, 1),
+    }
+    write_result(loaded, "knn.json", result)
+    return result

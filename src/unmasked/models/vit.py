@@ -1,0 +1,173 @@
+"""ViT encoder: a timm VisionTransformer with fixed sin-cos positions and a visible-token path.
+
+The encoder *is* a `timm.models.vision_transformer.VisionTransformer`, so its state dict loads
+into `timm.create_model(...)`/`VisionTransformer(...)` of the same shape with strict=True, and it
+keeps timm's API (forward_features, forward_head, set_grad_checkpointing, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch.utils.checkpoint import checkpoint
+
+from unmasked.models.patches import gather_tokens
+from unmasked.models.pos_embed import sincos_2d
+
+# timm's sizes: (width, depth, heads)
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "vit_tiny": (192, 12, 3),
+    "vit_small": (384, 12, 6),
+    "vit_base": (768, 12, 12),
+    "vit_large": (1024, 24, 16),
+}
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything needed to rebuild an encoder (saved with checkpoints and exports)."""
+
+    img_size: int
+    patch_size: int
+    in_chans: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size**2 * self.in_chans
+
+    def timm_kwargs(self) -> dict:
+        """Arguments for timm's VisionTransformer that give the same architecture (no head)."""
+        return dict(
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            in_chans=self.in_chans,
+            embed_dim=self.embed_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            qkv_bias=True,
+            num_classes=0,
+            global_pool="token",
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def encoder_spec(
+    model: str,
+    img_size: int,
+    patch_size: int,
+    in_chans: int,
+    embed_dim: int | None = None,
+    depth: int | None = None,
+    num_heads: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> EncoderSpec:
+    if model not in PRESETS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(PRESETS)}")
+    w, d, h = PRESETS[model]
+    return EncoderSpec(
+        img_size=img_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        embed_dim=embed_dim or w,
+        depth=depth or d,
+        num_heads=num_heads or h,
+        drop_path_rate=drop_path_rate,
+    )
+
+
+def init_mae_(module: nn.Module) -> None:
+    """MAE initialisation: xavier-uniform Linear weights, zero biases, LayerNorm 1/0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ViTEncoder(VisionTransformer):
+    """timm ViT that can run on all tokens or on a per-sample subset of visible patches."""
+
+    def __init__(self, spec: EncoderSpec):
+        super().__init__(
+            **spec.timm_kwargs(),
+            drop_path_rate=spec.drop_path_rate,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        )
+        self.spec = spec
+        # Fixed sin-cos positions, kept as a (frozen) parameter so the state dict matches timm's.
+        self.pos_embed.requires_grad_(False)
+        with torch.no_grad():
+            self.pos_embed.copy_(sincos_2d(spec.embed_dim, spec.grid, cls_token=True))
+        self._init_mae()
+
+    def _init_mae(self) -> None:
+        init_mae_(self.blocks)
+        init_mae_(self.norm)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # patch embedding treated as a Linear
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+
+    def patch_weight(self) -> torch.Tensor:
+        """The conv patch embedding as a Linear over MAE-layout patches (p, p, C)."""
+        w = self.patch_embed.proj.weight  # (D, C, p, p)
+        return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+    def embed_patches(self, patches: torch.Tensor, ids_keep: torch.Tensor | None = None):
+        """(B, L, p*p*C) pixel patches -> (B, K, D) tokens with positions; gathers before embedding."""
+        pos = self.pos_embed[:, 1:, :]
+        if ids_keep is not None:
+            patches = gather_tokens(patches, ids_keep)
+            pos = gather_tokens(pos.expand(patches.shape[0], -1, -1), ids_keep)
+        return F.linear(patches, self.patch_weight(), self.patch_embed.proj.bias) + pos
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Prepend CLS, run the blocks and the final norm: (B, K, D) -> (B, 1 + K, D)."""
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
+        x = torch.cat([cls, tokens], dim=1)
+        x = self.norm_pre(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for blk in self.blocks:
+                x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_visible(self, patches: torch.Tensor, ids_keep: torch.Tensor | None = None):
+        """Encoder on the visible patches (all patches when ids_keep is None)."""
+        return self.forward_tokens(self.embed_patches(patches, ids_keep))
+
+
+def build_encoder(spec: EncoderSpec) -> ViTEncoder:
+    return ViTEncoder(spec)
+
+
+def pooled_features(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The two feature kinds every evaluation reports: CLS and mean of the patch tokens."""
+    return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(dim=1)}

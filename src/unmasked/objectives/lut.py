@@ -1,0 +1,141 @@
+"""LUT: MAE plus a global-context loss on the unmasked tokens (Kim et al., ECCV 2024).
+
+Two views with disjoint visible sets; the decoder reconstructs view 1; the mean-pooled visible
+tokens of each view, through projector + predictor, are pulled (2 - 2 cos) towards the EMA
+teacher's projection of the *other* full view.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+
+from unmasked.data.augment import AugmentSpec
+from unmasked.models import MAEDecoder, MLPHead, ViTEncoder
+from unmasked.models.patches import patchify
+from unmasked.objectives.base import Objective
+from unmasked.objectives.losses import cross_view_loss, masked_mse, reconstruction_target
+from unmasked.objectives.masking import check_lut_mask_ratio, lut_masks
+from unmasked.rng import BatchRandom
+
+
+def mean_patch_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens[:, 1:].mean(dim=1)
+
+
+class LUTStudent(nn.Module):
+    def __init__(self, encoder: ViTEncoder, decoder: MAEDecoder, hidden_dim: int = 4096):
+        super().__init__()
+        d = encoder.spec.embed_dim
+        self.encoder = encoder
+        self.decoder = decoder
+        self.projector = MLPHead(d, hidden_dim, d)
+        self.predictor = MLPHead(d, hidden_dim, d)
+
+    def forward(self, p1, p2, ids1, ids2, ids_restore1, fuse_views: bool = True):
+        b = p1.shape[0]
+        if fuse_views:  # same token count: one encoder call for both views
+            lat = self.encoder.forward_visible(torch.cat([p1, p2]), torch.cat([ids1, ids2]))
+            lat1, lat2 = lat[:b], lat[b:]
+        else:
+            lat1 = self.encoder.forward_visible(p1, ids1)
+            lat2 = self.encoder.forward_visible(p2, ids2)
+        pred = self.decoder(lat1, ids_restore1)
+        # BatchNorm statistics are per view, as when each view is a separate call.
+        s1 = self.predictor(self.projector(mean_patch_tokens(lat1)))
+        s2 = self.predictor(self.projector(mean_patch_tokens(lat2)))
+        return pred, s1, s2
+
+
+class LUTTeacher(nn.Module):
+    """EMA copy of the student's encoder and projector; the decoder is never copied."""
+
+    def __init__(self, student: LUTStudent):
+        super().__init__()
+        self.encoder = copy.deepcopy(student.encoder)
+        self.projector = copy.deepcopy(student.projector)
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, p1, p2, fuse_views: bool = True):
+        b = p1.shape[0]
+        if fuse_views:
+            tok = self.encoder.forward_visible(torch.cat([p1, p2]))
+            tok1, tok2 = tok[:b], tok[b:]
+        else:
+            tok1, tok2 = self.encoder.forward_visible(p1), self.encoder.forward_visible(p2)
+        return self.projector(mean_patch_tokens(tok1)), self.projector(mean_patch_tokens(tok2))
+
+    def pairs(self, student: LUTStudent):
+        """(teacher, student) parameter lists and buffer lists, matched by name."""
+        mods = (("encoder", self.encoder, student.encoder), ("projector", self.projector, student.projector))
+        tp, sp, tb, sb = [], [], [], []
+        for _, t, s in mods:
+            tp += list(t.parameters())
+            sp += list(s.parameters())
+            tb += list(t.buffers())
+            sb += list(s.buffers())
+        return tp, sp, tb, sb
+
+
+class LUT(Objective):
+    name = "lut"
+
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        decoder: MAEDecoder,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        weight: float = 0.25,
+        hidden_dim: int = 4096,
+        fuse_views: bool = True,
+    ):
+        super().__init__()
+        check_lut_mask_ratio(mask_ratio)
+        self.student = LUTStudent(encoder, decoder, hidden_dim)
+        self.teacher = LUTTeacher(self.student)
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.weight = weight
+        self.fuse_views = fuse_views
+        self._ema_lists = None
+
+    def view_specs(self, base: AugmentSpec) -> list[AugmentSpec]:
+        return [replace(base, color=False), replace(base, color=True)]
+
+    def forward(self, views, rng: BatchRandom):
+        x1, x2 = views
+        p = self.encoder.spec.patch_size
+        p1, p2 = patchify(x1, p), patchify(x2, p)
+        mask1, ids2 = lut_masks(rng.uniform(p1.shape[1]), self.mask_ratio)
+        pred, s1, s2 = self.student_call(p1, p2, mask1.ids_keep, ids2, mask1.ids_restore, self.fuse_views)
+        t1, t2 = self.teacher(p1, p2, self.fuse_views)
+        loss_mae = masked_mse(pred, reconstruction_target(p1, self.norm_pix_loss), mask1.mask)
+        loss_lut = cross_view_loss(s1, s2, t1, t2)
+        loss = loss_mae + self.weight * loss_lut
+        return loss, {"loss_mae": loss_mae.detach(), "loss_lut": loss_lut.detach()}
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """teacher = m * teacher + (1 - m) * student (parameters); buffers copied."""
+        if self._ema_lists is None:
+            self._ema_lists = self.teacher.pairs(self.student)
+        tp, sp, tb, sb = self._ema_lists
+        torch._foreach_lerp_(tp, sp, 1.0 - momentum)
+        for t, s in zip(tb, sb):
+            t.copy_(s)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._ema_lists = None  # parameters may be replaced by .to()/.cuda()
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, rng: BatchRandom):
+        patches = patchify(x, self.encoder.spec.patch_size)
+        mask, _ = lut_masks(rng.uniform(patches.shape[1]), self.mask_ratio)
+        latent = self.encoder.forward_visible(patches, mask.ids_keep)
+        return self.student.decoder(latent, mask.ids_restore), mask, patches

@@ -1,0 +1,88 @@
+"""Open what `unmasked pretrain` wrote: a run folder, a checkpoint.pt, or an encoder export."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unmasked.config import PretrainConfig
+from unmasked.errors import UserError
+from unmasked.models.vit import EncoderSpec, ViTEncoder
+from unmasked.train import checkpoint as ckpt
+
+
+@dataclass
+class LoadedEncoder:
+    encoder: ViTEncoder
+    spec: EncoderSpec
+    mean: list[float]
+    std: list[float]
+    crop_pct: float
+    data: str
+    objective: str
+    run_dir: Path  # where evaluation results are written
+    config: PretrainConfig | None  # present when loaded from a run folder or checkpoint
+    source: Path
+
+
+def _from_checkpoint(path: Path) -> LoadedEncoder:
+    state = ckpt.load_checkpoint(path)
+    cfg = PretrainConfig.from_dict(state["config"])
+    spec = EncoderSpec(**state["encoder_spec"])
+    enc = ViTEncoder(spec)
+    prefix = "student.encoder."
+    sd = {k[len(prefix):]: v for k, v in state["objective"].items() if k.startswith(prefix)}
+    _load(enc, sd, path)
+    return LoadedEncoder(enc, spec, cfg.mean, cfg.std, cfg.crop_pct, cfg.data, cfg.objective, path.parent, cfg, path)
+
+
+def _from_export(path: Path) -> LoadedEncoder:
+    tensors, info = ckpt.load_encoder_file(path)
+    spec = EncoderSpec(**info["spec"])
+    enc = ViTEncoder(spec)
+    _load(enc, tensors, path)
+    cfg_path = path.parent / "config.json"
+    cfg = PretrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
+    return LoadedEncoder(enc, spec, info["mean"], info["std"], info.get("crop_pct", 1.0), info["data"],
+                         info.get("objective", "?"), path.parent, cfg, path)
+
+
+def _load(enc: ViTEncoder, sd: dict, path: Path) -> None:
+    try:
+        enc.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit the encoder described beside them: {e}") from None
+
+
+def load_encoder(path: str | Path, prefer: str = "checkpoint") -> LoadedEncoder:
+    """Accepts a run folder (its checkpoint.pt, else encoder.safetensors), a .pt or a .safetensors."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such run folder or file")
+    if path.is_dir():
+        candidates = [path / ckpt.CHECKPOINT, path / ckpt.ENCODER]
+        if prefer != "checkpoint":
+            candidates.reverse()
+        for c in candidates:
+            if c.is_file():
+                return load_encoder(c)
+        raise UserError(f"{path}: not a run folder (no {ckpt.CHECKPOINT} or {ckpt.ENCODER} in it)")
+    if path.suffix == ".safetensors":
+        return _from_export(path)
+    return _from_checkpoint(path)
+
+
+def load_run_objective(path: str | Path, device: torch.device):
+    """The full objective (encoder, decoder, heads) of a run, for reconstructions."""
+    from unmasked.build import build_objective
+
+    path = Path(path)
+    file = path / ckpt.CHECKPOINT if path.is_dir() else path
+    state = ckpt.load_checkpoint(file)
+    cfg = PretrainConfig.from_dict(state["config"])
+    obj = build_objective(cfg)
+    obj.load_state_dict(state["objective"])
+    return obj.to(device).eval(), cfg

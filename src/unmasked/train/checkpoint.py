@@ -1,0 +1,128 @@
+"""Checkpoints written atomically (temp file, fsync, rename) and the encoder-only export."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from unmasked.errors import UserError
+
+FORMAT = "unmasked-checkpoint/1"
+CHECKPOINT = "checkpoint.pt"
+ENCODER = "encoder.safetensors"
+ENCODER_INFO = "encoder.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write_fn) -> None:
+    """Write via `write_fn(file_path)` into a temp file beside `path`, then rename over it.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    state = {"format": FORMAT, **state}
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is corrupt or not an "
+                        "unmasked checkpoint") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not an unmasked checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+    return state
+
+
+def export_encoder(encoder: torch.nn.Module, info: dict, run_dir: Path) -> Path:
+    """encoder.safetensors (timm VisionTransformer state dict) + encoder.json (how to build it)."""
+    run_dir = Path(run_dir)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    atomic_write(run_dir / ENCODER, lambda tmp: save_file(tensors, tmp, metadata={"format": "unmasked-encoder/1"}))
+    atomic_write_text(run_dir / ENCODER_INFO, json.dumps(info, indent=2) + "\n")
+    return run_dir / ENCODER
+
+
+def load_encoder_file(path: Path) -> tuple[dict, dict]:
+    """(state dict, info) from an export; info comes from the encoder.json beside it."""
+    path = Path(path)
+    info_path = path.with_name(ENCODER_INFO)
+    if not info_path.is_file():
+        raise UserError(f"{path}: missing {info_path.name} beside it (written by `unmasked pretrain`)")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path} cannot be read as safetensors ({e})") from None
+    return tensors, json.loads(info_path.read_text())

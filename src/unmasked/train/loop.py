@@ -1,0 +1,415 @@
+"""The pretraining loop: one optimiser step is read top to bottom in `Pretrainer.train_step`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from unmasked.build import augment_spec, build_objective, model_name, spec_from_config
+from unmasked.config import PretrainConfig, resolve_defaults, validate
+from unmasked.data.augment import BatchAugment
+from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
+from unmasked.data.loader import TrainBatches
+from unmasked.errors import TrainingStopped, UserError
+from unmasked.rng import BatchRandom
+from unmasked.train import checkpoint as ckpt
+from unmasked.train.distributed import broadcast_flag, cleanup, init_distributed
+from unmasked.train.metrics import JsonlWriter
+from unmasked.train.optim import build_optimizer, set_lr
+from unmasked.train.schedules import lr_schedule, momentum_schedule
+
+# Options that may change when a run is resumed; any other change is refused.
+RESUME_OVERRIDABLE = {
+    "out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps", "cache_gb",
+    "compile", "nan", "strict", "precision", "grad_checkpoint",
+}
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    images_seen: int = 0
+    elapsed: float = 0.0
+    skipped_steps: int = 0
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not at the first checkpoint, when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"--out {folder}: the run folder is not writable ({e.strerror or e})") from None
+
+
+def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: set[str]) -> PretrainConfig:
+    """The saved config wins; explicitly given options may only change what is safe to change."""
+    clashes = []
+    for name in sorted(explicit):
+        if name in RESUME_OVERRIDABLE or not hasattr(saved, name):
+            continue
+        if getattr(cfg, name) != getattr(saved, name):
+            clashes.append(f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {getattr(saved, name)})")
+    if clashes:
+        raise UserError(
+            f"cannot resume {cfg.out} with different settings: {'; '.join(clashes)}. Drop these options to "
+            "continue the run as it was, or start a new run in another --out folder"
+        )
+    merged = PretrainConfig.from_dict(saved.to_dict())
+    for name in explicit & RESUME_OVERRIDABLE:
+        setattr(merged, name, getattr(cfg, name))
+    merged.steps = cfg.steps  # a stop point belongs to one invocation: resuming runs on unless told
+    merged.out = cfg.out
+    return merged
+
+
+def resolve_precision(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    p = cfg.precision
+    if p == "auto":
+        p = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if p == "bf16" else None
+
+
+class _StopRequest:
+    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint after the current step and exits."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+class Pretrainer:
+    def __init__(self, cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
+                 progress: bool = True):
+        self.env, self.device = init_distributed(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
+        self.progress = progress and self.env.is_main
+        self.run_dir = Path(cfg.out)
+        self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
+        self.state = RunState()
+        resume_state = None
+        if resume:
+            if not self.ckpt_path.is_file():
+                raise UserError(f"--resume: no checkpoint to resume in {self.run_dir} (expected {self.ckpt_path})")
+            resume_state = ckpt.load_checkpoint(self.ckpt_path)
+            saved = PretrainConfig.from_dict(resume_state["config"])
+            cfg = merge_resume_config(saved, cfg, explicit or set())
+        else:
+            if self.ckpt_path.exists():
+                raise UserError(
+                    f"--out {self.run_dir} already holds a run ({self.ckpt_path.name}); continue it with --resume, "
+                    "or choose another --out folder"
+                )
+            cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data))
+        validate(cfg)
+        if self.env.is_main:
+            check_writable(self.run_dir)
+        self.cfg = cfg
+
+        # -- data -------------------------------------------------------------------------
+        base = 28 if is_fashion_mnist(cfg.data) else round(cfg.img_size / cfg.crop_pct)
+        self.data = load_data(
+            cfg.data, base_size=base, channels=cfg.channels or cfg.in_chans, subset=cfg.subset,
+            subset_seed=cfg.seed, cache_gb=cfg.cache_gb, num_workers=cfg.num_workers, strict=cfg.strict,
+            unlabeled=cfg.unlabeled, progress=self.progress,
+        )
+        if cfg.mean is None:
+            cfg.in_chans = self.data.channels
+            cfg.base_size = self.data.base_size
+            cfg.mean, cfg.std = channel_stats(self.data.train, self.data.base_size, self.data.channels)
+        if cfg.batch_size > len(self.data.train):
+            raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data.train)} training "
+                            f"images of {cfg.data}{' (after --subset)' if cfg.subset else ''}; use a smaller batch")
+        micro = cfg.batch_size // cfg.accum_steps
+        if micro % self.env.world:
+            raise UserError(f"--batch-size {cfg.batch_size} / --accum-steps {cfg.accum_steps} = {micro} images per "
+                            f"micro-batch is not divisible by the {self.env.world} processes")
+        self.batches = TrainBatches(
+            self.data.train, cfg.batch_size, cfg.accum_steps, self.device, seed=cfg.seed, rank=self.env.rank,
+            world=self.env.world, base_size=self.data.base_size, channels=self.data.channels,
+            num_workers=cfg.num_workers, strict=cfg.strict,
+        )
+
+        # -- model, optimiser, schedules -------------------------------------------------
+        torch.manual_seed(cfg.seed)
+        self.objective = build_objective(cfg).to(self.device)
+        if cfg.grad_checkpoint:
+            self.objective.encoder.set_grad_checkpointing(True)
+        self.optimizer = build_optimizer(self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.lrs = lr_schedule(cfg.peak_lr(), self.total_steps, round(cfg.warmup_epochs * self.steps_per_epoch),
+                               cfg.min_lr)
+        self.momenta = momentum_schedule(cfg.ema_momentum, self.total_steps)
+        self.augments = [BatchAugment(s) for s in self.objective.view_specs(augment_spec(cfg))]
+        self.autocast_dtype = resolve_precision(cfg, self.device)
+        if resume_state is not None:
+            self._load_state(resume_state)
+
+        student_call = self.objective.student
+        if self.env.enabled:
+            student_call = DDP(self.objective.student, device_ids=[self.device.index] if self.device.type == "cuda"
+                               else None, broadcast_buffers=False)
+        self.ddp = student_call if self.env.enabled else None
+        if cfg.compile:
+            student_call = torch.compile(student_call)
+        self.objective.set_student_call(student_call)
+        self.metrics = JsonlWriter(self.run_dir / METRICS_FILE, enabled=self.env.is_main)
+        if self.env.is_main:
+            self.metrics.truncate_after(self.state.step)
+            cfg.save(self.run_dir / CONFIG_FILE)
+
+    # -- state --------------------------------------------------------------------------
+    def _load_state(self, st: dict) -> None:
+        try:
+            self.objective.load_state_dict(st["objective"])
+        except RuntimeError as e:
+            raise UserError(f"checkpoint {self.ckpt_path} does not match the model of its config: {e}") from None
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.state = RunState(**st["state"])
+        ckpt.set_rng_state(st["rng"])
+
+    def save(self) -> None:
+        if not self.env.is_main:
+            return
+        state = {
+            "config": self.cfg.to_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": self.state.__dict__.copy(),
+            "rng": ckpt.rng_state(),
+            "encoder_spec": spec_from_config(self.cfg).to_dict(),
+        }
+        try:
+            ckpt.save_checkpoint(self.ckpt_path, state)
+        except OSError as e:
+            raise TrainingStopped(
+                f"could not write checkpoint {self.ckpt_path} at step {self.state.step} ({e.strerror or e}); "
+                "the previous checkpoint is kept unchanged"
+            ) from None
+
+    def export(self) -> Path | None:
+        if not self.env.is_main:
+            return None
+        info = {
+            "format": "unmasked-encoder/1",
+            "objective": self.cfg.objective,
+            "spec": spec_from_config(self.cfg).to_dict(),
+            "timm_kwargs": spec_from_config(self.cfg).timm_kwargs(),
+            "mean": self.cfg.mean,
+            "std": self.cfg.std,
+            "crop_pct": self.cfg.crop_pct,
+            "data": self.cfg.data,
+            "step": self.state.step,
+        }
+        return ckpt.export_encoder(self.objective.encoder, info, self.run_dir)
+
+    # -- one optimiser step ---------------------------------------------------------------
+    def train_step(self, step: int, micro_batches) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        set_lr(self.optimizer, float(self.lrs[step]))
+        total = torch.zeros((), device=self.device)
+        parts: dict[str, torch.Tensor] = {}
+        for micro in range(cfg.accum_steps):
+            images = next(micro_batches)
+            rng = BatchRandom(cfg.seed, step, micro, cfg.batch_size // cfg.accum_steps, self.device,
+                              self.env.rank, self.env.world)
+            views = [aug(images, rng) for aug in self.augments]
+            last = micro == cfg.accum_steps - 1
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                    enabled=self.autocast_dtype is not None):
+                    loss, metrics = self.objective(views, rng)
+                (loss / cfg.accum_steps).backward()
+            total += loss.detach() / cfg.accum_steps
+            for k, v in metrics.items():
+                parts[k] = parts.get(k, 0) + v / cfg.accum_steps
+
+        if cfg.nan == "skip" and not torch.isfinite(total).item():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.skipped_steps += 1
+            warnings.warn(f"step {step}: non-finite loss {total.item()} ({_fmt_parts(parts)}); step skipped "
+                          "(--nan skip)", stacklevel=2)
+            return total, parts
+        if cfg.clip_grad is not None:
+            parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.objective.student.parameters(), cfg.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.objective.update_teacher(float(self.momenta[step]))
+        return total, parts
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg, st = self.cfg, self.state
+        stop_at = self.total_steps if cfg.steps is None else min(self.total_steps, cfg.steps)
+        self.objective.train()
+        window: list[tuple[int, torch.Tensor, dict]] = []
+        bar = tqdm(total=stop_at, initial=min(st.step, stop_at), desc=f"{cfg.objective} pretrain", unit="step",
+                   disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
+        t_window, seen_window = time.perf_counter(), 0
+        t_run = time.perf_counter()
+        elapsed0 = st.elapsed
+        stop_signal = None
+        with _StopRequest() as stop:
+            while st.step < stop_at:
+                epoch, in_epoch = divmod(st.step, self.steps_per_epoch)
+                micro_batches = self.batches.epoch(epoch, in_epoch)
+                while in_epoch < self.steps_per_epoch and st.step < stop_at:
+                    loss, parts = self.train_step(st.step, micro_batches)
+                    window.append((st.step, loss, parts))
+                    st.step += 1
+                    st.images_seen += cfg.batch_size
+                    seen_window += cfg.batch_size
+                    in_epoch += 1
+                    st.elapsed = elapsed0 + time.perf_counter() - t_run
+                    bar.update(1)
+                    at_log = st.step % cfg.log_every == 0 or st.step == stop_at
+                    if at_log:
+                        dt = time.perf_counter() - t_window
+                        self._log(window, seen_window / max(dt, 1e-9), bar)
+                        window, t_window, seen_window = [], time.perf_counter(), 0
+                    requested = stop.signal is not None
+                    if self.env.enabled and at_log:
+                        requested = broadcast_flag(self.env, requested, self.device)
+                    elif self.env.enabled:
+                        requested = False
+                    if requested:
+                        stop_signal = stop.signal or signal.SIGTERM
+                        break
+                    if cfg.save_every_steps and st.step % cfg.save_every_steps == 0:
+                        self._check_window(window)
+                        self.save()
+                if stop_signal is not None:
+                    break
+                if in_epoch == self.steps_per_epoch and (epoch + 1) % cfg.save_every == 0 and st.step < stop_at:
+                    self._check_window(window)
+                    self.save()
+            self._check_window(window)
+            if window:
+                self._log(window, seen_window / max(time.perf_counter() - t_window, 1e-9), bar)
+            self.save()
+            self.export()
+        bar.close()
+        summary = self.summary(completed=st.step >= self.total_steps)
+        if stop_signal is not None:
+            summary["interrupted_by"] = signal.Signals(stop_signal).name
+        if self.env.is_main:
+            ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _check_window(self, window) -> None:
+        """Stop at the first non-finite loss since the last check (before anything is saved)."""
+        if not window or self.cfg.nan == "skip":
+            return
+        losses = torch.stack([w[1] for w in window]).float().cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step, loss, parts = window[int(bad[0])]
+            raise TrainingStopped(
+                f"non-finite loss at step {step}: loss={float(loss):.4g} ({_fmt_parts(parts)}). The run is "
+                f"stopped; the last good checkpoint {self.ckpt_path} is kept. Lower --lr / --base-lr, set "
+                "--clip-grad, or pass --nan skip to skip such steps"
+            )
+
+    def _log(self, window, images_per_s: float, bar) -> None:
+        if not window:
+            return
+        self._check_window(window)
+        st = self.state
+        keys = sorted({k for _, _, p in window for k in p})
+        rec = {
+            "step": st.step,
+            "epoch": round(st.step / self.steps_per_epoch, 4),
+            "lr": float(self.lrs[min(st.step, self.total_steps) - 1]),
+            "loss": float(torch.stack([w[1] for w in window]).float().mean()),
+        }
+        for k in keys:
+            vals = [p[k] for _, _, p in window if k in p]
+            rec[k] = float(torch.stack([torch.as_tensor(v).float() for v in vals]).mean())
+        if self.cfg.objective == "lut":
+            rec["ema_momentum"] = float(self.momenta[st.step - 1])
+        rec.update(images_per_s=round(images_per_s, 1), images_seen=st.images_seen, time_s=round(st.elapsed, 2))
+        self.metrics.write(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{images_per_s:.0f}", lr=f"{rec['lr']:.2e}")
+
+    def summary(self, completed: bool) -> dict:
+        st = self.state
+        return {
+            "objective": self.cfg.objective,
+            "model": model_name(self.cfg),
+            "data": self.data.name,
+            "train_images": len(self.data.train),
+            "device": _device_name(self.device),
+            "world_size": self.env.world,
+            "precision": "bf16" if self.autocast_dtype is not None else "fp32",
+            "steps": st.step,
+            "total_steps": self.total_steps,
+            "epochs": round(st.step / self.steps_per_epoch, 3),
+            "images_seen": st.images_seen,
+            "time_s": round(st.elapsed, 1),
+            "images_per_s": round(st.images_seen / max(st.elapsed, 1e-9), 1),
+            "skipped_steps": st.skipped_steps,
+            "skipped_files": len(self.data.skipped) + len(self.batches.skipped),
+            "completed": completed,
+            "run_dir": str(self.run_dir),
+        }
+
+    def close(self) -> None:
+        cleanup(self.env)
+
+
+def _fmt_parts(parts: dict) -> str:
+    return ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()) or "no parts"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
+             progress: bool = True) -> dict:
+    trainer = Pretrainer(cfg, resume=resume, explicit=explicit, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+__all__ = ["pretrain", "Pretrainer", "RunState"]

@@ -1,0 +1,120 @@
+import warnings
+
+import pytest
+import torch
+
+from unmasked.data.dataset import load_data
+from unmasked.data.image_folder import decode, scan
+from unmasked.errors import UserError
+
+from .helpers import class_folder, write_image
+
+
+def test_class_folder_layout_and_reproducible_split(tmp_path):
+    class_folder(tmp_path, per_class=10)
+    a = scan(tmp_path)
+    b = scan(tmp_path)
+    assert a.layout == "classes" and a.classes == ["cat", "dog"]
+    assert len(a.heldout.files) == 2 and len(a.train.files) == 18  # 10% per class
+    assert a.heldout.files == b.heldout.files
+    assert not set(a.train.files) & set(a.heldout.files)
+
+
+def test_train_val_layout(tmp_path):
+    class_folder(tmp_path / "train", per_class=3)
+    class_folder(tmp_path / "val", per_class=2)
+    idx = scan(tmp_path)
+    assert idx.layout == "split" and len(idx.train.files) == 6 and len(idx.heldout.files) == 4
+
+
+def test_val_missing_a_class_is_an_error(tmp_path):
+    class_folder(tmp_path / "train", classes=("a", "b", "c"), per_class=2)
+    class_folder(tmp_path / "val", classes=("a", "b"), per_class=2)
+    with pytest.raises(UserError, match=r"no images for class\(es\) c"):
+        scan(tmp_path)
+
+
+def test_unlabeled_folder(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / f"img{i}.jpg", seed=i)
+    idx = scan(tmp_path)
+    assert idx.layout == "unlabeled" and idx.classes is None and len(idx.train.files) == 4
+    data = load_data(str(tmp_path), base_size=16, progress=False)
+    assert not data.labeled and data.train.images.shape == (4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("setup,match", [
+    (lambda p: None, "no image files found"),
+    (lambda p: (p / "notes.txt").write_text("hello"), "no image files found"),
+])
+def test_empty_folders(tmp_path, setup, match):
+    setup(tmp_path)
+    with pytest.raises(UserError, match=match):
+        scan(tmp_path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserError, match="no such file or folder"):
+        scan(tmp_path / "nope")
+
+
+def test_corrupt_files_are_skipped_with_their_names(tmp_path):
+    class_folder(tmp_path, per_class=4)
+    (tmp_path / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "dog" / "empty.jpg").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        data = load_data(str(tmp_path), base_size=16, progress=False)
+    msgs = " ".join(str(x.message) for x in w)
+    assert "broken.png" in msgs and "empty.jpg" in msgs
+    assert len(data.skipped) == 2
+    assert len(data.train) + len(data.heldout) == 8
+
+
+def test_strict_refuses_corrupt_files(tmp_path):
+    class_folder(tmp_path, per_class=3)
+    (tmp_path / "cat" / "broken.png").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="broken.png"):
+        load_data(str(tmp_path), base_size=16, strict=True, progress=False)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "1", "I;16"])
+def test_modes_are_converted(tmp_path, mode):
+    ext = "tif" if mode in ("CMYK", "I;16") else "png"
+    p = write_image(tmp_path / f"x.{ext}", mode=mode)
+    for channels in (1, 3):
+        a = decode(p, 16, channels)
+        assert a.shape == (channels, 16, 16) and a.dtype.name == "uint8"
+
+
+def test_sixteen_bit_keeps_its_range(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    a = np.full((20, 20), 65535, dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "white.png")
+    assert decode(tmp_path / "white.png", 8, 1).min() == 255
+
+
+def test_tiny_and_wide_images_resize_to_base(tmp_path):
+    small = write_image(tmp_path / "small.png", size=(3, 2))
+    wide = write_image(tmp_path / "wide.png", size=(300, 20))
+    assert decode(small, 32, 3).shape == (3, 32, 32)
+    assert decode(wide, 32, 3).shape == (3, 32, 32)
+
+
+def test_greyscale_folder_gets_one_channel(tmp_path):
+    class_folder(tmp_path, per_class=3, mode="L")
+    data = load_data(str(tmp_path), base_size=16, progress=False)
+    assert data.channels == 1 and data.train.images.shape[1:] == (1, 16, 16)
+
+
+def test_streaming_when_over_cache_budget(tmp_path):
+    class_folder(tmp_path, per_class=4)
+    data = load_data(str(tmp_path), base_size=16, cache_gb=0, progress=False)
+    assert not data.train.in_memory and data.train.files is not None
+    from unmasked.data.loader import TrainBatches
+
+    batches = TrainBatches(data.train, 2, 1, torch.device("cpu"), base_size=16, channels=3)
+    out = list(batches.epoch(0))
+    assert len(out) == len(data.train) // 2 and out[0].shape == (2, 3, 16, 16)

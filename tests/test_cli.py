@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+
+from unmasked.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "unmasked", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--mask-ratio", "1.5"], "--mask-ratio 1.5: must be in the open interval (0, 1)"),
+    (["--objective", "lut", "--mask-ratio", "0.4"], "--mask-ratio 0.4: LUT needs a mask ratio in [0.5, 1)"),
+    (["--img-size", "30", "--patch-size", "4"], "--img-size 30 is not divisible by --patch-size 4"),
+    (["--epochs", "-3"], "--epochs -3: must be a positive integer"),
+    (["--batch-size", "100000"], "--batch-size 100000 is larger than the 60000 training images"),
+    (["--data", "/no/such/folder"], "--data /no/such/folder: no such file or folder"),
+])
+def test_bad_arguments_exit_2_with_a_message(fm_root, tmp_path, capsys, args, match):
+    code = main(["pretrain", "--no-progress", "--out", str(tmp_path / "r"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert match in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--objective", "dino"], ["--model", "vit_gigantic"], ["--epochs", "ten"]])
+def test_argparse_rejects_unknown_choices(args):
+    r = run_cli("pretrain", *args)
+    assert r.returncode == 2 and "invalid" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_documents_every_option():
+    r = run_cli("pretrain", "--help")
+    assert r.returncode == 0
+    from unmasked.config import OPTION_FIELDS
+
+    for f in OPTION_FIELDS:
+        assert "--" + f.name.replace("_", "-") in r.stdout
+    assert "torchrun" in r.stdout
+
+
+def test_eval_knn_on_missing_run(tmp_path, capsys):
+    assert main(["eval", "knn", str(tmp_path / "nothing")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_new_run_refuses_to_overwrite_and_resume_needs_a_checkpoint(fm_root, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["pretrain", "--no-progress", "--out", str(out), "--resume"]) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"x")
+    assert main(["pretrain", "--no-progress", "--out", str(out)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_smoke_run_and_knn_through_the_cli(fm_root, tmp_path, capsys):
+    out = tmp_path / "smoke"
+    args = ["pretrain", "--no-progress", "--out", str(out), "--objective", "mae", "--width", "32", "--depth", "1",
+            "--heads", "2", "--decoder-width", "32", "--decoder-depth", "1", "--decoder-heads", "2",
+            "--subset", "128", "--batch-size", "32", "--steps", "2", "--num-workers", "0"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "stopped at step 2" in text and "images seen" in text
+    assert main(["eval", "knn", str(out), "--no-progress", "--k", "5", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "kNN on fashion-mnist" in text and "k=20" in text
+    assert (out / "knn.json").is_file()

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from unmasked.errors import UserError
+from unmasked.train import checkpoint as ckpt
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save_checkpoint(path, {"step": 1})
+
+    def crash(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        ckpt.atomic_write(path, crash)
+    assert ckpt.load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_load_rejects_corrupt_and_foreign_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot be read"):
+        ckpt.load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.zeros(1)}, foreign)
+    with pytest.raises(UserError, match="not an unmasked checkpoint"):
+        ckpt.load_checkpoint(foreign)
+    with pytest.raises(UserError, match="no checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+
+    state = ckpt.rng_state()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    ckpt.set_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]

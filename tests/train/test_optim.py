@@ -1,0 +1,18 @@
+from unmasked.models import MAEDecoder, build_encoder, encoder_spec
+from unmasked.objectives import LUT
+from unmasked.train.optim import param_groups
+
+
+def test_no_weight_decay_on_biases_norms_tokens_positions():
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=1, num_heads=2))
+    dec = MAEDecoder(7, 32, 32, 1, 2, 16)
+    lut = LUT(enc, dec, hidden_dim=64)
+    decay, no_decay = param_groups(lut.student, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in lut.student.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    d = {names[id(p)] for p in decay["params"]}
+    assert "encoder.cls_token" in nd and "decoder.mask_token" in nd
+    assert "encoder.pos_embed" not in nd | d  # frozen: not optimised at all
+    assert all(n.endswith(".bias") or "norm" in n or "token" in n or ".1." in n for n in nd)
+    assert "encoder.blocks.0.attn.qkv.weight" in d and "encoder.patch_embed.proj.weight" in d
