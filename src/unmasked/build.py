@@ -40,4 +40,6 @@ def augment_spec(cfg: PretrainConfig) -> AugmentSpec:
 
 def model_name(cfg: PretrainConfig) -> str:
     spec = spec_from_config(cfg)
-    return f"{cfg.model}/{spec.patch_size} ({spec.embed_dim}w x {spec.depth}d x {spec.num_heads}h, {spec.img_size} px)"
+    custom = any(v is not None for v in (cfg.width, cfg.depth, cfg.heads))
+    name = "vit" if custom else cfg.model
+    return f"{name}/{spec.patch_size} ({spec.embed_dim}w x {spec.depth}d x {spec.num_heads}h, {spec.img_size} px)"

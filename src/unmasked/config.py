@@ -41,6 +41,9 @@ class PretrainConfig:
     decoder_depth: int | None = opt(None, "MAE decoder blocks (default 4 on Fashion-MNIST, 8 otherwise)", "model")
     decoder_heads: int | None = opt(None, "MAE decoder heads (default 4 on Fashion-MNIST, 16 otherwise)", "model")
     drop_path: float = opt(0.0, "stochastic depth rate of the encoder", "model")
+    init_from: str | None = opt(None, "warm start: load the encoder weights of this run folder, checkpoint or "
+                                "encoder.safetensors (same encoder shape); decoder, heads and optimiser start "
+                                "fresh", "model", metavar="RUN")
     # -- objective --------------------------------------------------------------------------
     mask_ratio: float = opt(0.75, "fraction of patches hidden from the encoder, in (0, 1); LUT needs >= 0.5",
                             "objective")

@@ -9,9 +9,11 @@ import torch
 
 from unmasked.config import PretrainConfig
 
-# On 2 CPU cores: a narrow, shallow ViT so pretraining takes about 8 minutes and kNN about 2.
-CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, decoder_width=128, decoder_depth=2,
-                  decoder_heads=4, batch_size=256, epochs=1, warmup_epochs=0.1, base_lr=1.5e-4)
+# On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that pretraining takes
+# about 6 minutes and kNN about 1. A higher base lr than the published 1.5e-4 suits so short a run
+# (measured: kNN20 79.5% against 76.2% at 1.5e-4 after 2 epochs).
+CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, patch_size=7, decoder_width=128,
+                  decoder_depth=2, decoder_heads=4, batch_size=256, epochs=2, warmup_epochs=0.2, base_lr=6e-4)
 # On a GPU: the full ViT-Tiny/4 and the reference recipe's budget (40 epochs, batch 512).
 GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2)
 

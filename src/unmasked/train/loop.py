@@ -32,6 +32,7 @@ RESUME_OVERRIDABLE = {
     "out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps", "cache_gb",
     "compile", "nan", "strict", "precision", "grad_checkpoint",
 }
+RESUME_IGNORED = {"init_from"}  # a warm start only matters when the run begins
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -60,14 +61,15 @@ def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: se
     """The saved config wins; explicitly given options may only change what is safe to change."""
     clashes = []
     for name in sorted(explicit):
-        if name in RESUME_OVERRIDABLE or not hasattr(saved, name):
+        if name in RESUME_OVERRIDABLE or name in RESUME_IGNORED or not hasattr(saved, name):
             continue
         if getattr(cfg, name) != getattr(saved, name):
             clashes.append(f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {getattr(saved, name)})")
     if clashes:
         raise UserError(
             f"cannot resume {cfg.out} with different settings: {'; '.join(clashes)}. Drop these options to "
-            "continue the run as it was, or start a new run in another --out folder"
+            "continue the run as it was, or start a new run in another --out folder (add --init-from "
+            f"{cfg.out} to warm-start its encoder)"
         )
     merged = PretrainConfig.from_dict(saved.to_dict())
     for name in explicit & RESUME_OVERRIDABLE:
@@ -179,6 +181,8 @@ class Pretrainer:
         self.autocast_dtype = resolve_precision(cfg, self.device)
         if resume_state is not None:
             self._load_state(resume_state)
+        elif cfg.init_from:
+            self._warm_start(cfg.init_from)
 
         student_call = self.objective.student
         if self.env.enabled:
@@ -202,6 +206,21 @@ class Pretrainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.state = RunState(**st["state"])
         ckpt.set_rng_state(st["rng"])
+
+    def _warm_start(self, source: str) -> None:
+        """Encoder weights from another run; refuses a different encoder shape, naming the difference."""
+        from unmasked.runs import load_encoder
+
+        other = load_encoder(source)
+        mine = self.objective.encoder.spec
+        fields = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+        diff = [f"{f} {getattr(other.spec, f)} (this run: {getattr(mine, f)})" for f in fields
+                if getattr(other.spec, f) != getattr(mine, f)]
+        if diff:
+            raise UserError(f"--init-from {source}: its encoder differs from this run's: {'; '.join(diff)}")
+        self.objective.encoder.load_state_dict(other.encoder.state_dict())
+        if self.objective.teacher is not None:  # the EMA teacher starts from the student
+            self.objective.teacher.encoder.load_state_dict(other.encoder.state_dict())
 
     def save(self) -> None:
         if not self.env.is_main:
