@@ -1,4 +1,4 @@
-"""The `unmasked` command line: pretrain, eval knn, demo."""
+"""The `unmasked` command line: pretrain, eval {knn,linear,finetune}, analyze, compare, demo."""
 
 from __future__ import annotations
 
@@ -102,6 +102,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbour counts (default: 10 20 100 200; k = 20 is the headline)")
     k.add_argument("--temperature", type=float, default=0.07, help="vote temperature T (default: 0.07)")
 
+    lin = ev_sub.add_parser("linear", help="linear probe on frozen CLS and mean-pooled features (MAE protocol)",
+                            formatter_class=_Formatter,
+                            description="Frozen features are extracted once and cached in <run>/features/; a "
+                                        "BatchNorm1d(affine=False) + Linear head is trained with LARS (momentum "
+                                        "0.9, no weight decay, lr = base_lr * batch / 256, warm-up + cosine). The "
+                                        "batch is the largest power of two up to 16384 giving >= 16 steps per "
+                                        "epoch. Writes <run>/linear.json and the folded heads.")
+    _add_eval_common(lin)
+    lin.add_argument("--epochs", type=int, default=90, help="probe epochs (default: 90)")
+    lin.add_argument("--warmup-epochs", type=int, default=10, help="warm-up epochs (default: 10)")
+    lin.add_argument("--base-lr", type=float, default=0.1, help="base lr, scaled by batch / 256 (default: 0.1)")
+    lin.add_argument("--probe-batch", type=int, default=None, help="probe batch size (default: sized to the data)")
+
+    ft = ev_sub.add_parser("finetune", help="full fine-tuning with layer-wise lr decay (MAE recipe)",
+                           formatter_class=_Formatter,
+                           description="Fine-tunes the whole encoder with a global-average-pool head (its "
+                                       "fc_norm trained): AdamW, layer-wise lr decay, drop path, mixup/cutmix, "
+                                       "label smoothing, RandAugment, random erasing. Reports best and last "
+                                       "held-out accuracy in <run>/finetune.json.")
+    _add_eval_common(ft)
+    ft.add_argument("--epochs", type=int, default=None, help="epochs (default: 30 on Fashion-MNIST, 100 otherwise)")
+    ft.add_argument("--warmup-epochs", type=int, default=None, help="warm-up epochs (default: 5)")
+    ft.add_argument("--base-lr", type=float, default=None, help="base lr, scaled by batch / 256 (default: 5e-4)")
+    ft.add_argument("--layer-decay", type=float, default=None,
+                    help="layer-wise lr decay (default: 0.65 for ViT-B widths, else 0.75)")
+    ft.add_argument("--drop-path", type=float, default=None, help="stochastic depth (default: 0.1)")
+    ft.add_argument("--mixup", type=float, default=None, help="mixup alpha (default: 0.8; 0 = off)")
+    ft.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (default: 1.0; 0 = off)")
+    ft.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (default: 0.1)")
+    ft.add_argument("--randaug-magnitude", type=int, default=None, help="RandAugment magnitude (default: 9)")
+    ft.add_argument("--train-batch", type=int, default=None, help="training batch size (default: 256)")
+    ft.add_argument("--subset", type=int, default=None, metavar="N", help="fine-tune on N training images")
+    ft.add_argument("--steps", type=int, default=None, metavar="N", help="stop after N steps (smoke tests)")
+
+    an = sub.add_parser("analyze", help="attention distance, attention maps, NMI, spectrum, reconstructions",
+                        formatter_class=_Formatter,
+                        description="All analyses of one encoder on a fixed sample of held-out images, run on "
+                                    "all tokens in float32. Writes JSON and PNG files into <run>/analysis/.")
+    _add_eval_common(an)
+    an.add_argument("--images", type=int, default=1000,
+                    help="images for attention distance and NMI (default: 1000)")
+    an.add_argument("--map-images", type=int, default=4, help="images shown in the figures (default: 4)")
+    an.add_argument("--layers", type=int, nargs="+", default=None, metavar="L",
+                    help="layers (1-based) for the patch-query attention maps (default: first, middle, last)")
+    an.add_argument("--out", default=None, help="output folder (default: <run>/analysis)")
+
+    cmp_ = sub.add_parser("compare", help="one report with several runs side by side (Markdown + HTML)",
+                          formatter_class=_Formatter,
+                          description="Table of each run's objective, model, images seen, time and accuracies; "
+                                      "attention distance, NMI and spectra of all runs on shared plots; attention "
+                                      "maps and reconstructions side by side. Missing kNN, linear probe and "
+                                      "analyses are computed first (unless --no-compute); fine-tuning is named "
+                                      "with the command that computes it.")
+    cmp_.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    cmp_.add_argument("--out", required=True, help="report folder")
+    cmp_.add_argument("--no-compute", action="store_true", help="only report what is already computed")
+    cmp_.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
+    cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     d = sub.add_parser("demo", help="LUT on Fashion-MNIST, then kNN, with a summary (sized to the device)",
                        formatter_class=_Formatter,
                        description="Pretrains a small ViT with LUT on Fashion-MNIST and evaluates it with kNN. "
@@ -165,6 +224,10 @@ def print_summary(s: dict, knn: dict | None = None) -> None:
         ("images seen", f"{s['images_seen']:,} ({s['epochs']} epochs, {s['steps']} steps)"),
         ("time", f"{s['time_s']:.0f} s ({s['images_per_s']:.0f} images/s)"),
     ]
+    if s.get("skipped_files"):
+        rows.append(("skipped files", f"{s['skipped_files']} unreadable image(s), each named in a warning above"))
+    if s.get("skipped_steps"):
+        rows.append(("skipped steps", f"{s['skipped_steps']} (non-finite loss, --nan skip)"))
     if knn is not None:
         rows.append((f"kNN top-1 (k={knn['headline_k']})",
                      f"CLS {knn['top1']['cls']:.2f}%, mean-pooled {knn['top1']['mean']:.2f}% "
@@ -188,7 +251,80 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          temperature=args.temperature, num_workers=args.num_workers, progress=not args.no_progress)
         _print_knn(result)
         return 0
-    raise UserError("eval needs a protocol: unmasked eval knn RUN")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be a positive integer")
+    if args.protocol == "linear":
+        from unmasked.eval.linear import run_linear
+
+        for name in ("epochs", "probe_batch"):
+            v = getattr(args, name)
+            if v is not None and v < 1:
+                raise UserError(f"--{name.replace('_', '-')} {v}: must be a positive integer")
+        if args.warmup_epochs < 0 or args.warmup_epochs > args.epochs:
+            raise UserError(f"--warmup-epochs {args.warmup_epochs}: must be in [0, --epochs {args.epochs}]")
+        r = run_linear(args.run, data=args.data, device=args.device, batch_size=args.batch_size, epochs=args.epochs,
+                       warmup_epochs=args.warmup_epochs, base_lr=args.base_lr, probe_batch=args.probe_batch,
+                       num_workers=args.num_workers, progress=not args.no_progress)
+        print(f"linear probe on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}; "
+              f"LARS, batch {r['recipe']['batch_size']}, {r['recipe']['epochs']} epochs)")
+        for kind, label in (("cls", "CLS"), ("mean", "mean-pool")):
+            res = r["results"][kind]
+            top5 = f", top-5 {res['top5']:.2f}%" if "top5" in res else ""
+            print(f"  {label:<9}  top-1 {res['top1']:.2f}%{top5}")
+        return 0
+    if args.protocol == "finetune":
+        from unmasked.eval.finetune import run_finetune
+
+        for name in ("epochs", "train_batch", "subset", "steps"):
+            v = getattr(args, name)
+            if v is not None and v < 1:
+                raise UserError(f"--{name.replace('_', '-')} {v}: must be a positive integer")
+        if args.train_batch is not None and args.train_batch % 2:
+            raise UserError(f"--train-batch {args.train_batch}: mixup/cutmix need an even batch size")
+        r = run_finetune(args.run, data=args.data, device=args.device, num_workers=args.num_workers,
+                         progress=not args.no_progress, subset=args.subset, epochs=args.epochs,
+                         warmup_epochs=args.warmup_epochs, base_lr=args.base_lr, layer_decay=args.layer_decay,
+                         drop_path=args.drop_path, mixup=args.mixup, cutmix=args.cutmix,
+                         label_smoothing=args.label_smoothing, randaug_magnitude=args.randaug_magnitude,
+                         batch_size=args.train_batch, steps=args.steps)
+        print(f"fine-tuning on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}, "
+              f"{r['steps']} steps): best top-1 {r['top1']['best']:.2f}% (epoch {r['best']['epoch']}), "
+              f"last {r['top1']['last']:.2f}%")
+        return 0
+    raise UserError("eval needs a protocol: unmasked eval {knn,linear,finetune} RUN")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from unmasked.analysis.analyze import analyze
+
+    if args.images < 1 or args.map_images < 1 or args.batch_size < 1:
+        raise UserError("--images, --map-images and --batch-size must be positive integers")
+    layers = None if args.layers is None else [v - 1 for v in args.layers]
+    r = analyze(args.run, data=args.data, device=args.device, images=args.images, map_images=args.map_images,
+                patch_layers=layers, batch_size=min(args.batch_size, 100), out=args.out,
+                progress=not args.no_progress)
+    ad = r["attention_distance"]
+    print(f"analysis of {r['label']} on {r['images']} {r['split']} images of {r['data']}")
+    print("  mean attention distance per layer (px): " + " ".join(f"{v:.1f}" for v in ad["per_layer"]))
+    print(f"  last {ad['last_layers_count']} layer(s): {ad['last_layers']:.2f} px (uniform attention: "
+          f"{ad['uniform']:.2f} px)")
+    print("  attention NMI per layer: " + " ".join(f"{v:.2f}" for v in r["attention_nmi"]["per_layer"]))
+    rk = r["spectrum"]["rankme"]
+    print(f"  RankMe: CLS {rk['cls']:.1f}, mean-pooled {rk['mean']:.1f} (of {r['spectrum']['images']} images)")
+    out = args.out or str(__import__("pathlib").Path(r["encoder"]).parent / "analysis")
+    print(f"  files in {out}: analysis.json, " + ", ".join(
+        f for v in r["files"].values() for f in (v if isinstance(v, list) else [v])))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unmasked.analysis.report import compare
+
+    r = compare(args.runs, args.out, compute=not args.no_compute, device=args.device, progress=not args.no_progress)
+    print(f"report written to {args.out}/report.md and {args.out}/report.html ({len(r['files'])} files)")
+    for n in r["notes"]:
+        print(f"  note: {n}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -214,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "analyze":
+            return cmd_analyze(args)
+        if args.command == "compare":
+            return cmd_compare(args)
     except UserError as e:
         print(f"unmasked: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,206 @@
+"""`unmasked analyze RUN`: every analysis of one encoder, as JSON numbers and PNG figures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from unmasked.analysis import plots
+from unmasked.analysis.attention import attention_weights, patch_attention
+from unmasked.analysis.distance import mean_attention_distance
+from unmasked.analysis.nmi import attention_nmi
+from unmasked.analysis.spectrum import rankme, singular_values
+from unmasked.data.augment import eval_view
+from unmasked.data.dataset import Split, load_data
+from unmasked.eval.common import base_size_for, resolve_device
+from unmasked.eval.features import extract_features
+from unmasked.runs import load_encoder
+from unmasked.train.checkpoint import atomic_write_text
+
+ANALYSIS_DIR = "analysis"
+
+
+def uniform_distance(grid: int, patch: int) -> float:
+    return float(mean_attention_distance(torch.full((grid * grid, grid * grid), 1.0 / grid**2), grid, patch))
+
+
+def fixed_sample(split: Split, n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """The same n images every time: the first n of a seeded permutation (decoded if needed)."""
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[: min(n, len(split))])
+    sub = split.subset(idx)
+    return sub, idx
+
+
+def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
+    if sub.in_memory:
+        return sub.images
+    from unmasked.eval.features import iterate_split
+
+    return torch.cat(list(iterate_split(sub, 256, base, channels)))
+
+
+@torch.no_grad()
+def attention_statistics(encoder, x: torch.Tensor, batch_size: int, progress: bool) -> dict:
+    """Per layer and head: mean attention distance (px) and NMI, averaged over the images."""
+    spec = encoder.spec
+    sums_d, sums_n, count = None, None, 0
+    for i in tqdm(range(0, len(x), batch_size), desc="attention", unit="batch", disable=not progress, leave=False):
+        xb = x[i : i + batch_size]
+        maps = attention_weights(encoder, xb)
+        d = torch.stack([mean_attention_distance(patch_attention(a), spec.grid, spec.patch_size).sum(0) for a in maps])
+        n = torch.stack([attention_nmi(patch_attention(a)).sum(0) for a in maps])
+        sums_d = d if sums_d is None else sums_d + d
+        sums_n = n if sums_n is None else sums_n + n
+        count += xb.shape[0]
+    dist = (sums_d / count).cpu().numpy()
+    nmi = (sums_n / count).cpu().numpy()
+    return {"distance_per_head": dist, "nmi_per_head": nmi}
+
+
+def _upsample(m: torch.Tensor, grid: int, patch: int) -> np.ndarray:
+    m = m.reshape(grid, grid).float()
+    m = (m - m.min()) / (m.max() - m.min()).clamp(min=1e-12)
+    return np.kron(m.cpu().numpy(), np.ones((patch, patch)))
+
+
+@torch.no_grad()
+def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_layers: list[int]) -> list[str]:
+    from unmasked.analysis.reconstruct import to_display
+
+    spec = encoder.spec
+    g, p = spec.grid, spec.patch_size
+    depth = len(encoder.blocks)
+    maps = attention_weights(encoder, x, layers=sorted(set([depth - 1, *patch_layers])))
+    by_layer = dict(zip(sorted(set([depth - 1, *patch_layers])), maps))
+    last = by_layer[depth - 1]  # (B, H, 1 + L, 1 + L)
+    rows, row_labels = [], []
+    for b in range(x.shape[0]):
+        cls_to_patch = last[b, :, 0, 1:]
+        rows.append([to_display(x[b], mean, std)] + [_upsample(cls_to_patch[h], g, p) for h in range(last.shape[1])])
+        row_labels.append(f"image {b + 1}")
+    cols = ["input"] + [f"head {h + 1}" for h in range(last.shape[1])]
+    files = [plots.image_grid(rows, row_labels, cols, out / "attention_maps_cls.png",
+                              f"{label}: CLS-query attention of the last block (layer {depth}), per head",
+                              cmaps=["gray"] + ["inferno"] * last.shape[1]).name]
+    q = (g // 2) * g + g // 2  # the patch at the centre
+    rows, marks = [], []
+    for b in range(x.shape[0]):
+        row = [to_display(x[b], mean, std)]
+        mrow = [((g // 2) * p, (g // 2) * p, p)]
+        for lay in patch_layers:
+            a = patch_attention(by_layer[lay][b]).mean(0)  # heads averaged, (L, L)
+            row.append(_upsample(a[q], g, p))
+            mrow.append(((g // 2) * p, (g // 2) * p, p))
+        rows.append(row)
+        marks.append(mrow)
+    cols = ["input (query marked)"] + [f"layer {lay + 1}" for lay in patch_layers]
+    files.append(plots.image_grid(rows, row_labels, cols, out / "attention_maps_patch.png",
+                                  f"{label}: attention of the centre patch (red square), mean over heads",
+                                  cmaps=["gray"] + ["inferno"] * len(patch_layers), marks=marks).name)
+    return files
+
+
+def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: str) -> str | None:
+    from unmasked.analysis.reconstruct import reconstructions, to_display
+    from unmasked.runs import load_run_objective
+
+    ckpt_file = run / "checkpoint.pt" if run.is_dir() else run
+    if not ckpt_file.is_file() or ckpt_file.suffix != ".pt":
+        return None
+    obj, cfg = load_run_objective(ckpt_file, device)
+    rec = reconstructions(obj, x.to(device), cfg.norm_pix_loss)
+    rows = []
+    for b in range(x.shape[0]):
+        rows.append([to_display(rec[k][b], cfg.mean, cfg.std) for k in ("original", "masked", "reconstruction", "pasted")])
+    cols = ["original", f"masked ({cfg.mask_ratio:.0%} hidden)", "reconstruction", "reconstruction + visible"]
+    note = ", de-normalised (norm_pix_loss)" if cfg.norm_pix_loss else ""
+    return plots.image_grid(rows, [f"image {b + 1}" for b in range(x.shape[0])], cols, out / "reconstructions.png",
+                            f"{label}: reconstructions{note}").name
+
+
+def analyze(path, data: str | None = None, device: str = "auto", images: int = 1000, map_images: int = 4,
+            patch_layers: list[int] | None = None, spectrum_images: int = 10_000, batch_size: int = 100,
+            out: str | Path | None = None, progress: bool = True, label: str | None = None) -> dict:
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    loaded = load_encoder(path)
+    enc = loaded.encoder.to(dev).eval().float()
+    spec = enc.spec
+    data = data or loaded.data
+    ds = load_data(data, base_size=base_size_for(loaded, data), channels=spec.in_chans, progress=progress)
+    split = ds.heldout if ds.heldout is not None and len(ds.heldout) else ds.train
+    split_name = ds.heldout_name if split is ds.heldout else "train"
+    out = Path(out) if out else loaded.run_dir / ANALYSIS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    label = label or f"{loaded.objective.upper()} ({loaded.run_dir.name})"
+
+    sub, _ = fixed_sample(split, images)
+    x = eval_view(_uint8_images(sub, ds.base_size, ds.channels).to(dev), spec.img_size, loaded.mean, loaded.std,
+                  loaded.crop_pct)
+    stats = attention_statistics(enc, x, batch_size, progress)
+    dist, nmi = stats["distance_per_head"], stats["nmi_per_head"]
+    uniform = uniform_distance(spec.grid, spec.patch_size)
+    depth = len(enc.blocks)
+    last_k = max(1, depth // 4)
+
+    spec_sub, _ = fixed_sample(split, spectrum_images, seed=1)
+    feats = extract_features(enc, spec_sub, loaded.mean, loaded.std, loaded.crop_pct, dev, base=ds.base_size,
+                             channels=ds.channels, progress=progress, desc="features (spectrum)")
+    spectra = {k: singular_values(v).tolist() for k, v in feats.items()}
+    ranks = {k: rankme(v) for k, v in feats.items()}
+
+    results = {
+        "encoder": str(loaded.source),
+        "objective": loaded.objective,
+        "label": label,
+        "data": ds.name,
+        "split": split_name,
+        "images": int(x.shape[0]),
+        "img_size": spec.img_size,
+        "patch_size": spec.patch_size,
+        "attention_distance": {
+            "units": "pixels of the model input",
+            "definition": "CLS dropped, rows renormalised, all tokens, float32; mean over images",
+            "per_head": dist.tolist(),
+            "per_layer": dist.mean(1).tolist(),
+            "last_layers": float(dist[-last_k:].mean()),
+            "last_layers_count": last_k,
+            "uniform": uniform,
+        },
+        "attention_nmi": {"per_head": nmi.tolist(), "per_layer": nmi.mean(1).tolist(),
+                          "last_layers": float(nmi[-last_k:].mean())},
+        "spectrum": {"images": int(len(spec_sub)), "centred": True, "singular_values": spectra, "rankme": ranks},
+    }
+    files = {}
+    run_entry = {"label": label, "per_head": dist, "uniform": uniform, "nmi": nmi.mean(1), "spectra": spectra,
+                 "rankme": ranks}
+    files["attention_distance"] = plots.attention_distance_plot([run_entry], out / "attention_distance.png",
+                                                                f"{label}: mean attention distance").name
+    files["attention_nmi"] = plots.layer_curve_plot([run_entry], "nmi", out / "attention_nmi.png",
+                                                    "NMI(query position; key position)",
+                                                    f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
+    files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
+    if patch_layers is None:
+        patch_layers = sorted({0, depth // 2 - 1, depth - 1})
+    bad = [layer for layer in patch_layers if not 0 <= layer < depth]
+    if bad:
+        from unmasked.errors import UserError
+
+        raise UserError(f"--layers {' '.join(str(b + 1) for b in bad)}: the encoder has layers 1-{depth}")
+    maps_x = x[:map_images]
+    files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
+    rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)
+    if rec:
+        files["reconstructions"] = rec
+    results["files"] = files
+    results["time_s"] = round(time.perf_counter() - t0, 1)
+    atomic_write_text(out / "analysis.json", json.dumps(results, indent=1) + "\n")
+    return results
+
+
+

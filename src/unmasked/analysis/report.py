@@ -1,0 +1,193 @@
+"""`unmasked compare RUN...`: one report (Markdown + self-contained HTML), objectives side by side.
+
+Everything in it is read from files the other commands write (summary.json, knn.json,
+linear.json, finetune.json, analysis/analysis.json). What is missing is computed (kNN, linear
+probe, analyses) or, for fine-tuning, named with the command that would compute it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from unmasked.analysis import plots
+from unmasked.analysis.analyze import ANALYSIS_DIR, analyze, fixed_sample
+from unmasked.errors import UserError
+from unmasked.train.checkpoint import atomic_write_text
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(v, digits=2, suffix=""):
+    return "—" if v is None else f"{v:.{digits}f}{suffix}"
+
+
+def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
+    from unmasked.eval.knn import run_knn
+    from unmasked.eval.linear import run_linear
+
+    if not run.is_dir():
+        raise UserError(f"{run}: not a run folder")
+    summary, cfg = _read(run / "summary.json"), _read(run / "config.json")
+    if cfg is None:
+        raise UserError(f"{run}: no config.json; is this a folder written by `unmasked pretrain`?")
+    label = f"{cfg['objective'].upper()} ({run.name})"
+    entry = {"run": run, "label": label, "summary": summary, "config": cfg}
+    for name, fn, cmd in (("knn", run_knn, "eval knn"), ("linear", run_linear, "eval linear")):
+        res = _read(run / f"{name}.json")
+        if res is None and compute:
+            res = fn(run, device=device, progress=progress)
+        elif res is None:
+            notes.append(f"{label}: {name} not computed — `unmasked {cmd} {run}`")
+        entry[name] = res
+    entry["finetune"] = _read(run / "finetune.json")
+    if entry["finetune"] is None:
+        notes.append(f"{label}: fine-tuning not computed (it is the slow one) — `unmasked eval finetune {run}`")
+    ana = _read(run / ANALYSIS_DIR / "analysis.json")
+    if ana is None and compute:
+        ana = analyze(run, device=device, progress=progress, label=label)
+    elif ana is None:
+        notes.append(f"{label}: analyses not computed — `unmasked analyze {run}`")
+    entry["analysis"] = ana
+    return entry
+
+
+def table(entries: list[dict]) -> list[list[str]]:
+    head = ["run", "objective", "model", "data", "images seen", "pretrain time", "kNN k=20 CLS / mean",
+            "linear CLS / mean", "fine-tune best / last", "attn. distance, last layers", "RankMe CLS / mean"]
+    rows = [head]
+    for e in entries:
+        s, c = e["summary"] or {}, e["config"]
+        knn, lin, ft, ana = e["knn"], e["linear"], e["finetune"], e["analysis"]
+        rows.append([
+            str(e["run"]), c["objective"], s.get("model", c.get("model", "?")), s.get("data", c["data"]),
+            f"{s['images_seen']:,}" if s else "—",
+            f"{s['time_s'] / 60:.1f} min on {s['device']}" if s else "—",
+            f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %" if knn else "—",
+            f"{_fmt(lin['top1']['cls'])} / {_fmt(lin['top1']['mean'])} %" if lin else "—",
+            f"{_fmt(ft['top1']['best'])} / {_fmt(ft['top1']['last'])} %" if ft else "—",
+            (f"{ana['attention_distance']['last_layers']:.2f} px (uniform {ana['attention_distance']['uniform']:.2f})"
+             if ana else "—"),
+            f"{ana['spectrum']['rankme']['cls']:.1f} / {ana['spectrum']['rankme']['mean']:.1f}" if ana else "—",
+        ])
+    return rows
+
+
+def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> list[str]:
+    """Last-block CLS attention (mean over heads) and reconstructions of the same images, run by run."""
+    from unmasked.analysis.analyze import _uint8_images, _upsample
+    from unmasked.analysis.attention import attention_weights
+    from unmasked.analysis.reconstruct import reconstructions, to_display
+    from unmasked.data.augment import eval_view
+    from unmasked.data.dataset import load_data
+    from unmasked.eval.common import base_size_for, resolve_device
+    from unmasked.runs import load_encoder, load_run_objective
+
+    dev = resolve_device(device)
+    att_cols, rec_cols, inputs = [], [], None
+    for e in entries:
+        loaded = load_encoder(e["run"])
+        enc = loaded.encoder.to(dev).eval()
+        ds = load_data(loaded.data, base_size=base_size_for(loaded, loaded.data), channels=loaded.spec.in_chans,
+                       progress=False)
+        split = ds.heldout if ds.heldout is not None else ds.train
+        sub, _ = fixed_sample(split, 1000)
+        x = eval_view(_uint8_images(sub, ds.base_size, ds.channels)[:n].to(dev), loaded.spec.img_size,
+                      loaded.mean, loaded.std, loaded.crop_pct)
+        if inputs is None:
+            inputs = [to_display(x[b], loaded.mean, loaded.std) for b in range(len(x))]
+        with torch.no_grad():
+            last = attention_weights(enc, x, layers=[len(enc.blocks) - 1])[0].mean(1)
+        att_cols.append([_upsample(last[b, 0, 1:], loaded.spec.grid, loaded.spec.patch_size) for b in range(len(x))])
+        ckpt = e["run"] / "checkpoint.pt"
+        if ckpt.is_file():
+            obj, cfg = load_run_objective(ckpt, dev)
+            rec = reconstructions(obj, x, cfg.norm_pix_loss)
+            rec_cols.append((e["label"], [to_display(rec["pasted"][b], cfg.mean, cfg.std) for b in range(len(x))]))
+    labels = [e["label"] for e in entries]
+    files = []
+    rows = [[inputs[b]] + [col[b] for col in att_cols] for b in range(len(inputs))]
+    files.append(plots.image_grid(rows, [f"image {b + 1}" for b in range(len(rows))], ["input"] + labels,
+                                  out / "attention_maps.png",
+                                  "CLS-query attention of the last block, mean over heads",
+                                  cmaps=["gray"] + ["inferno"] * len(labels)).name)
+    if rec_cols:
+        rows = [[inputs[b]] + [c[1][b] for c in rec_cols] for b in range(len(inputs))]
+        files.append(plots.image_grid(rows, [f"image {b + 1}" for b in range(len(rows))],
+                                      ["original"] + [f"{lab}: reconstruction + visible" for lab, _ in rec_cols],
+                                      out / "reconstructions.png", "Reconstructions of the same masked images").name)
+    return files
+
+
+def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto", progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    entries = [collect(Path(r), compute, device, progress, notes) for r in runs]
+    figures = []
+    with_ana = [e for e in entries if e["analysis"]]
+    if with_ana:
+        curves = [{"label": e["label"], "per_head": e["analysis"]["attention_distance"]["per_head"],
+                   "uniform": e["analysis"]["attention_distance"]["uniform"],
+                   "nmi": e["analysis"]["attention_nmi"]["per_layer"],
+                   "spectra": e["analysis"]["spectrum"]["singular_values"],
+                   "rankme": e["analysis"]["spectrum"]["rankme"]} for e in with_ana]
+        figures.append(("Mean attention distance per layer (dots: heads)",
+                        plots.attention_distance_plot(curves, out_dir / "attention_distance.png").name))
+        figures.append(("Attention NMI per layer",
+                        plots.layer_curve_plot(curves, "nmi", out_dir / "attention_nmi.png",
+                                               "NMI(query position; key position)",
+                                               "Attention NMI per layer (mean over heads)", (0, 1)).name))
+        figures.append(("Singular-value spectra of the embeddings",
+                        plots.spectrum_plot(curves, out_dir / "spectrum.png").name))
+    for name in _maps_and_reconstructions(entries, out_dir, device):
+        title = "Attention maps, side by side" if name.startswith("attention") else "Reconstructions, side by side"
+        figures.append((title, name))
+    rows = table(entries)
+    md = ["# unmasked: comparison report", "",
+          f"Runs: {', '.join(e['label'] for e in entries)}. Generated by `unmasked compare "
+          f"{' '.join(str(e['run']) for e in entries)} --out {out}`.", "",
+          "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    md += ["", "kNN: weighted 20-NN on L2-normalised features (T = 0.07). Linear: BatchNorm + Linear on frozen "
+               "features, LARS. Attention distance: mean over the last quarter of the layers, in pixels of the "
+               "model input.", ""]
+    if notes:
+        md += ["## Not computed", ""] + [f"- {n}" for n in notes] + [""]
+    for title, name in figures:
+        md += [f"## {title}", "", f"![{title}]({name})", ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
+    atomic_write_text(out_dir / "report.html", _html(rows, notes, figures, out_dir, entries))
+    result = {"runs": [str(e["run"]) for e in entries], "files": ["report.md", "report.html"] + [f for _, f in figures],
+              "notes": notes, "time_s": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(out_dir / "report.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _html(rows, notes, figures, out_dir: Path, entries) -> str:
+    esc = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unmasked comparison</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+             "<h1>unmasked: comparison report</h1>",
+             f"<p>Runs: {esc(', '.join(e['label'] for e in entries))}</p><table>"]
+    parts.append("<tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>")
+    for r in rows[1:]:
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+    parts.append("</table>")
+    if notes:
+        parts.append("<h2>Not computed</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    for title, name in figures:
+        data = base64.b64encode((out_dir / name).read_bytes()).decode()
+        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

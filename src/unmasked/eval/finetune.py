@@ -1,0 +1,268 @@
+"""Full fine-tuning (the MAE recipe): layer-wise lr decay, drop path, mixup / cutmix, label
+smoothing, RandAugment and random erasing, global-average-pool head whose norm (fc_norm) is trained.
+
+The classifier is timm's VisionTransformer built from the run's encoder description with
+global_pool='avg' and fc_norm=True; the pretrained weights load into it with only the head and
+fc_norm missing (and the encoder's final norm unused), which is checked rather than assumed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torchvision.transforms.v2 as T
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.models.vision_transformer import VisionTransformer
+from torch.nn.init import trunc_normal_
+from tqdm.auto import tqdm
+
+from unmasked.data import image_folder
+from unmasked.data.augment import eval_view
+from unmasked.data.dataset import Split
+from unmasked.errors import UserError
+from unmasked.eval.knn import topk_accuracy
+from unmasked.train.schedules import lr_schedule
+
+
+@dataclass
+class FinetuneRecipe:
+    epochs: int = 100
+    warmup_epochs: int = 5
+    batch_size: int = 256
+    base_lr: float = 5e-4  # lr = base_lr * batch / 256
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    drop_path: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    label_smoothing: float = 0.1
+    randaug_ops: int = 2
+    randaug_magnitude: int = 9
+    reprob: float = 0.25
+    crop: str = "rrc"  # rrc (scale 0.08-1) or pad
+    pad: int = 4
+    steps: int | None = None  # stop early (smoke tests)
+    eval_every: int = 1
+    seed: int = 0
+
+
+def build_classifier(spec_kwargs: dict, num_classes: int, drop_path: float, encoder_state: dict) -> VisionTransformer:
+    model = VisionTransformer(**{**spec_kwargs, "num_classes": num_classes, "global_pool": "avg", "fc_norm": True,
+                                 "drop_path_rate": drop_path})
+    state = {k: v for k, v in encoder_state.items() if not k.startswith("norm.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    expected_missing = {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
+    if set(missing) != expected_missing or unexpected:
+        raise UserError(f"pretrained encoder does not fit the classifier: missing {sorted(missing)}, "
+                        f"unexpected {sorted(unexpected)}")
+    trunc_normal_(model.head.weight, std=2e-5)  # MAE's head init
+    nn.init.zeros_(model.head.bias)
+    return model
+
+
+def layer_id(name: str, depth: int) -> int:
+    """0 for embeddings, i + 1 for block i, depth + 1 for fc_norm and head."""
+    if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def layer_decay_groups(model: VisionTransformer, weight_decay: float, layer_decay: float) -> list[dict]:
+    depth = len(model.blocks)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_wd = p.ndim == 1 or name in ("cls_token", "pos_embed") or name.endswith(".bias")
+        lid = layer_id(name, depth)
+        key = (lid, no_wd)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_wd else weight_decay,
+                           "lr_scale": layer_decay ** (depth + 1 - lid), "layer": lid}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
+class _AugmentedImages(torch.utils.data.Dataset):
+    """uint8 images (in memory or decoded from files) -> augmented float tensors, per sample."""
+
+    def __init__(self, split: Split, base: int, channels: int, transform):
+        self.split = split
+        self.transform = transform
+        self.decoded = None if split.in_memory else image_folder.DecodedImages(split.files, base, channels)
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        img = self.split.images[i] if self.split.in_memory else self.decoded[i][0]
+        return self.transform(img), self.split.labels[i]
+
+
+def train_transform(recipe: FinetuneRecipe, img_size: int, mean, std):
+    if recipe.crop == "rrc":
+        crop = T.RandomResizedCrop(img_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC,
+                                   antialias=True)
+    else:
+        crop = T.Compose([T.Resize((img_size, img_size), antialias=True),
+                          T.RandomCrop(img_size, padding=recipe.pad, padding_mode="reflect")])
+    ops = [crop, T.RandomHorizontalFlip()]
+    if recipe.randaug_ops > 0:
+        ops.append(T.RandAugment(recipe.randaug_ops, recipe.randaug_magnitude))
+    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
+    if recipe.reprob > 0:
+        ops.append(T.RandomErasing(recipe.reprob, value=0))
+    return T.Compose(ops)
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base, channels, num_workers=0) -> dict:
+    from unmasked.eval.features import iterate_split
+
+    model.eval()
+    logits = []
+    size = model.patch_embed.img_size[0]
+    for images in iterate_split(split, batch_size, base, channels, num_workers):
+        x = eval_view(images.to(device), size, mean, std, crop_pct)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits.append(model(x).float().cpu())
+    logits = torch.cat(logits)
+    c = logits.shape[1]
+    res = {"top1": topk_accuracy(logits, split.labels, 1)}
+    if c > 5:
+        res["top5"] = topk_accuracy(logits, split.labels, 5)
+    return res
+
+
+def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_workers: int = 0,
+             progress: bool = True, eval_batch: int = 256) -> tuple[VisionTransformer, dict]:
+    torch.manual_seed(recipe.seed)
+    num_classes = len(ds.classes)
+    spec_kwargs = loaded.spec.timm_kwargs()
+    model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
+    train = ds.train
+    if recipe.batch_size > len(train):
+        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(train)} training images")
+    tf = train_transform(recipe, loaded.spec.img_size, loaded.mean, loaded.std)
+    loader = torch.utils.data.DataLoader(
+        _AugmentedImages(train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
+        drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(recipe.seed), persistent_workers=num_workers > 0,
+    )
+    steps_per_epoch = len(loader)
+    total = recipe.epochs * steps_per_epoch
+    stop_at = min(total, recipe.steps) if recipe.steps else total
+    peak = recipe.base_lr * recipe.batch_size / 256
+    lrs = lr_schedule(peak, total, recipe.warmup_epochs * steps_per_epoch, recipe.min_lr)
+    groups = layer_decay_groups(model, recipe.weight_decay, recipe.layer_decay)
+    opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999),
+                            **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    mix = None
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        mix = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
+                    num_classes=num_classes)
+        loss_fn = SoftTargetCrossEntropy()
+    else:
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    history, best, step = [], None, 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=stop_at, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True)
+    epoch = 0
+    while step < stop_at:
+        model.train()
+        loss_sum, n = torch.zeros((), device=device), 0
+        for x, y in loader:
+            if step >= stop_at:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mix is not None:
+                x, y = mix(x, y)
+            for g in opt.param_groups:
+                g["lr"] = float(lrs[step]) * g["lr_scale"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise UserError(f"fine-tuning loss became {loss.item()} at step {step}; lower --base-lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            n += 1
+            step += 1
+            bar.update(1)
+        epoch += 1
+        last_epoch = step >= stop_at
+        if epoch % recipe.eval_every == 0 or last_epoch:
+            acc = evaluate(model, ds.heldout, loaded.mean, loaded.std, loaded.crop_pct, device, eval_batch,
+                           ds.base_size, ds.channels, num_workers)
+            rec = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / max(n, 1)), **acc}
+            history.append(rec)
+            if best is None or acc["top1"] > best["top1"]:
+                best = rec
+            bar.set_postfix(top1=f"{acc['top1']:.2f}", best=f"{best['top1']:.2f}")
+    bar.close()
+    info = {"recipe": asdict(recipe), "peak_lr": peak, "steps": step, "total_steps": total, "history": history,
+            "best": best, "last": history[-1], "time_s": round(time.perf_counter() - t0, 1)}
+    return model, info
+
+
+def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
+    from unmasked.data.dataset import is_fashion_mnist
+
+    small = is_fashion_mnist(data_name)
+    cfg = loaded.config
+    r = FinetuneRecipe(
+        epochs=30 if small else 100,
+        layer_decay=0.65 if loaded.spec.embed_dim == 768 else 0.75,
+        crop="pad" if (small or (cfg is not None and cfg.crop == "pad")) else "rrc",
+        pad=cfg.pad if cfg is not None and cfg.pad else max(1, round(loaded.spec.img_size / 8)),
+    )
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(r, k, v)
+    return r
+
+
+def run_finetune(path, data: str | None = None, device: str = "auto", num_workers: int = 0, progress: bool = True,
+                 subset: int | None = None, **overrides) -> dict:
+    from safetensors.torch import save_file
+
+    from unmasked.data.dataset import subset_indices
+    from unmasked.eval.common import labeled_data, resolve_device, write_result
+    from unmasked.runs import load_encoder
+    from unmasked.train.checkpoint import atomic_write
+
+    dev = resolve_device(device)
+    loaded = load_encoder(path)
+    ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress)
+    recipe = default_recipe(loaded, ds.name, **overrides)
+    idx = subset_indices(len(ds.train), subset, recipe.seed)
+    if idx is not None:
+        ds.train = ds.train.subset(idx)
+    model, info = finetune(loaded, ds, recipe, dev, num_workers, progress)
+    atomic_write(loaded.run_dir / "finetuned.safetensors",
+                 lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp))
+    result = {
+        "protocol": "finetune",
+        "description": "full fine-tuning, layer-wise lr decay, mixup/cutmix, label smoothing, RandAugment, "
+                       "global average pool + trained fc_norm",
+        "top1": {"best": info["best"]["top1"], "last": info["last"]["top1"]},
+        **info,
+        "data": ds.name,
+        "train_split": "train",
+        "test_split": ds.heldout_name,
+        "train_images": len(ds.train),
+        "test_images": len(ds.heldout),
+        "num_classes": len(ds.classes),
+        "encoder": str(loaded.source),
+        "objective": loaded.objective,
+    }
+    write_result(loaded, "finetune.json", result)
+    return result

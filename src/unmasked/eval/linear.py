@@ -1,0 +1,147 @@
+"""Linear probe on frozen features (the MAE protocol, sized to the dataset).
+
+Head: BatchNorm1d without affine (eps 1e-6) + Linear (trunc-normal std 0.01). Optimiser: LARS
+(momentum 0.9, weight decay 0, trust coefficient 0.001), lr = 0.1 * batch / 256, 90 epochs with 10
+of linear warm-up then cosine. MAE uses batch 16,384 on ImageNet; here the batch is the largest
+power of two up to 16,384 that still gives at least 16 steps per epoch, so small datasets get
+enough steps. Features are computed once per encoder and cached, so the probe takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+from timm.optim import Lars
+from torch.nn.init import trunc_normal_
+
+from unmasked.eval.knn import topk_accuracy
+from unmasked.train.schedules import lr_schedule
+
+
+def probe_batch_size(n: int, max_batch: int = 16384, min_steps: int = 16) -> int:
+    b = 2 ** int(math.floor(math.log2(max(n // min_steps, 1))))
+    return int(max(16, min(max_batch, b)))
+
+
+def linear_head(dim: int, num_classes: int) -> nn.Sequential:
+    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+    trunc_normal_(head[1].weight, std=0.01)
+    nn.init.zeros_(head[1].bias)
+    return head
+
+
+def fold_batchnorm(head: nn.Sequential) -> nn.Linear:
+    """The affine-free BatchNorm (in eval mode) folded into the Linear: one layer, same predictions."""
+    bn, fc = head[0], head[1]
+    inv = torch.rsqrt(bn.running_var + bn.eps)
+    folded = nn.Linear(fc.in_features, fc.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(fc.weight * inv)
+        folded.bias.copy_(fc.bias - (fc.weight * inv) @ bn.running_mean)
+    return folded
+
+
+def train_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int,
+    epochs: int = 90,
+    warmup_epochs: int = 10,
+    base_lr: float = 0.1,
+    batch_size: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Sequential, dict]:
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n, dim = train_x.shape
+    batch = batch_size or probe_batch_size(n)
+    batch = min(batch, n)
+    steps_per_epoch = max(n // batch, 1)
+    total = epochs * steps_per_epoch
+    lr = base_lr * batch / 256
+    lrs = lr_schedule(lr, total, warmup_epochs * steps_per_epoch)
+    head = linear_head(dim, num_classes).to(device)
+    opt = Lars(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    x, y = train_x.float().to(device), train_y.to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    step = 0
+    head.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g).to(device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * batch : (i + 1) * batch]
+            for grp in opt.param_groups:
+                grp["lr"] = float(lrs[step])
+            loss = loss_fn(head(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+    head.eval()
+    info = {"optimizer": "LARS", "momentum": 0.9, "weight_decay": 0.0, "batch_size": batch, "peak_lr": lr,
+            "base_lr": base_lr, "epochs": epochs, "warmup_epochs": warmup_epochs, "steps": total,
+            "final_train_loss": float(loss.detach())}
+    return head, info
+
+
+@torch.no_grad()
+def evaluate_probe(head: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    head.eval()
+    dev = next(head.parameters()).device
+    logits = head(x.float().to(dev)).cpu()
+    res = {"top1": topk_accuracy(logits, y, 1)}
+    if num_classes > 5:
+        res["top5"] = topk_accuracy(logits, y, 5)
+    return res
+
+
+def run_linear(path, data: str | None = None, device: str = "auto", batch_size: int = 256, epochs: int = 90,
+               warmup_epochs: int = 10, base_lr: float = 0.1, probe_batch: int | None = None,
+               num_workers: int = 0, progress: bool = True, seed: int = 0) -> dict:
+    """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
+    from safetensors.torch import save_file
+
+    from unmasked.eval.common import labeled_data, resolve_device, split_features, write_result
+    from unmasked.runs import load_encoder
+    from unmasked.train.checkpoint import atomic_write
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    loaded = load_encoder(path)
+    ds = labeled_data(loaded, data, "the linear probe", num_workers, progress)
+    tr = split_features(loaded, ds, "train", dev, batch_size, num_workers, progress)
+    te = split_features(loaded, ds, "heldout", dev, batch_size, num_workers, progress)
+    c = len(ds.classes)
+    results, heads, info = {}, {}, {}
+    for kind in ("cls", "mean"):
+        head, info = train_probe(tr[kind], tr["labels"], c, epochs, warmup_epochs, base_lr, probe_batch, seed, dev)
+        results[kind] = evaluate_probe(head, te[kind], te["labels"], c)
+        results[kind]["train_top1"] = evaluate_probe(head, tr[kind], tr["labels"], c)["top1"]
+        results[kind]["final_train_loss"] = info.pop("final_train_loss")
+        folded = fold_batchnorm(head.cpu())
+        heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
+    atomic_write(loaded.run_dir / "linear_heads.safetensors",
+                 lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
+    result = {
+        "protocol": "linear",
+        "description": "frozen features, BatchNorm1d(affine=False) + Linear, LARS, warm-up + cosine",
+        "recipe": info,
+        "top1": {k: v["top1"] for k, v in results.items()},
+        "results": results,
+        "data": ds.name,
+        "train_split": "train",
+        "test_split": ds.heldout_name,
+        "train_images": len(ds.train),
+        "test_images": len(ds.heldout),
+        "num_classes": c,
+        "encoder": str(loaded.source),
+        "objective": loaded.objective,
+        "time_s": round(time.perf_counter() - t0, 1),
+    }
+    write_result(loaded, "linear.json", result)
+    return result
