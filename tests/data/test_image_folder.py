@@ -118,3 +118,44 @@ def test_streaming_when_over_cache_budget(tmp_path):
     batches = TrainBatches(data.train, 2, 1, torch.device("cpu"), base_size=16, channels=3)
     out = list(batches.epoch(0))
     assert len(out) == len(data.train) // 2 and out[0].shape == (2, 3, 16, 16)
+
+
+def test_truncated_jpeg_is_reported(tmp_path):
+    from unmasked.data.image_folder import BadImage
+
+    p = write_image(tmp_path / "photo.jpg", size=(200, 150))
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(BadImage, match="photo.jpg"):
+        decode(p, 32, 3)
+
+
+def test_large_photo_decodes_to_base(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    a = (np.indices((3000, 4000)).sum(0) % 256).astype(np.uint8)
+    Image.fromarray(a).convert("RGB").save(tmp_path / "big.jpg", quality=70)
+    assert decode(tmp_path / "big.jpg", 64, 3).shape == (3, 64, 64)
+
+
+def test_pretrain_on_a_messy_folder_skips_and_counts_bad_files(tmp_path, capsys):
+    """Mixed modes train together; unreadable files are named and counted, training goes on."""
+    from unmasked.cli import main
+
+    root = tmp_path / "data"
+    class_folder(root, classes=("a", "b"), per_class=12, size=(50, 40))
+    write_image(root / "a" / "rgba.png", mode="RGBA")
+    write_image(root / "b" / "cmyk.tif", mode="CMYK")
+    write_image(root / "b" / "grey.png", mode="L")
+    (root / "a" / "zero.jpg").write_bytes(b"")
+    (root / "b" / "text.png").write_text("this is not an image")
+    args = ["pretrain", "--no-progress", "--data", str(root), "--out", str(tmp_path / "run"), "--objective", "lut",
+            "--img-size", "32", "--patch-size", "8", "--width", "32", "--depth", "1", "--heads", "2",
+            "--decoder-width", "32", "--decoder-depth", "1", "--decoder-heads", "2", "--proj-hidden", "32",
+            "--batch-size", "8", "--steps", "2", "--num-workers", "0", "--device", "cpu"]
+    with pytest.warns(UserWarning) as rec:
+        assert main(args) == 0
+    named = " ".join(str(w.message) for w in rec)
+    assert "zero.jpg" in named and "text.png" in named
+    out = capsys.readouterr().out
+    assert "skipped files" in out and "2 unreadable image(s)" in out
