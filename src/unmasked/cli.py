@@ -161,6 +161,40 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    b = sub.add_parser("bench", help="time the training step on synthetic data (images/s, TFLOP/s, memory)",
+                       formatter_class=_Formatter,
+                       description="Times one full training step (forward, loss, backward, AdamW and the EMA "
+                                   "update) on synthetic input already on the device, after warm-up. FLOPs "
+                                   "are counted with torch.utils.flop_counter. Runs on a CPU too (and says so).",
+                       epilog="examples:\n  unmasked bench --objective lut --model vit_base --batch-size 128\n"
+                              "  unmasked bench --objective mae --model vit_tiny --img-size 28 --patch-size 4 "
+                              "--channels 1 --batch-size 512 --compile --compile-mode reduce-overhead\n"
+                              "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run")
+    b.add_argument("--objective", choices=("mae", "lut"), default="lut", help="objective (default: lut)")
+    b.add_argument("--model", choices=("vit_tiny", "vit_small", "vit_base", "vit_large"), default="vit_base",
+                   help="encoder size (default: vit_base)")
+    b.add_argument("--img-size", type=int, default=224, help="input size (default: 224)")
+    b.add_argument("--patch-size", type=int, default=16, help="patch size (default: 16)")
+    b.add_argument("--channels", type=int, choices=(1, 3), default=3, help="input channels (default: 3)")
+    b.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    b.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
+    b.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
+    b.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
+    b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="'auto' = bf16 autocast on CUDA, fp32 on CPU (default: auto)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the student")
+    b.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
+                   help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
+    b.add_argument("--grad-checkpoint", action="store_true", help="activation checkpointing in the encoder")
+    b.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
+    b.add_argument("--plain", action="store_true",
+                   help="time only the plain path (fp32, separate views, explicit attention, per-tensor AdamW/EMA)")
+    b.add_argument("--compare-plain", action="store_true", help="time the plain and the optimised path, print both")
+    b.add_argument("--profile", default=None, metavar="DIR",
+                   help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
+                        "wall time spent in kernels")
+    b.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+
     d = sub.add_parser("demo", help="LUT on Fashion-MNIST, then kNN, with a summary (sized to the device)",
                        formatter_class=_Formatter,
                        description="Pretrains a small ViT with LUT on Fashion-MNIST and evaluates it with kNN. "
@@ -327,6 +361,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import fields
+
+    from unmasked.bench import BenchSpec, bench, format_result
+
+    for name in ("img_size", "patch_size", "batch_size", "steps"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a positive integer")
+    if args.warmup < 1:
+        raise UserError(f"--warmup {args.warmup}: at least one warm-up step is needed")
+    if args.img_size % args.patch_size:
+        raise UserError(f"--img-size {args.img_size} is not divisible by --patch-size {args.patch_size}")
+    known = {f.name for f in fields(BenchSpec)}
+    base = {k: v for k, v in vars(args).items() if k in known}
+    specs = [BenchSpec(**{**base, "plain": True, "compile": False}), BenchSpec(**{**base, "plain": False})] \
+        if args.compare_plain else [BenchSpec(**base)]
+    results = []
+    for spec in specs:
+        r = bench(spec)
+        results.append(r)
+        print(format_result(r))
+    if results[0]["device_type"] == "cpu":
+        print("note: measured on a CPU; GPU anchors and targets (docs) are not comparable with these figures")
+    if len(results) == 2:
+        print(f"optimised / plain: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x images/s "
+              "(same process, same machine)")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmasked.demo import run_demo
 
@@ -350,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         if args.command == "analyze":
             return cmd_analyze(args)
         if args.command == "compare":

@@ -85,6 +85,9 @@ class PretrainConfig:
     precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32' or 'bf16'", "run",
                          choices=("auto", "fp32", "bf16"))
     compile: bool = opt(False, "torch.compile the student's forward pass", "performance")
+    compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "
+                            "launch-bound models), 'max-autotune' searches kernels", "performance",
+                            choices=("default", "reduce-overhead", "max-autotune"))
     grad_checkpoint: bool = opt(False, "activation checkpointing in the encoder (less memory, more compute)",
                                 "performance")
     save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run", metavar="N")

@@ -62,17 +62,22 @@ def layer_curve_plot(runs: list[dict], key: str, path: Path, ylabel: str, title:
 def spectrum_plot(runs: list[dict], path: Path) -> Path:
     """runs: [{"label", "spectra": {"cls": [...], "mean": [...]}, "rankme": {...}}], two panels."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    floor = 1.0
     for ax, kind, name in zip(axes, ("cls", "mean"), ("CLS token", "mean-pooled patch tokens")):
         for i, r in enumerate(runs):
             s = np.asarray(r["spectra"][kind])
             s = s / s[0]
+            # The final LayerNorm leaves one direction (near) empty; do not let it set the axis.
+            floor = min(floor, s[-2] if len(s) > 1 else s[-1])
             ax.semilogy(np.arange(1, len(s) + 1), s, color=COLORS[i % len(COLORS)],
                         label=f"{r['label']} (RankMe {r['rankme'][kind]:.1f})")
         ax.set_xlabel("singular value index (sorted)")
-        ax.set_title(f"Singular values of centred embeddings: {name}")
+        ax.set_title(name)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
+    axes[0].set_ylim(bottom=max(10 ** np.floor(np.log10(max(floor, 1e-12))), 1e-6), top=1.5)
     axes[0].set_ylabel("singular value / largest (log scale)")
+    fig.suptitle("Singular values of centred embeddings", fontsize=11)
     return save(fig, path)
 
 

@@ -33,8 +33,8 @@ class Objective(nn.Module):
         self.__dict__["_student_call"] = fn
 
     def student_call(self, *args, **kwargs):
-        fn = self.__dict__["_student_call"] or self.student
-        return fn(*args, **kwargs)
+        fn = self.__dict__["_student_call"]
+        return (self.student if fn is None else fn)(*args, **kwargs)
 
     def view_specs(self, base: AugmentSpec) -> list[AugmentSpec]:
         raise NotImplementedError

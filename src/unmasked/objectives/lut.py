@@ -102,6 +102,7 @@ class LUT(Objective):
         self.norm_pix_loss = norm_pix_loss
         self.weight = weight
         self.fuse_views = fuse_views
+        self.foreach_ema = True
         self._ema_lists = None
 
     def view_specs(self, base: AugmentSpec) -> list[AugmentSpec]:
@@ -125,7 +126,11 @@ class LUT(Objective):
         if self._ema_lists is None:
             self._ema_lists = self.teacher.pairs(self.student)
         tp, sp, tb, sb = self._ema_lists
-        torch._foreach_lerp_(tp, sp, 1.0 - momentum)
+        if self.foreach_ema:  # a few multi-tensor kernels instead of one per parameter
+            torch._foreach_lerp_(tp, sp, 1.0 - momentum)
+        else:
+            for t, s in zip(tp, sp):
+                t.lerp_(s, 1.0 - momentum)
         for t, s in zip(tb, sb):
             t.copy_(s)
 

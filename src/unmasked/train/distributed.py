@@ -57,6 +57,15 @@ def broadcast_flag(env: DistEnv, flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def all_mean(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over processes (a copy; SUM then divide, since gloo has no AVG)."""
+    if not env.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t / env.world
+
+
 def cleanup(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -22,7 +22,7 @@ from unmasked.data.loader import TrainBatches
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
-from unmasked.train.distributed import broadcast_flag, cleanup, init_distributed
+from unmasked.train.distributed import all_mean, broadcast_flag, cleanup, init_distributed
 from unmasked.train.metrics import JsonlWriter
 from unmasked.train.optim import build_optimizer, set_lr
 from unmasked.train.schedules import lr_schedule, momentum_schedule
@@ -30,7 +30,7 @@ from unmasked.train.schedules import lr_schedule, momentum_schedule
 # Options that may change when a run is resumed; any other change is refused.
 RESUME_OVERRIDABLE = {
     "out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps", "cache_gb",
-    "compile", "nan", "strict", "precision", "grad_checkpoint",
+    "compile", "compile_mode", "nan", "strict", "precision", "grad_checkpoint", "fuse_views",
 }
 RESUME_IGNORED = {"init_from"}  # a warm start only matters when the run begins
 CONFIG_FILE = "config.json"
@@ -190,7 +190,7 @@ class Pretrainer:
                                else None, broadcast_buffers=False)
         self.ddp = student_call if self.env.enabled else None
         if cfg.compile:
-            student_call = torch.compile(student_call)
+            student_call = torch.compile(student_call, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
         self.objective.set_student_call(student_call)
         self.metrics = JsonlWriter(self.run_dir / METRICS_FILE, enabled=self.env.is_main)
         if self.env.is_main:
@@ -279,7 +279,10 @@ class Pretrainer:
             for k, v in metrics.items():
                 parts[k] = parts.get(k, 0) + v / cfg.accum_steps
 
-        if cfg.nan == "skip" and not torch.isfinite(total).item():
+        finite = torch.isfinite(total).all() if cfg.nan == "skip" else None
+        if finite is not None and self.env.enabled:  # every rank must make the same decision
+            finite = all_mean(self.env, finite.float()) == 1.0
+        if finite is not None and not finite.item():
             self.optimizer.zero_grad(set_to_none=True)
             self.state.skipped_steps += 1
             warnings.warn(f"step {step}: non-finite loss {total.item()} ({_fmt_parts(parts)}); step skipped "
@@ -351,35 +354,45 @@ class Pretrainer:
             ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _check_window(self, window) -> None:
+    def _window_table(self, window) -> tuple[list[str], torch.Tensor]:
+        """Losses and loss parts of the steps since the last log, (steps, 1 + parts), averaged over
+        processes, so every rank logs and judges the same numbers (one all-reduce per log)."""
+        names = ["loss"] + sorted({k for _, _, p in window for k in p})
+        rows = [torch.stack([loss.float()] + [torch.as_tensor(p.get(k, float("nan"))).float().to(loss.device)
+                                              for k in names[1:]]) for _, loss, p in window]
+        table = torch.stack(rows)
+        if self.env.enabled:
+            table = all_mean(self.env, table)
+        return names, table.cpu()
+
+    def _check_window(self, window, table=None) -> None:
         """Stop at the first non-finite loss since the last check (before anything is saved)."""
         if not window or self.cfg.nan == "skip":
             return
-        losses = torch.stack([w[1] for w in window]).float().cpu()
-        bad = (~torch.isfinite(losses)).nonzero()
+        names, table = table if table is not None else self._window_table(window)
+        bad = (~torch.isfinite(table[:, 0])).nonzero()
         if len(bad):
-            step, loss, parts = window[int(bad[0])]
+            i = int(bad[0])
+            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(names[1:], table[i, 1:]))
             raise TrainingStopped(
-                f"non-finite loss at step {step}: loss={float(loss):.4g} ({_fmt_parts(parts)}). The run is "
-                f"stopped; the last good checkpoint {self.ckpt_path} is kept. Lower --lr / --base-lr, set "
-                "--clip-grad, or pass --nan skip to skip such steps"
+                f"non-finite loss at step {window[i][0]}: loss={float(table[i, 0]):.4g} ({parts or 'no parts'}). "
+                f"The run is stopped; the last good checkpoint {self.ckpt_path} is kept. Lower --lr / --base-lr, "
+                "set --clip-grad, or pass --nan skip to skip such steps"
             )
 
     def _log(self, window, images_per_s: float, bar) -> None:
         if not window:
             return
-        self._check_window(window)
+        names, table = self._window_table(window)
+        self._check_window(window, (names, table))
         st = self.state
-        keys = sorted({k for _, _, p in window for k in p})
         rec = {
             "step": st.step,
             "epoch": round(st.step / self.steps_per_epoch, 4),
             "lr": float(self.lrs[min(st.step, self.total_steps) - 1]),
-            "loss": float(torch.stack([w[1] for w in window]).float().mean()),
         }
-        for k in keys:
-            vals = [p[k] for _, _, p in window if k in p]
-            rec[k] = float(torch.stack([torch.as_tensor(v).float() for v in vals]).mean())
+        for j, k in enumerate(names):
+            rec[k] = float(table[:, j].mean())
         if self.cfg.objective == "lut":
             rec["ema_momentum"] = float(self.momenta[st.step - 1])
         rec.update(images_per_s=round(images_per_s, 1), images_seen=st.images_seen, time_s=round(st.elapsed, 2))

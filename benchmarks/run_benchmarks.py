@@ -1,0 +1,105 @@
+"""Throughput table for README: `unmasked bench` for MAE and LUT at ViT-B/16 (224 px, batch 128) and
+ViT-Tiny/4 on 28 px Fashion-MNIST-sized input, each beside the plain path, on the current device.
+
+    python benchmarks/run_benchmarks.py            # GPU: full sizes; CPU: reduced batches (stated in each row)
+    python benchmarks/run_benchmarks.py --quick    # fewer timed steps
+
+Appends to benchmarks/results.json and rewrites benchmarks/results.md from all rows, so rows from
+different machines and dates stay side by side; every row names its device, torch version and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def cases(gpu: bool, quick: bool):
+    steps = ["--steps", "5" if quick else "20", "--warmup", "3" if quick else "5"]
+    if gpu:
+        for obj in ("lut", "mae"):
+            base = ["--objective", obj, "--model", "vit_base", "--img-size", "224", "--patch-size", "16",
+                    "--batch-size", "128", *steps]
+            yield base + ["--compare-plain"]
+            yield base + ["--compile"]
+        for obj in ("lut", "mae"):
+            tiny = ["--objective", obj, "--model", "vit_tiny", "--img-size", "28", "--patch-size", "4",
+                    "--channels", "1", "--batch-size", "512", *steps]
+            yield tiny + ["--compare-plain", "--with-augment"]
+            yield tiny + ["--compile", "--compile-mode", "reduce-overhead", "--with-augment"]
+    else:  # a CPU: ViT-B at a batch it can finish, each beside the plain path
+        cpu_steps = ["--steps", "1" if quick else "2", "--warmup", "1"]
+        for obj in ("lut", "mae"):
+            yield ["--objective", obj, "--model", "vit_base", "--img-size", "224", "--patch-size", "16",
+                   "--batch-size", "8", "--compare-plain", *cpu_steps]
+        for obj in ("lut", "mae"):
+            yield ["--objective", obj, "--model", "vit_tiny", "--img-size", "28", "--patch-size", "4",
+                   "--channels", "1", "--batch-size", "128", "--compare-plain", "--with-augment",
+                   "--steps", "3" if quick else "5", "--warmup", "2"]
+
+
+def run_case(args: list[str], device: str) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        cmd = [sys.executable, "-m", "unmasked", "bench", "--device", device, *args, "--json", str(out)]
+        print("$ unmasked bench " + " ".join(args), flush=True)
+        r = subprocess.run(cmd, text=True, capture_output=True)
+        print(r.stdout, end="", flush=True)
+        if r.returncode != 0:
+            print(r.stderr[-2000:], file=sys.stderr)
+            return []
+        rows = json.loads(out.read_text())
+    for row in rows:
+        row["command"] = "unmasked bench " + " ".join(a for a in args if a != "--compare-plain") + (
+            " --plain" if row["path"] == "plain" else "")
+    if len(rows) == 2:
+        rows[1]["speedup_vs_plain"] = round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ["date", "device", "torch", "objective", "model", "px", "batch", "path", "dtype", "images/s",
+            "vs plain", "TFLOP/step", "TFLOP/s", "peak GiB"]
+    lines = ["# Training-step throughput", "",
+             "Produced by `python benchmarks/run_benchmarks.py` (each row: `unmasked bench`, synthetic input on "
+             "the device, one full step: forward, loss, backward, AdamW, EMA). Ratios are measured side by side "
+             "in one process; compare absolute figures only between rows of the same device.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        mem = "—" if r.get("peak_memory_gib") is None else f"{r['peak_memory_gib']:.1f}"
+        lines.append("| " + " | ".join([
+            r["date"], r["device"], r["torch"], r["objective"].upper(), r["model"], str(r["img_size"]),
+            str(r["batch_size"]), f"{r['path']}: {r['options']}", r["dtype"], f"{r['images_per_s']:,.1f}",
+            f"{r['speedup_vs_plain']:.2f}x" if r.get("speedup_vs_plain") else "—",
+            f"{r['tflop_per_step']:.3f}", f"{r['achieved_tflops']:.2f}", mem]) + " |")
+    lines += ["", "Commands:", ""] + sorted({f"- `{r['command']}`" for r in rows}) + [""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="fewer timed steps")
+    ap.add_argument("--out", default=str(HERE / "results"), help="results path stem (.json, .md)")
+    args = ap.parse_args()
+    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    new = [row for case in cases(gpu, args.quick) for row in run_case(case, args.device)]
+    stem = Path(args.out)
+    old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else []
+    rows = old + new
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(rows))
+    print(f"wrote {stem.with_suffix('.md')} ({len(new)} new rows)")
+    return 0 if new else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""`unmasked bench`: time one full training step (forward, loss, backward, AdamW, EMA) on
+synthetic data already on the device, after warm-up.
+
+Reports images/s, TFLOP per step (counted with torch.utils.flop_counter over one step), achieved
+TFLOP/s, peak memory, device and dtype. `--compare-plain` also times the plain path (fp32, the
+two LUT views in separate calls, explicit-softmax attention, per-tensor AdamW and EMA) in the
+same process and prints the ratio; that comparison is meaningful on any machine, a CPU included.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from unmasked.build import build_objective
+from unmasked.config import PretrainConfig
+from unmasked.rng import BatchRandom
+from unmasked.train.optim import param_groups
+
+
+@dataclass
+class BenchSpec:
+    objective: str = "lut"
+    model: str = "vit_base"
+    img_size: int = 224
+    patch_size: int = 16
+    channels: int = 3
+    batch_size: int = 128
+    decoder_width: int | None = None
+    decoder_depth: int | None = None
+    decoder_heads: int | None = None
+    steps: int = 20
+    warmup: int = 5
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    compile_mode: str = "default"
+    grad_checkpoint: bool = False
+    plain: bool = False
+    with_augment: bool = False
+    profile: str | None = None  # folder for a torch.profiler trace and op table
+    seed: int = 0
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _config(spec: BenchSpec) -> PretrainConfig:
+    small = spec.img_size <= 64
+    cfg = PretrainConfig(
+        objective=spec.objective, model=spec.model, img_size=spec.img_size, patch_size=spec.patch_size,
+        decoder_width=spec.decoder_width or (128 if small else 512),
+        decoder_depth=spec.decoder_depth or (4 if small else 8),
+        decoder_heads=spec.decoder_heads or (4 if small else 16),
+        batch_size=spec.batch_size, fuse_views=not spec.plain, seed=spec.seed,
+    )
+    cfg.in_chans = spec.channels
+    cfg.mean, cfg.std = [0.5] * spec.channels, [0.25] * spec.channels
+    cfg.crop, cfg.pad = "pad", max(1, spec.img_size // 8)
+    return cfg
+
+
+def _use_explicit_attention(module: torch.nn.Module, explicit: bool = True) -> dict:
+    """Switch timm attention modules to the explicit softmax path; returns the previous settings."""
+    old = {}
+    for m in module.modules():
+        if hasattr(m, "fused_attn"):
+            old[m] = m.fused_attn
+            m.fused_attn = not explicit
+    return old
+
+
+def _restore_attention(old: dict) -> None:
+    for m, v in old.items():
+        m.fused_attn = v
+
+
+def bench(spec: BenchSpec) -> dict:
+    from unmasked.eval.common import resolve_device
+
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)
+    cfg = _config(spec)
+    obj = build_objective(cfg).to(device).train()
+    precision = spec.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and not spec.plain else "fp32"
+    amp_dtype = torch.bfloat16 if precision == "bf16" else None
+    if spec.plain:
+        _use_explicit_attention(obj)
+        if hasattr(obj, "foreach_ema"):
+            obj.foreach_ema = False
+        opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), foreach=False)
+    else:
+        kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), **kw)
+    if spec.grad_checkpoint:
+        obj.encoder.set_grad_checkpointing(True)
+    if spec.compile:
+        obj.set_student_call(torch.compile(obj.student, mode=None if spec.compile_mode == "default" else spec.compile_mode))
+
+    b, c, s = spec.batch_size, spec.channels, spec.img_size
+    g = torch.Generator(device=device).manual_seed(spec.seed)
+    n_views = 2 if spec.objective == "lut" else 1
+    views = [torch.randn(b, c, s, s, device=device, generator=g) for _ in range(n_views)]
+    augments = None
+    if spec.with_augment:
+        from unmasked.build import augment_spec
+        from unmasked.data.augment import BatchAugment
+
+        augments = [BatchAugment(v) for v in obj.view_specs(augment_spec(cfg))]
+        images = torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, device=device, generator=g)
+
+    def step(i: int):
+        rng = BatchRandom(spec.seed, i, 0, b, device)
+        v = [a(images, rng) for a in augments] if augments else views
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss, _ = obj(v, rng)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        obj.update_teacher(0.996)
+        return loss
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    t_compile = time.perf_counter()
+    for i in range(spec.warmup):
+        step(i)
+    sync()
+    warmup_s = time.perf_counter() - t_compile
+    # FLOPs are counted with explicit attention: the counter does not see every fused SDPA kernel
+    # (the CPU one), and the matrix products are the same work either way.
+    old = _use_explicit_attention(obj)
+    with FlopCounterMode(display=False) as counter:
+        step(spec.warmup)
+    _restore_attention(old)
+    flops = counter.get_total_flops()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for i in range(spec.steps):
+        loss = step(spec.warmup + 1 + i)
+    sync()
+    dt = (time.perf_counter() - t0) / spec.steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    busy = profile_steps(step, spec, device, sync) if spec.profile else None
+    return {
+        "device_busy_fraction": busy,
+        "objective": spec.objective,
+        "model": f"{spec.model}/{spec.patch_size}",
+        "img_size": s,
+        "batch_size": b,
+        "path": "plain" if spec.plain else "optimised",
+        "options": _options(spec, precision),
+        "device": device_name(device),
+        "device_type": device.type,
+        "dtype": precision,
+        "images_per_s": round(b / dt, 1),
+        "step_ms": round(dt * 1000, 2),
+        "flop_per_step": int(flops),
+        "tflop_per_step": round(flops / 1e12, 4),
+        "achieved_tflops": round(flops / dt / 1e12, 2),
+        "peak_memory_gib": None if peak is None else round(peak, 2),
+        "warmup_s": round(warmup_s, 1),
+        "final_loss": float(loss.detach()),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | None:
+    """Profile a few steps; write a Chrome trace and an op table; return the fraction of wall time
+    the GPU spends in kernels (near 1.0: the GPU is not waiting on Python or on data)."""
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    out = Path(spec.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    n = 5
+    sync()
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for i in range(n):
+            step(10_000 + i)
+        sync()
+        wall = time.perf_counter() - t0
+    prof.export_chrome_trace(str(out / "trace.json"))
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    (out / "ops.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=30))
+    if device.type != "cuda":
+        return None
+    kernel_us = 0.0
+    for e in prof.events():
+        if getattr(e, "device_type", None) is not None and e.device_type.name == "CUDA":
+            kernel_us += e.device_time if hasattr(e, "device_time") else e.cuda_time
+    return round(min(kernel_us / 1e6 / wall, 1.0), 3)
+
+
+def _options(spec: BenchSpec, precision: str) -> str:
+    if spec.plain:
+        return "fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" + (
+            ", with batched augmentation" if spec.with_augment else "")
+    opts = [precision, "SDPA", "fused views" if spec.objective == "lut" else None,
+            "fused AdamW" if spec.device != "cpu" and torch.cuda.is_available() else "foreach AdamW",
+            "foreach EMA" if spec.objective == "lut" else None]
+    if spec.compile:
+        opts.append(f"torch.compile({spec.compile_mode})")
+    if spec.grad_checkpoint:
+        opts.append("grad checkpointing")
+    if spec.with_augment:
+        opts.append("with batched augmentation")
+    return ", ".join(o for o in opts if o)
+
+
+def format_result(r: dict) -> str:
+    mem = f", peak memory {r['peak_memory_gib']:.2f} GiB" if r["peak_memory_gib"] is not None else ""
+    if r.get("device_busy_fraction") is not None:
+        mem += f", GPU busy {r['device_busy_fraction']:.0%} of the wall time (profile)"
+    return (f"{r['objective'].upper()} {r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['path']} "
+            f"({r['options']}) on {r['device']}: {r['images_per_s']:,.1f} images/s, {r['step_ms']:.1f} ms/step, "
+            f"{r['tflop_per_step']:.3f} TFLOP/step, {r['achieved_tflops']:.2f} TFLOP/s{mem}")

@@ -1,0 +1,79 @@
+"""Speed options must not change the numbers: optimised path vs plain fp32 path, and `unmasked bench`."""
+
+import copy
+
+import pytest
+import torch
+
+from unmasked.bench import _use_explicit_attention
+from unmasked.cli import main
+from unmasked.models import MAEDecoder, build_encoder, encoder_spec
+from unmasked.objectives import LUT, MAE
+from unmasked.rng import BatchRandom
+from unmasked.train.loop import pretrain
+from unmasked.train.metrics import read_jsonl
+
+from .conftest import tiny_config
+
+
+def _objective(kind):
+    torch.manual_seed(0)
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=2, num_heads=3))
+    dec = MAEDecoder(7, 48, 32, 1, 2, 16)
+    return LUT(enc, dec, hidden_dim=64) if kind == "lut" else MAE(enc, dec)
+
+
+@pytest.mark.parametrize("kind", ["lut", "mae"])
+def test_optimised_loss_matches_plain_fp32_within_bf16_tolerance(kind):
+    fast = _objective(kind)
+    plain = copy.deepcopy(fast)
+    plain.fuse_views = False
+    _use_explicit_attention(plain)
+    torch.manual_seed(1)
+    views = [torch.randn(16, 1, 28, 28) for _ in range(2 if kind == "lut" else 1)]
+    ref, ref_parts = plain(views, BatchRandom(0, 0, 0, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, parts = fast(views, BatchRandom(0, 0, 0, 16))
+    assert out.dtype == torch.float32  # losses are computed in fp32 even under autocast
+    assert torch.allclose(out, ref, rtol=2e-2), (out, ref)
+    for k in ref_parts:
+        assert torch.allclose(parts[k], ref_parts[k], rtol=2e-2, atol=1e-3), k
+
+
+def test_short_run_loss_curve_matches_plain_path(fm_root, tmp_path):
+    common = dict(objective="lut", steps=12, log_every=1, lr=1e-3, warmup_epochs=0)
+    pretrain(tiny_config(tmp_path / "plain", precision="fp32", fuse_views=False, **common), progress=False)
+    pretrain(tiny_config(tmp_path / "fast", precision="bf16", fuse_views=True, **common), progress=False)
+    a = [r["loss"] for r in read_jsonl(tmp_path / "plain" / "run" / "metrics.jsonl")]
+    b = [r["loss"] for r in read_jsonl(tmp_path / "fast" / "run" / "metrics.jsonl")]
+    assert len(a) == len(b) == 12
+    for x, y in zip(a, b):
+        assert abs(x - y) <= 0.03 * abs(x) + 1e-3, (a, b)
+    assert b[-1] < b[0]
+
+
+def test_bench_runs_on_cpu_and_compares_paths(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--device", "cpu", "--objective", "lut", "--model", "vit_tiny", "--img-size", "28",
+                 "--patch-size", "4", "--channels", "1", "--batch-size", "8", "--steps", "1", "--warmup", "1",
+                 "--compare-plain", "--with-augment", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "images/s" in text and "TFLOP/step" in text and "measured on a CPU" in text
+    assert "optimised / plain" in text
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [r["path"] for r in rows] == ["plain", "optimised"]
+    assert all(r["tflop_per_step"] > 0 and r["images_per_s"] > 0 for r in rows)
+    # both paths do the same work: the FLOP count must not depend on the path
+    assert abs(rows[0]["flop_per_step"] - rows[1]["flop_per_step"]) <= 0.001 * rows[0]["flop_per_step"]
+
+
+def test_compiled_training_matches_eager(fm_root, tmp_path):
+    common = dict(objective="lut", steps=3, log_every=1, lr=1e-3, warmup_epochs=0)
+    pretrain(tiny_config(tmp_path / "eager", **common), progress=False)
+    pretrain(tiny_config(tmp_path / "compiled", compile=True, **common), progress=False)
+    a = [r["loss"] for r in read_jsonl(tmp_path / "eager" / "run" / "metrics.jsonl")]
+    b = [r["loss"] for r in read_jsonl(tmp_path / "compiled" / "run" / "metrics.jsonl")]
+    assert all(abs(x - y) <= 1e-3 * abs(x) + 1e-5 for x, y in zip(a, b)), (a, b)
