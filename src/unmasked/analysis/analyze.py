@@ -41,7 +41,7 @@ def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
         return sub.images
     from unmasked.eval.features import iterate_split
 
-    return torch.cat(list(iterate_split(sub, 256, base, channels)))
+    return torch.cat([images for images, _ in iterate_split(sub, 256, base, channels)])
 
 
 @torch.no_grad()
@@ -151,8 +151,8 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     spec_sub, _ = fixed_sample(split, spectrum_images, seed=1)
     feats = extract_features(enc, spec_sub, loaded.mean, loaded.std, loaded.crop_pct, dev, base=ds.base_size,
                              channels=ds.channels, progress=progress, desc="features (spectrum)")
-    spectra = {k: singular_values(v).tolist() for k, v in feats.items()}
-    ranks = {k: rankme(v) for k, v in feats.items()}
+    spectra = {k: singular_values(feats[k]).tolist() for k in ("cls", "mean")}
+    ranks = {k: rankme(feats[k]) for k in ("cls", "mean")}
 
     results = {
         "encoder": str(loaded.source),

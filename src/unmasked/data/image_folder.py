@@ -240,19 +240,35 @@ class DecodedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int):
+    def load(self, i: int):
+        """(image or None, index of the file actually decoded, messages of files that failed)."""
         bad = []
         for j in range(len(self.files)):
-            path = self.files[(i + j) % len(self.files)]
+            k = (i + j) % len(self.files)
             try:
-                return torch.from_numpy(decode(path, self.base, self.channels)), tuple(bad)
+                return torch.from_numpy(decode(self.files[k], self.base, self.channels)), k, tuple(bad)
             except BadImage as e:
                 if self.strict:
                     raise UserError(f"bad image (--strict): {e}") from None
                 bad.append(str(e))
                 if not self.substitute:
-                    return None, tuple(bad)
+                    return None, i, tuple(bad)
         raise UserError(f"none of the {len(self.files)} files could be decoded; first error: {bad[0]}")
+
+    def __getitem__(self, i: int):
+        image, _, bad = self.load(i)
+        return image, bad
+
+
+class IndexedImages(DecodedImages):
+    """For evaluation: a bad file is dropped (never replaced), and each item carries its index so
+    labels can follow the images that were kept."""
+
+    def __init__(self, files, base, channels):
+        super().__init__(files, base, channels, strict=False, substitute=False)
+
+    def __getitem__(self, i: int):
+        return self.load(i)
 
 
 def collate_decoded(items):
@@ -260,6 +276,14 @@ def collate_decoded(items):
     images = torch.stack([x for x, _ in items])
     bad = [b for _, bads in items for b in bads]
     return images, bad
+
+
+def collate_indexed(items):
+    """Evaluation batches: (uint8 images of the good files, their indices, messages of bad files)."""
+    kept = [(x, i) for x, i, _ in items if x is not None]
+    bad = [b for _, _, bads in items for b in bads]
+    images = torch.stack([x for x, _ in kept]) if kept else None
+    return images, torch.tensor([i for _, i in kept], dtype=torch.long), bad
 
 
 def collate_keep_none(items):

@@ -62,7 +62,7 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
     feats = extract_features(loaded.encoder, part, loaded.mean, loaded.std, loaded.crop_pct, device,
                              batch_size=batch_size, base=data.base_size, channels=data.channels,
                              num_workers=num_workers, progress=progress, desc=f"features ({split})")
-    feats["labels"] = part.labels.clone()
+    feats["labels"] = part.labels[feats["index"]].clone()
     if cache:
         from unmasked.train.checkpoint import atomic_write
 

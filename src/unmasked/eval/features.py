@@ -12,17 +12,18 @@ from unmasked.models.vit import ViTEncoder, pooled_features
 
 
 def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_workers: int = 0):
-    """uint8 batches of a split, in order."""
+    """(uint8 batch, indices of its images in the split), in order; unreadable files are left out."""
     if split.in_memory:
         for i in range(0, len(split), batch_size):
-            yield split.images[i : i + batch_size]
+            yield split.images[i : i + batch_size], torch.arange(i, min(i + batch_size, len(split)))
         return
-    ds = image_folder.DecodedImages(split.files, base, channels)
+    ds = image_folder.IndexedImages(split.files, base, channels)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=image_folder.collate_decoded)
-    for images, bad in loader:
+                                         collate_fn=image_folder.collate_indexed)
+    for images, idx, bad in loader:
         image_folder.warn_bad(bad)
-        yield images
+        if images is not None:
+            yield images, idx
 
 
 @torch.no_grad()
@@ -40,14 +41,16 @@ def extract_features(
     progress: bool = True,
     desc: str = "features",
 ) -> dict[str, torch.Tensor]:
-    """-> {"cls": (N, D), "mean": (N, D)} float32 on the CPU."""
+    """-> {"cls": (N, D), "mean": (N, D)} float32 on the CPU, and "index": which images of the split
+    they belong to (all of them, unless unreadable files were left out)."""
     encoder = encoder.to(device).eval()
     size = encoder.spec.img_size
-    out: dict[str, list[torch.Tensor]] = {"cls": [], "mean": []}
+    out: dict[str, list[torch.Tensor]] = {"cls": [], "mean": [], "index": []}
     autocast = device.type == "cuda"
     n_batches = (len(split) + batch_size - 1) // batch_size
-    for images in tqdm(iterate_split(split, batch_size, base, channels, num_workers), total=n_batches, desc=desc,
-                       unit="batch", disable=not progress, leave=False):
+    for images, idx in tqdm(iterate_split(split, batch_size, base, channels, num_workers), total=n_batches,
+                            desc=desc, unit="batch", disable=not progress, leave=False):
+        out["index"].append(idx)
         x = eval_view(images.to(device, non_blocking=True), size, mean, std, crop_pct)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             tokens = encoder.forward_features(x)

@@ -102,8 +102,10 @@ class _AugmentedImages(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, i):
-        img = self.split.images[i] if self.split.in_memory else self.decoded[i][0]
-        return self.transform(img), self.split.labels[i]
+        if self.split.in_memory:
+            return self.transform(self.split.images[i]), self.split.labels[i]
+        img, used, _ = self.decoded.load(i)  # an unreadable file is replaced by the next one, label too
+        return self.transform(img), self.split.labels[used]
 
 
 def train_transform(recipe: FinetuneRecipe, img_size: int, mean, std):
@@ -127,17 +129,19 @@ def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base,
     from unmasked.eval.features import iterate_split
 
     model.eval()
-    logits = []
+    logits, kept = [], []
     size = model.patch_embed.img_size[0]
-    for images in iterate_split(split, batch_size, base, channels, num_workers):
+    for images, idx in iterate_split(split, batch_size, base, channels, num_workers):
         x = eval_view(images.to(device), size, mean, std, crop_pct)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits.append(model(x).float().cpu())
+        kept.append(idx)
     logits = torch.cat(logits)
+    labels = split.labels[torch.cat(kept)]
     c = logits.shape[1]
-    res = {"top1": topk_accuracy(logits, split.labels, 1)}
+    res = {"top1": topk_accuracy(logits, labels, 1)}
     if c > 5:
-        res["top5"] = topk_accuracy(logits, split.labels, 5)
+        res["top5"] = topk_accuracy(logits, labels, 5)
     return res
 
 
@@ -224,9 +228,14 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
         crop="pad" if (small or (cfg is not None and cfg.crop == "pad")) else "rrc",
         pad=cfg.pad if cfg is not None and cfg.pad else max(1, round(loaded.spec.img_size / 8)),
     )
+    warmup_given = overrides.get("warmup_epochs") is not None
     for k, v in overrides.items():
         if v is not None:
             setattr(r, k, v)
+    if not warmup_given:
+        r.warmup_epochs = min(5, r.epochs - 1)  # MAE's 5, but never the whole run
+    if r.warmup_epochs > r.epochs:
+        raise UserError(f"--warmup-epochs {r.warmup_epochs} exceeds --epochs {r.epochs}")
     return r
 
 
