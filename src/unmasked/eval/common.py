@@ -79,3 +79,30 @@ def write_result(loaded: LoadedEncoder, name: str, result: dict) -> Path:
     path = loaded.run_dir / name
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
+
+
+def frozen_features(path, data: str | None, device: str, batch_size: int, num_workers: int, progress: bool,
+                    what: str):
+    """Everything a frozen-feature protocol starts from: (encoder, data, device, train and held-out features)."""
+    from unmasked.runs import load_encoder
+
+    dev = resolve_device(device)
+    loaded = load_encoder(path)
+    ds = labeled_data(loaded, data, what, num_workers, progress)
+    tr = split_features(loaded, ds, "train", dev, batch_size, num_workers, progress)
+    te = split_features(loaded, ds, "heldout", dev, batch_size, num_workers, progress)
+    return loaded, ds, dev, tr, te
+
+
+def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
+    """The fields every result file carries: which data, which splits and sizes, which encoder."""
+    return {
+        "data": ds.name,
+        "train_split": "train",
+        "test_split": ds.heldout_name,
+        "train_images": len(ds.train),
+        "test_images": len(ds.heldout),
+        "num_classes": len(ds.classes),
+        "encoder": str(loaded.source),
+        "objective": loaded.objective,
+    }

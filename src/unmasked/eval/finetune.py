@@ -244,7 +244,7 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
     from safetensors.torch import save_file
 
     from unmasked.data.dataset import subset_indices
-    from unmasked.eval.common import labeled_data, resolve_device, write_result
+    from unmasked.eval.common import labeled_data, provenance, resolve_device, write_result
     from unmasked.runs import load_encoder
     from unmasked.train.checkpoint import atomic_write
 
@@ -264,14 +264,7 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
                        "global average pool + trained fc_norm",
         "top1": {"best": info["best"]["top1"], "last": info["last"]["top1"]},
         **info,
-        "data": ds.name,
-        "train_split": "train",
-        "test_split": ds.heldout_name,
-        "train_images": len(ds.train),
-        "test_images": len(ds.heldout),
-        "num_classes": len(ds.classes),
-        "encoder": str(loaded.source),
-        "objective": loaded.objective,
+        **provenance(loaded, ds),
     }
     write_result(loaded, "finetune.json", result)
     return result

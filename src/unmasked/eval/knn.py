@@ -62,15 +62,10 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
     """kNN of a run's encoder on the held-out split; writes <run>/knn.json and returns it."""
     import time
 
-    from unmasked.eval.common import labeled_data, resolve_device, split_features, write_result
-    from unmasked.runs import load_encoder
+    from unmasked.eval.common import frozen_features, provenance, write_result
 
     t0 = time.perf_counter()
-    dev = resolve_device(device)
-    loaded = load_encoder(path)
-    ds = labeled_data(loaded, data, "kNN evaluation", num_workers, progress)
-    tr = split_features(loaded, ds, "train", dev, batch_size, num_workers, progress)
-    te = split_features(loaded, ds, "heldout", dev, batch_size, num_workers, progress)
+    loaded, ds, _, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress, "kNN evaluation")
     ks = tuple(sorted(set(ks)))
     results = {}
     for kind in ("cls", "mean"):
@@ -85,14 +80,7 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
         "headline_k": head_k,
         "top1": {kind: results[kind][str(head_k)]["top1"] for kind in results},
         "results": results,
-        "data": ds.name,
-        "train_split": "train",
-        "test_split": ds.heldout_name,
-        "train_images": len(ds.train),
-        "test_images": len(ds.heldout),
-        "num_classes": len(ds.classes),
-        "encoder": str(loaded.source),
-        "objective": loaded.objective,
+        **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }
     write_result(loaded, "knn.json", result)

@@ -106,16 +106,12 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
     """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
     from safetensors.torch import save_file
 
-    from unmasked.eval.common import labeled_data, resolve_device, split_features, write_result
-    from unmasked.runs import load_encoder
+    from unmasked.eval.common import frozen_features, provenance, write_result
     from unmasked.train.checkpoint import atomic_write
 
     t0 = time.perf_counter()
-    dev = resolve_device(device)
-    loaded = load_encoder(path)
-    ds = labeled_data(loaded, data, "the linear probe", num_workers, progress)
-    tr = split_features(loaded, ds, "train", dev, batch_size, num_workers, progress)
-    te = split_features(loaded, ds, "heldout", dev, batch_size, num_workers, progress)
+    loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
+                                              "the linear probe")
     c = len(ds.classes)
     results, heads, info = {}, {}, {}
     for kind in ("cls", "mean"):
@@ -133,14 +129,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         "recipe": info,
         "top1": {k: v["top1"] for k, v in results.items()},
         "results": results,
-        "data": ds.name,
-        "train_split": "train",
-        "test_split": ds.heldout_name,
-        "train_images": len(ds.train),
-        "test_images": len(ds.heldout),
-        "num_classes": c,
-        "encoder": str(loaded.source),
-        "objective": loaded.objective,
+        **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }
     write_result(loaded, "linear.json", result)
