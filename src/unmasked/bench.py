@@ -44,6 +44,7 @@ class BenchSpec:
     plain: bool = False
     with_augment: bool = False
     profile: str | None = None  # folder for a torch.profiler trace and op table
+    fuse_views: bool | None = None  # None: on with CUDA, off on a CPU (as in training)
     seed: int = 0
 
 
@@ -53,14 +54,15 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _config(spec: BenchSpec) -> PretrainConfig:
+def _config(spec: BenchSpec, gpu: bool) -> PretrainConfig:
     small = spec.img_size <= 64
     cfg = PretrainConfig(
         objective=spec.objective, model=spec.model, img_size=spec.img_size, patch_size=spec.patch_size,
         decoder_width=spec.decoder_width or (128 if small else 512),
         decoder_depth=spec.decoder_depth or (4 if small else 8),
         decoder_heads=spec.decoder_heads or (4 if small else 16),
-        batch_size=spec.batch_size, fuse_views=not spec.plain, seed=spec.seed,
+        batch_size=spec.batch_size, seed=spec.seed,
+        fuse_views=False if spec.plain else (spec.fuse_views if spec.fuse_views is not None else gpu),
     )
     cfg.in_chans = spec.channels
     cfg.mean, cfg.std = [0.5] * spec.channels, [0.25] * spec.channels
@@ -83,101 +85,149 @@ def _restore_attention(old: dict) -> None:
         m.fused_attn = v
 
 
+class _Runner:
+    """One prepared training step (model, optimiser, synthetic batch) that can be timed."""
+
+    def __init__(self, spec: BenchSpec, device: torch.device):
+        self.spec, self.device = spec, device
+        torch.manual_seed(spec.seed)
+        cfg = _config(spec, device.type == "cuda")
+        obj = build_objective(cfg).to(device).train()
+        precision = spec.precision
+        if precision == "auto":
+            precision = "bf16" if device.type == "cuda" and not spec.plain else "fp32"
+        self.precision = precision
+        amp_dtype = torch.bfloat16 if precision == "bf16" else None
+        if spec.plain:
+            _use_explicit_attention(obj)
+            if hasattr(obj, "foreach_ema"):
+                obj.foreach_ema = False
+            opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), foreach=False)
+        else:
+            kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+            opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), **kw)
+        if spec.grad_checkpoint:
+            obj.encoder.set_grad_checkpointing(True)
+        if spec.compile:
+            mode = None if spec.compile_mode == "default" else spec.compile_mode
+            obj.set_student_call(torch.compile(obj.student, mode=mode))
+        b, c, s = spec.batch_size, spec.channels, spec.img_size
+        g = torch.Generator(device=device).manual_seed(spec.seed)
+        views = [torch.randn(b, c, s, s, device=device, generator=g) for _ in range(2 if spec.objective == "lut" else 1)]
+        augments, images = None, None
+        if spec.with_augment:
+            from unmasked.build import augment_spec
+            from unmasked.data.augment import BatchAugment
+
+            augments = [BatchAugment(v) for v in obj.view_specs(augment_spec(cfg))]
+            images = torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, device=device, generator=g)
+
+        def step(i: int):
+            rng = BatchRandom(spec.seed, i, 0, b, device)
+            v = [a(images, rng) for a in augments] if augments else views
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss, _ = obj(v, rng)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            obj.update_teacher(0.996)
+            return loss
+
+        self.obj, self.step_fn, self.loss, self.i = obj, step, None, 0
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def step(self) -> float:
+        """One step, synchronised; returns its wall time in seconds."""
+        self.sync()
+        t0 = time.perf_counter()
+        self.loss = self.step_fn(self.i)
+        self.sync()
+        self.i += 1
+        return time.perf_counter() - t0
+
+    def warm_up(self) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        for _ in range(self.spec.warmup):
+            self.step()
+        warmup_s = time.perf_counter() - t0
+        # FLOPs are counted with explicit attention: the counter does not see every fused SDPA
+        # kernel (the CPU one), and the matrix products are the same work either way.
+        old = _use_explicit_attention(self.obj)
+        with FlopCounterMode(display=False) as counter:
+            self.step()
+        _restore_attention(old)
+        return warmup_s, counter.get_total_flops()
+
+    def result(self, dt: float, flops: int, warmup_s: float, peak) -> dict:
+        spec = self.spec
+        return {
+            "objective": spec.objective,
+            "model": f"{spec.model}/{spec.patch_size}",
+            "img_size": spec.img_size,
+            "batch_size": spec.batch_size,
+            "path": "plain" if spec.plain else "optimised",
+            "options": _options(spec, self.precision),
+            "device": device_name(self.device),
+            "device_type": self.device.type,
+            "dtype": self.precision,
+            "images_per_s": round(spec.batch_size / dt, 1),
+            "step_ms": round(dt * 1000, 2),
+            "flop_per_step": int(flops),
+            "tflop_per_step": round(flops / 1e12, 4),
+            "achieved_tflops": round(flops / dt / 1e12, 2),
+            "peak_memory_gib": peak,
+            "device_busy_fraction": None,
+            "warmup_s": round(warmup_s, 1),
+            "final_loss": float(self.loss.detach()),
+            "torch": torch.__version__,
+            "date": datetime.date.today().isoformat(),
+        }
+
+
 def bench(spec: BenchSpec) -> dict:
+    """Time `spec.steps` steps of one path after warm-up: mean time per step."""
     from unmasked.eval.common import resolve_device
 
     device = resolve_device(spec.device)
-    torch.manual_seed(spec.seed)
-    cfg = _config(spec)
-    obj = build_objective(cfg).to(device).train()
-    precision = spec.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and not spec.plain else "fp32"
-    amp_dtype = torch.bfloat16 if precision == "bf16" else None
-    if spec.plain:
-        _use_explicit_attention(obj)
-        if hasattr(obj, "foreach_ema"):
-            obj.foreach_ema = False
-        opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), foreach=False)
-    else:
-        kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), **kw)
-    if spec.grad_checkpoint:
-        obj.encoder.set_grad_checkpointing(True)
-    if spec.compile:
-        obj.set_student_call(torch.compile(obj.student, mode=None if spec.compile_mode == "default" else spec.compile_mode))
-
-    b, c, s = spec.batch_size, spec.channels, spec.img_size
-    g = torch.Generator(device=device).manual_seed(spec.seed)
-    n_views = 2 if spec.objective == "lut" else 1
-    views = [torch.randn(b, c, s, s, device=device, generator=g) for _ in range(n_views)]
-    augments = None
-    if spec.with_augment:
-        from unmasked.build import augment_spec
-        from unmasked.data.augment import BatchAugment
-
-        augments = [BatchAugment(v) for v in obj.view_specs(augment_spec(cfg))]
-        images = torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, device=device, generator=g)
-
-    def step(i: int):
-        rng = BatchRandom(spec.seed, i, 0, b, device)
-        v = [a(images, rng) for a in augments] if augments else views
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss, _ = obj(v, rng)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        obj.update_teacher(0.996)
-        return loss
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    t_compile = time.perf_counter()
-    for i in range(spec.warmup):
-        step(i)
-    sync()
-    warmup_s = time.perf_counter() - t_compile
-    # FLOPs are counted with explicit attention: the counter does not see every fused SDPA kernel
-    # (the CPU one), and the matrix products are the same work either way.
-    old = _use_explicit_attention(obj)
-    with FlopCounterMode(display=False) as counter:
-        step(spec.warmup)
-    _restore_attention(old)
-    flops = counter.get_total_flops()
-    sync()
+    runner = _Runner(spec, device)
+    warmup_s, flops = runner.warm_up()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    runner.sync()
     t0 = time.perf_counter()
-    for i in range(spec.steps):
-        loss = step(spec.warmup + 1 + i)
-    sync()
+    for _ in range(spec.steps):
+        runner.loss = runner.step_fn(runner.i)
+        runner.i += 1
+    runner.sync()
     dt = (time.perf_counter() - t0) / spec.steps
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    busy = profile_steps(step, spec, device, sync) if spec.profile else None
-    return {
-        "device_busy_fraction": busy,
-        "objective": spec.objective,
-        "model": f"{spec.model}/{spec.patch_size}",
-        "img_size": s,
-        "batch_size": b,
-        "path": "plain" if spec.plain else "optimised",
-        "options": _options(spec, precision),
-        "device": device_name(device),
-        "device_type": device.type,
-        "dtype": precision,
-        "images_per_s": round(b / dt, 1),
-        "step_ms": round(dt * 1000, 2),
-        "flop_per_step": int(flops),
-        "tflop_per_step": round(flops / 1e12, 4),
-        "achieved_tflops": round(flops / dt / 1e12, 2),
-        "peak_memory_gib": None if peak is None else round(peak, 2),
-        "warmup_s": round(warmup_s, 1),
-        "final_loss": float(loss.detach()),
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-    }
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+    out = runner.result(dt, flops, warmup_s, peak)
+    if spec.profile:
+        out["device_busy_fraction"] = profile_steps(runner.step_fn, spec, device, runner.sync)
+    return out
+
+
+def bench_pair(spec: BenchSpec) -> list[dict]:
+    """Plain and optimised paths in one process, their steps interleaved (plain, optimised, plain,
+    ...) so that drift in the machine's speed hits both alike; each figure is the median step."""
+    import statistics
+
+    from unmasked.eval.common import resolve_device
+
+    device = resolve_device(spec.device)
+    runners = [_Runner(BenchSpec(**{**spec.__dict__, "plain": True, "compile": False}), device),
+               _Runner(BenchSpec(**{**spec.__dict__, "plain": False}), device)]
+    prepared = [r.warm_up() for r in runners]
+    times: list[list[float]] = [[], []]
+    for _ in range(spec.steps):
+        for k, r in enumerate(runners):
+            times[k].append(r.step())
+    # memory is not reported here: both models are resident at once
+    return [r.result(statistics.median(t), flops, warmup_s, None)
+            for r, t, (warmup_s, flops) in zip(runners, times, prepared)]
 
 
 def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | None:
@@ -214,7 +264,8 @@ def _options(spec: BenchSpec, precision: str) -> str:
     if spec.plain:
         return "fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" + (
             ", with batched augmentation" if spec.with_augment else "")
-    opts = [precision, "SDPA", "fused views" if spec.objective == "lut" else None,
+    fused = spec.fuse_views if spec.fuse_views is not None else spec.device != "cpu" and torch.cuda.is_available()
+    opts = [precision, "SDPA", ("fused views" if fused else "separate views") if spec.objective == "lut" else None,
             "fused AdamW" if spec.device != "cpu" and torch.cuda.is_available() else "foreach AdamW",
             "foreach EMA" if spec.objective == "lut" else None]
     if spec.compile:

@@ -51,8 +51,9 @@ class PretrainConfig:
     lut_weight: float = opt(0.25, "LUT: weight w of the global-context loss", "objective")
     ema_momentum: float = opt(0.996, "LUT: EMA teacher momentum at the start (cosine to 1.0 per step)", "objective")
     proj_hidden: int = opt(4096, "LUT: hidden width of projector and predictor", "objective")
-    fuse_views: bool = opt(True, "LUT: run both student views (and both teacher views) in one encoder call",
-                           "performance")
+    fuse_views: bool | None = opt(None, "LUT: run both student views (and both teacher views) in one encoder "
+                                  "call (default: on with CUDA or torchrun, where it halves kernel launches and "
+                                  "collectives; off for one CPU process, where it measured about 10%% slower)", "performance")
     # -- augmentation -----------------------------------------------------------------------
     crop: str | None = opt(None, "random crop: 'rrc' RandomResizedCrop (MAE), 'pad' reflect-pad crop (LUT), "
                            "'none'; default 'pad' on Fashion-MNIST, else rrc for MAE / pad for LUT", "data",

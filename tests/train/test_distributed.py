@@ -11,7 +11,7 @@ from unmasked.train import checkpoint as ckpt
 ARGS = ["--objective", "lut", "--width", "32", "--depth", "2", "--heads", "2", "--decoder-width", "32",
         "--decoder-depth", "1", "--decoder-heads", "2", "--proj-hidden", "64", "--subset", "256",
         "--batch-size", "32", "--epochs", "1", "--num-workers", "0", "--device", "cpu", "--log-every", "2",
-        "--lr", "1e-3", "--warmup-epochs", "0"]
+        "--lr", "1e-3", "--warmup-epochs", "0", "--fuse-views"]
 
 
 def _single(out, *extra):
@@ -47,6 +47,7 @@ def _assert_close(a, b):
         x, y = a["objective"][k], b["objective"][k]
         if x.is_floating_point():
             x, y = _without_key_bias(k, x), _without_key_bias(k, y)
+            # The summation order differs (DDP averages two half-batch gradients): float noise only.
             assert torch.allclose(x, y, rtol=1e-4, atol=1e-5), (k, (x - y).abs().max())
         else:
             assert torch.equal(x, y), k
@@ -55,30 +56,30 @@ def _assert_close(a, b):
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "single"
-    _single(out)
+    _single(out, "--steps", "4")
     return {**_weights(out), "_dir": out}
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(one_process, tmp_path, fm_root):
     out = tmp_path / "ddp"
-    r = _torchrun(2, out)
-    assert r.stdout.count("pretraining done") == 1  # rank 0 alone reports
+    r = _torchrun(2, out, "--steps", "4")
+    assert r.stdout.count("stopped at step 4") == 1  # rank 0 alone reports
     two = _weights(out)
-    assert two["state"]["step"] == one_process["state"]["step"] == 8
+    assert two["state"]["step"] == one_process["state"]["step"] == 4
     _assert_close(two, one_process)
     # the logged losses are global means, so they match the 1-process run's
     from unmasked.train.metrics import read_jsonl
 
     ref = [r["loss"] for r in read_jsonl(one_process["_dir"] / "metrics.jsonl")]
     got = [r["loss"] for r in read_jsonl(out / "metrics.jsonl")]
-    assert len(ref) == len(got) and all(abs(x - y) < 1e-4 for x, y in zip(ref, got)), (ref, got)
+    assert len(ref) == len(got) == 2 and all(abs(x - y) < 1e-5 for x, y in zip(ref, got)), (ref, got)
 
 
 def test_resume_with_a_different_number_of_processes(one_process, tmp_path, fm_root):
     out = tmp_path / "mixed"
-    _torchrun(2, out, "--steps", "3")
-    assert _weights(out)["state"]["step"] == 3
-    _single(out, "--resume")
+    _torchrun(2, out, "--steps", "2")
+    assert _weights(out)["state"]["step"] == 2
+    _single(out, "--resume", "--steps", "4")
     resumed = _weights(out)
-    assert resumed["state"]["step"] == 8
+    assert resumed["state"]["step"] == 4
     _assert_close(resumed, one_process)

@@ -53,7 +53,8 @@ def layer_curve_plot(runs: list[dict], key: str, path: Path, ylabel: str, title:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if ylim:
-        ax.set_ylim(*ylim)
+        top = max(max(float(np.max(r[key])) for r in runs) * 1.25, 0.1)
+        ax.set_ylim(ylim[0], min(ylim[1], top))  # zoom in on small values, never past the range
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)

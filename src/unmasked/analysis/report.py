@@ -72,7 +72,7 @@ def table(entries: list[dict]) -> list[list[str]]:
             f"{s['time_s'] / 60:.1f} min on {s['device']}" if s else "—",
             f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %" if knn else "—",
             f"{_fmt(lin['top1']['cls'])} / {_fmt(lin['top1']['mean'])} %" if lin else "—",
-            f"{_fmt(ft['top1']['best'])} / {_fmt(ft['top1']['last'])} %" if ft else "—",
+            f"{_fmt(ft['top1']['best'])} / {_fmt(ft['top1']['last'])} % ({ft['recipe']['epochs']} ep.)" if ft else "—",
             (f"{ana['attention_distance']['last_layers']:.2f} px (uniform {ana['attention_distance']['uniform']:.2f})"
              if ana else "—"),
             f"{ana['spectrum']['rankme']['cls']:.1f} / {ana['spectrum']['rankme']['mean']:.1f}" if ana else "—",
