@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torchvision.transforms.v2 as T
@@ -148,6 +149,7 @@ def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base,
 def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_workers: int = 0,
              progress: bool = True, eval_batch: int = 256) -> tuple[VisionTransformer, dict]:
     torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed)  # timm's Mixup draws its mixing ratios from NumPy
     num_classes = len(ds.classes)
     spec_kwargs = loaded.spec.timm_kwargs()
     model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
