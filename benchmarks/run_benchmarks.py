@@ -57,9 +57,8 @@ def run_case(args: list[str], device: str) -> list[dict]:
             print(r.stderr[-2000:], file=sys.stderr)
             return []
         rows = json.loads(out.read_text())
-    for row in rows:
-        row["command"] = "unmasked bench " + " ".join(a for a in args if a != "--compare-plain") + (
-            " --plain" if row["path"] == "plain" else "")
+    for row in rows:  # both rows of a --compare-plain pair come from this one command
+        row["command"] = "unmasked bench " + " ".join(args)
     if len(rows) == 2:
         rows[1]["speedup_vs_plain"] = round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)
     return rows
@@ -80,7 +79,8 @@ def markdown(rows: list[dict]) -> str:
             str(r["batch_size"]), f"{r['path']}: {r['options']}", r["dtype"], f"{r['images_per_s']:,.1f}",
             f"{r['speedup_vs_plain']:.2f}x" if r.get("speedup_vs_plain") else "—",
             f"{r['tflop_per_step']:.3f}", f"{r['achieved_tflops']:.2f}", mem]) + " |")
-    lines += ["", "Commands:", ""] + sorted({f"- `{r['command']}`" for r in rows}) + [""]
+    lines += ["", "Commands (with `--compare-plain`, one command times both rows of a pair, interleaved):", ""]
+    lines += sorted({f"- `{r['command']}`" for r in rows}) + [""]
     return "\n".join(lines)
 
 
