@@ -17,6 +17,7 @@ def run_cli(*args):
     (["--epochs", "-3"], "--epochs -3: must be a positive integer"),
     (["--batch-size", "100000"], "--batch-size 100000 is larger than the 60000 training images"),
     (["--data", "/no/such/folder"], "--data /no/such/folder: no such file or folder"),
+    (["--device", "gpu"], "--device 'gpu': not a device; expected auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_arguments_exit_2_with_a_message(fm_root, tmp_path, capsys, args, match):
     code = main(["pretrain", "--no-progress", "--out", str(tmp_path / "r"), *args])
@@ -68,3 +69,23 @@ def test_smoke_run_and_knn_through_the_cli(fm_root, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "kNN on fashion-mnist" in text and "k=20" in text
     assert (out / "knn.json").is_file()
+
+
+@pytest.mark.parametrize("cmd", [["bench", "--steps", "1"], ["eval", "knn", "RUN"], ["analyze", "RUN"]])
+def test_other_commands_refuse_a_bad_device(cmd, tmp_path, capsys):
+    cmd = [str(tmp_path) if a == "RUN" else a for a in cmd]
+    assert main([*cmd, "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'gpu'" in err and "Traceback" not in err
+
+
+def test_eval_without_a_protocol_is_an_error():
+    r = run_cli("eval")
+    assert r.returncode == 2 and "PROTOCOL" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_subset_larger_than_the_dataset_warns():
+    from unmasked.data.dataset import subset_indices
+
+    with pytest.warns(UserWarning, match="--subset 500 is more than the 100 training images"):
+        assert subset_indices(100, 500, 0) is None

@@ -189,7 +189,7 @@ class _Runner:
 
 def bench(spec: BenchSpec) -> dict:
     """Time `spec.steps` steps of one path after warm-up: mean time per step."""
-    from unmasked.eval.common import resolve_device
+    from unmasked.devices import resolve_device
 
     device = resolve_device(spec.device)
     runner = _Runner(spec, device)
@@ -215,7 +215,7 @@ def bench_pair(spec: BenchSpec) -> list[dict]:
     ...) so that drift in the machine's speed hits both alike; each figure is the median step."""
     import statistics
 
-    from unmasked.eval.common import resolve_device
+    from unmasked.devices import resolve_device
 
     device = resolve_device(spec.device)
     runners = [_Runner(BenchSpec(**{**spec.__dict__, "plain": True, "compile": False}), device),

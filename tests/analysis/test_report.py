@@ -30,3 +30,16 @@ def test_analyze_and_compare_two_tiny_runs(fm_root, tmp_path, capsys):
     assert (tmp_path / "lut" / "run" / "knn.json").is_file() and (tmp_path / "lut" / "run" / "linear.json").is_file()
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5
+
+    # a run's checkpoint or exported encoder stands for its folder
+    assert main(["compare", runs[0] + "/checkpoint.pt", runs[1] + "/encoder.safetensors", "--out", str(out),
+                 "--no-progress", "--device", "cpu", "--no-compute"]) == 0
+
+
+def test_analyze_refuses_a_layer_the_encoder_lacks_before_any_work(fm_root, tmp_path, capsys, monkeypatch):
+    from unmasked.analysis import analyze
+
+    pretrain(tiny_config(tmp_path, objective="mae", steps=1), progress=False)
+    monkeypatch.setattr(analyze, "load_data", lambda *a, **k: (_ for _ in ()).throw(AssertionError("data loaded")))
+    assert main(["analyze", str(tmp_path / "run"), "--layers", "99", "--no-progress", "--device", "cpu"]) == 2
+    assert "--layers 99: the encoder has layers 1-2" in capsys.readouterr().err

@@ -17,7 +17,9 @@ from unmasked.analysis.nmi import attention_nmi
 from unmasked.analysis.spectrum import rankme, singular_values
 from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split, load_data
-from unmasked.eval.common import base_size_for, resolve_device
+from unmasked.devices import resolve_device
+from unmasked.errors import UserError
+from unmasked.eval.common import base_size_for
 from unmasked.eval.features import extract_features
 from unmasked.runs import load_encoder
 from unmasked.train.checkpoint import atomic_write_text
@@ -131,6 +133,12 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     loaded = load_encoder(path)
     enc = loaded.encoder.to(dev).eval().float()
     spec = enc.spec
+    depth = len(enc.blocks)
+    if patch_layers is None:
+        patch_layers = sorted({0, depth // 2 - 1, depth - 1})
+    bad = [layer for layer in patch_layers if not 0 <= layer < depth]
+    if bad:  # checked before the slow work, not after it
+        raise UserError(f"--layers {' '.join(str(b + 1) for b in bad)}: the encoder has layers 1-{depth}")
     data = data or loaded.data
     ds = load_data(data, base_size=base_size_for(loaded, data), channels=spec.in_chans, progress=progress)
     split = ds.heldout if ds.heldout is not None and len(ds.heldout) else ds.train
@@ -145,7 +153,6 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     stats = attention_statistics(enc, x, batch_size, progress)
     dist, nmi = stats["distance_per_head"], stats["nmi_per_head"]
     uniform = uniform_distance(spec.grid, spec.patch_size)
-    depth = len(enc.blocks)
     last_k = max(1, depth // 4)
 
     spec_sub, _ = fixed_sample(split, spectrum_images, seed=1)
@@ -185,13 +192,6 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
                                                     "NMI(query position; key position)",
                                                     f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
     files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
-    if patch_layers is None:
-        patch_layers = sorted({0, depth // 2 - 1, depth - 1})
-    bad = [layer for layer in patch_layers if not 0 <= layer < depth]
-    if bad:
-        from unmasked.errors import UserError
-
-        raise UserError(f"--layers {' '.join(str(b + 1) for b in bad)}: the encoder has layers 1-{depth}")
     maps_x = x[:map_images]
     files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
     rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)

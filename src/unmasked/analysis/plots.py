@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -103,7 +104,7 @@ def image_grid(rows: list[list[np.ndarray]], row_labels: list[str], col_labels: 
                 y, x, s = marks[r][c]
                 ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), s, s, fill=False, edgecolor="red", linewidth=1.5))
             if r == 0 and c < len(col_labels):
-                ax.set_title(col_labels[c], fontsize=8)
+                ax.set_title(textwrap.fill(col_labels[c], 20), fontsize=8)  # long labels must not collide
             if c == 0 and r < len(row_labels):
                 ax.set_ylabel(row_labels[r], fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -33,8 +33,12 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     from unmasked.eval.knn import run_knn
     from unmasked.eval.linear import run_linear
 
+    if run.is_file() and (run.parent / "config.json").is_file():
+        run = run.parent  # a run's checkpoint.pt or encoder.safetensors: its results live beside it
     if not run.is_dir():
-        raise UserError(f"{run}: not a run folder")
+        raise UserError(f"{run}: not a run folder (compare reads the results that evaluations write into "
+                        "run folders; for an encoder exported elsewhere use `unmasked eval ...` and "
+                        "`unmasked analyze`)")
     summary, cfg = _read(run / "summary.json"), _read(run / "config.json")
     if cfg is None:
         raise UserError(f"{run}: no config.json; is this a folder written by `unmasked pretrain`?")
@@ -87,7 +91,8 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
     from unmasked.analysis.reconstruct import reconstructions, to_display
     from unmasked.data.augment import eval_view
     from unmasked.data.dataset import load_data
-    from unmasked.eval.common import base_size_for, resolve_device
+    from unmasked.devices import resolve_device
+    from unmasked.eval.common import base_size_for
     from unmasked.runs import load_encoder, load_run_objective
 
     dev = resolve_device(device)
@@ -110,6 +115,9 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
         if ckpt.is_file():
             obj, cfg = load_run_objective(ckpt, dev)
             rec = reconstructions(obj, x, cfg.norm_pix_loss)
+            if not rec_cols:  # every run draws the same mask (same seed, grid and ratio): show it once
+                masked = [to_display(rec["masked"][b], cfg.mean, cfg.std) for b in range(len(x))]
+                ratio = f"{rec['mask'].float().mean().item():.0%}"
             rec_cols.append((e["label"], [to_display(rec["pasted"][b], cfg.mean, cfg.std) for b in range(len(x))]))
     labels = [e["label"] for e in entries]
     files = []
@@ -119,10 +127,11 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
                                   "CLS-query attention of the last block, mean over heads",
                                   cmaps=["gray"] + ["inferno"] * len(labels)).name)
     if rec_cols:
-        rows = [[inputs[b]] + [c[1][b] for c in rec_cols] for b in range(len(inputs))]
+        rows = [[inputs[b], masked[b]] + [c[1][b] for c in rec_cols] for b in range(len(inputs))]
         files.append(plots.image_grid(rows, [f"image {b + 1}" for b in range(len(rows))],
-                                      ["original"] + [f"{lab}: reconstruction + visible" for lab, _ in rec_cols],
-                                      out / "reconstructions.png", "Reconstructions of the same masked images").name)
+                                      ["original", f"masked ({ratio} hidden)"] + [lab for lab, _ in rec_cols],
+                                      out / "reconstructions.png",
+                                      "Reconstructions of the same masked images (visible patches pasted back)").name)
     return files
 
 
@@ -158,7 +167,7 @@ def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto
           "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     md += ["", "kNN: weighted 20-NN on L2-normalised features (T = 0.07). Linear: BatchNorm + Linear on frozen "
-               "features, LARS. Attention distance: mean over the last quarter of the layers, in pixels of the "
+               "features (optimiser and recipe in each run's linear.json). Attention distance: mean over the last quarter of the layers, in pixels of the "
                "model input.", ""]
     if notes:
         md += ["## Not computed", ""] + [f"- {n}" for n in notes] + [""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,10 +64,12 @@ def is_fashion_mnist(data: str) -> bool:
 
 def subset_indices(n: int, k: int | None, seed: int) -> np.ndarray | None:
     """A reproducible random subset of k of n indices (sorted), or None for all."""
+    if k is not None and k < 1:
+        raise UserError(f"--subset must be a positive number of images, got {k}")
+    if k is not None and k > n:
+        warnings.warn(f"--subset {k} is more than the {n} training images; using all {n}", stacklevel=2)
     if k is None or k >= n:
         return None
-    if k < 1:
-        raise UserError(f"--subset must be a positive number of images, got {k}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.permutation(n)[:k])
 

@@ -9,18 +9,10 @@ from pathlib import Path
 import torch
 
 from unmasked.data.dataset import ImageData, is_fashion_mnist, load_data
+from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.features import extract_features
 from unmasked.runs import LoadedEncoder
-
-
-def resolve_device(arg: str = "auto") -> torch.device:
-    if arg == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(arg)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {arg}: CUDA is not available on this machine; use --device cpu")
-    return dev
 
 
 def base_size_for(loaded: LoadedEncoder, data: str) -> int:

@@ -246,7 +246,8 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
     from safetensors.torch import save_file
 
     from unmasked.data.dataset import subset_indices
-    from unmasked.eval.common import labeled_data, provenance, resolve_device, write_result
+    from unmasked.devices import resolve_device
+    from unmasked.eval.common import labeled_data, provenance, write_result
     from unmasked.runs import load_encoder
     from unmasked.train.checkpoint import atomic_write
 

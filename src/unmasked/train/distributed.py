@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from unmasked.devices import resolve_device
+
 
 @dataclass
 class DistEnv:
@@ -29,12 +31,8 @@ def init_distributed(device_arg: str) -> tuple[DistEnv, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg == "auto":
-        device_arg = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_arg == "cuda" and world > 1:
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device(device_arg)
+    # under torchrun a bare `cuda` means this process's GPU (LOCAL_RANK)
+    device = resolve_device(device_arg, local_rank=local if world > 1 else None)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():

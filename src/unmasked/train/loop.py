@@ -7,6 +7,7 @@ import json
 import signal
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,8 +118,6 @@ class Pretrainer:
     def __init__(self, cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
                  progress: bool = True):
         self.env, self.device = init_distributed(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {cfg.device}: CUDA is not available on this machine; use --device cpu")
         self.progress = progress and self.env.is_main
         self.run_dir = Path(cfg.out)
         self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
@@ -196,8 +195,9 @@ class Pretrainer:
         self.objective.set_student_call(student_call)
         self.metrics = JsonlWriter(self.run_dir / METRICS_FILE, enabled=self.env.is_main)
         if self.env.is_main:
-            self.metrics.truncate_after(self.state.step)
-            cfg.save(self.run_dir / CONFIG_FILE)
+            with self._writing(self.run_dir / CONFIG_FILE):
+                self.metrics.truncate_after(self.state.step)
+                cfg.save(self.run_dir / CONFIG_FILE)
 
     # -- state --------------------------------------------------------------------------
     def _load_state(self, st: dict) -> None:
@@ -257,7 +257,20 @@ class Pretrainer:
             "data": self.cfg.data,
             "step": self.state.step,
         }
-        return ckpt.export_encoder(self.objective.encoder, info, self.run_dir)
+        with self._writing(self.run_dir / "encoder.safetensors"):
+            return ckpt.export_encoder(self.objective.encoder, info, self.run_dir)
+
+    @contextmanager
+    def _writing(self, path: Path):
+        """A failed write of a run file (disk full, folder gone) stops the run with the file named;
+        checkpoints are replaced atomically, so the last good one stays."""
+        try:
+            yield
+        except OSError as e:
+            raise TrainingStopped(
+                f"could not write {getattr(e, 'filename', None) or path} at step {self.state.step} "
+                f"({e.strerror or e}); the last good checkpoint ({self.ckpt_path}) is kept"
+            ) from None
 
     # -- one optimiser step ---------------------------------------------------------------
     def train_step(self, step: int, micro_batches) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -353,7 +366,8 @@ class Pretrainer:
         if stop_signal is not None:
             summary["interrupted_by"] = signal.Signals(stop_signal).name
         if self.env.is_main:
-            ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            with self._writing(self.run_dir / SUMMARY_FILE):
+                ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _window_table(self, window) -> tuple[list[str], torch.Tensor]:
@@ -398,7 +412,8 @@ class Pretrainer:
         if self.cfg.objective == "lut":
             rec["ema_momentum"] = float(self.momenta[st.step - 1])
         rec.update(images_per_s=round(images_per_s, 1), images_seen=st.images_seen, time_s=round(st.elapsed, 2))
-        self.metrics.write(rec)
+        with self._writing(self.metrics.path):
+            self.metrics.write(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{images_per_s:.0f}", lr=f"{rec['lr']:.2e}")
 
     def summary(self, completed: bool) -> dict:

@@ -1,0 +1,34 @@
+"""--device strings: what they resolve to, and the errors for the ones that cannot work."""
+
+import pytest
+import torch
+
+from unmasked.devices import resolve_device
+from unmasked.errors import UserError
+
+
+def test_cpu_and_auto_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("arg,match", [("gpu", "not a device"), ("meta", "unsupported device type"),
+                                       ("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available")])
+def test_bad_devices_name_the_value(monkeypatch, arg, match):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=match):
+        resolve_device(arg)
+
+
+def test_bare_cuda_gets_an_index(monkeypatch):
+    """torch.cuda.set_device refuses a device without an index, so every cuda device gets one."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)  # torchrun's LOCAL_RANK
+    assert resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)  # an explicit index wins
+    with pytest.raises(UserError, match="2 CUDA device"):
+        resolve_device("cuda:2")
