@@ -1,8 +1,11 @@
 """Linear probe on frozen features (the MAE protocol, sized to the dataset).
 
-Head: BatchNorm1d without affine (eps 1e-6) + Linear (trunc-normal std 0.01). Optimiser: LARS
-(momentum 0.9, weight decay 0, trust coefficient 0.001), lr = 0.1 * batch / 256, 90 epochs with 10
-of linear warm-up then cosine. MAE uses batch 16,384 on ImageNet; here the batch is the largest
+Head: BatchNorm1d without affine (eps 1e-6) + Linear (trunc-normal std 0.01). Optimiser: SGD with
+momentum 0.9 by default, or MAE's LARS (trust coefficient 0.001) with optimizer="lars"; weight
+decay 0, lr = 0.1 * batch / 256, 90 epochs with 10 of linear warm-up then cosine. Why SGD by
+default: LARS's relative step is lr * 0.001 per step, so the total movement per epoch scales with
+the dataset size; it suits ImageNet's 1.28 M images but under-trains small datasets (measured on
+the demo's LUT encoder, 60,000 Fashion-MNIST images: LARS 78.73% vs SGD 81.34% CLS top-1). MAE uses batch 16,384 on ImageNet; here the batch is the largest
 power of two up to 16,384 that still gives at least 16 steps per epoch, so small datasets get
 enough steps. Features are computed once per encoder and cached, so the probe takes seconds.
 """
@@ -44,6 +47,23 @@ def fold_batchnorm(head: nn.Sequential) -> nn.Linear:
     return folded
 
 
+OPTIMIZERS = ("sgd", "lars")
+
+
+def probe_optimizer(head: nn.Module, lr: float, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with momentum, or MAE's LARS: the trust ratio scales the update of matrix weights even
+    without weight decay (timm adapts then only when asked: always_adapt); biases take plain
+    momentum-SGD steps."""
+    if kind == "sgd":
+        return torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    if kind != "lars":
+        raise ValueError(f"optimizer {kind!r}: expected one of {OPTIMIZERS}")
+    matrices = [p for p in head.parameters() if p.ndim > 1]
+    vectors = [p for p in head.parameters() if p.ndim <= 1]
+    return Lars([{"params": matrices, "always_adapt": True}, {"params": vectors, "always_adapt": False}],
+                lr=lr, momentum=0.9, weight_decay=0.0, trust_coeff=0.001)
+
+
 def train_probe(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -54,6 +74,7 @@ def train_probe(
     batch_size: int | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    optimizer: str = "sgd",
 ) -> tuple[nn.Sequential, dict]:
     device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
@@ -66,7 +87,7 @@ def train_probe(
     lr = base_lr * batch / 256
     lrs = lr_schedule(lr, total, warmup_epochs * steps_per_epoch)
     head = linear_head(dim, num_classes).to(device)
-    opt = Lars(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    opt = probe_optimizer(head, lr, optimizer)
     x, y = train_x.float().to(device), train_y.to(device)
     loss_fn = nn.CrossEntropyLoss()
     step = 0
@@ -83,7 +104,9 @@ def train_probe(
             opt.step()
             step += 1
     head.eval()
-    info = {"optimizer": "LARS", "momentum": 0.9, "weight_decay": 0.0, "batch_size": batch, "peak_lr": lr,
+    name = "LARS (trust coefficient 0.001 on weights, biases plain SGD)" if optimizer == "lars" else "SGD"
+    info = {"optimizer": name, "momentum": 0.9,
+            "weight_decay": 0.0, "batch_size": batch, "peak_lr": lr,
             "base_lr": base_lr, "epochs": epochs, "warmup_epochs": warmup_epochs, "steps": total,
             "final_train_loss": float(loss.detach())}
     return head, info
@@ -102,7 +125,7 @@ def evaluate_probe(head: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
 
 def run_linear(path, data: str | None = None, device: str = "auto", batch_size: int = 256, epochs: int = 90,
                warmup_epochs: int = 10, base_lr: float = 0.1, probe_batch: int | None = None,
-               num_workers: int = 0, progress: bool = True, seed: int = 0) -> dict:
+               num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd") -> dict:
     """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
     from safetensors.torch import save_file
 
@@ -115,7 +138,8 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
     c = len(ds.classes)
     results, heads, info = {}, {}, {}
     for kind in ("cls", "mean"):
-        head, info = train_probe(tr[kind], tr["labels"], c, epochs, warmup_epochs, base_lr, probe_batch, seed, dev)
+        head, info = train_probe(tr[kind], tr["labels"], c, epochs, warmup_epochs, base_lr, probe_batch, seed, dev,
+                                 optimizer)
         results[kind] = evaluate_probe(head, te[kind], te["labels"], c)
         results[kind]["train_top1"] = evaluate_probe(head, tr[kind], tr["labels"], c)["top1"]
         results[kind]["final_train_loss"] = info.pop("final_train_loss")
@@ -125,7 +149,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
                  lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
     result = {
         "protocol": "linear",
-        "description": "frozen features, BatchNorm1d(affine=False) + Linear, LARS, warm-up + cosine",
+        "description": f"frozen features, BatchNorm1d(affine=False) + Linear, {info['optimizer']}, warm-up + cosine",
         "recipe": info,
         "top1": {k: v["top1"] for k, v in results.items()},
         "results": results,
