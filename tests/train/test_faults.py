@@ -117,6 +117,36 @@ def test_failed_checkpoint_write_keeps_the_previous_one(fm_root, tmp_path, monke
     _assert_same_weights(_final_weights(run), ref)
 
 
+def test_disk_full_while_logging_stops_naming_the_file_and_keeps_the_checkpoint(fm_root, tmp_path, monkeypatch):
+    from unmasked.train import metrics
+
+    cfg = dict(objective="mae", subset=128, batch_size=16, epochs=2, save_every_steps=2, log_every=1)
+    real_write, calls = metrics.JsonlWriter.write, {"n": 0}
+
+    def failing_write(self, record):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real_write(self, record)
+
+    monkeypatch.setattr(metrics.JsonlWriter, "write", failing_write)
+    with pytest.raises(TrainingStopped, match=r"could not write .*metrics.jsonl at step 3 \(No space left on device\); "
+                                              r"the last good checkpoint .* is kept"):
+        pretrain(tiny_config(tmp_path, **cfg), progress=False)
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 2
+
+
+def test_a_torn_metrics_line_does_not_block_resume(fm_root, tmp_path):
+    cfg = dict(objective="mae", subset=128, batch_size=16, epochs=2, save_every_steps=2, log_every=1, steps=2)
+    pretrain(tiny_config(tmp_path, **cfg), progress=False)
+    log = tmp_path / "run" / "metrics.jsonl"
+    with open(log, "a") as f:
+        f.write('{"step": 3, "loss": 0.1')  # killed mid-write
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: line 3 is not valid JSON"):
+        pretrain(tiny_config(tmp_path, **{**cfg, "steps": 4}), resume=True, explicit={"out", "steps"}, progress=False)
+    assert [r["step"] for r in read_jsonl(log)] == [1, 2, 3, 4]
+
+
 def test_unwritable_output_folder_fails_before_training(fm_root, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 
@@ -18,15 +19,26 @@ class JsonlWriter:
             f.write(json.dumps(clean) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop records past the checkpoint's step (they will be written again)."""
+        """On resume: drop records past the checkpoint's step (they will be written again), and a
+        line torn by a kill mid-write."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in kept))
+        kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a line that does not parse (a write cut short by a kill or
+    a full disk) is left out with a warning naming the file and the line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    records = []
+    for i, ln in enumerate(path.read_text().splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            records.append(json.loads(ln))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: line {i} is not valid JSON (a write cut short?); left out", stacklevel=2)
+    return records
