@@ -91,12 +91,14 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "results"), help="results path stem (.json, .md)")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    new = [row for case in cases(gpu, args.quick) for row in run_case(case, args.device)]
     stem = Path(args.out)
     old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else []
-    rows = old + new
-    stem.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(rows))
+    new = []
+    for case in cases(gpu, args.quick):
+        new += run_case(case, args.device)
+        # written after every case, so a run cut short by a time limit keeps what it measured
+        stem.with_suffix(".json").write_text(json.dumps(old + new, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(markdown(old + new))
     print(f"wrote {stem.with_suffix('.md')} ({len(new)} new rows)")
     return 0 if new else 1
 

@@ -18,6 +18,8 @@ def run_cli(*args):
     (["--batch-size", "100000"], "--batch-size 100000 is larger than the 60000 training images"),
     (["--data", "/no/such/folder"], "--data /no/such/folder: no such file or folder"),
     (["--device", "gpu"], "--device 'gpu': not a device; expected auto, cpu, cuda or cuda:N"),
+    (["--compile", "--compile-mode", "reduce-overhead", "--accum-steps", "2"],
+     "--compile-mode reduce-overhead: CUDA graphs (reduce-overhead, max-autotune) cannot accumulate"),
 ])
 def test_bad_arguments_exit_2_with_a_message(fm_root, tmp_path, capsys, args, match):
     code = main(["pretrain", "--no-progress", "--out", str(tmp_path / "r"), *args])

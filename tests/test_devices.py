@@ -29,6 +29,8 @@ def test_bare_cuda_gets_an_index(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda", 0)
     assert resolve_device("cuda") == torch.device("cuda", 0)
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)  # torchrun's LOCAL_RANK
-    assert resolve_device("cuda:1", local_rank=0) == torch.device("cuda", 1)  # an explicit index wins
+    assert resolve_device("cuda:1", local_rank=1) == torch.device("cuda", 1)
+    with pytest.raises(UserError, match="LOCAL_RANK"):  # every rank on one GPU would fail in NCCL
+        resolve_device("cuda:1", local_rank=0)
     with pytest.raises(UserError, match="2 CUDA device"):
         resolve_device("cuda:2")

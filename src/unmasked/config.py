@@ -177,6 +177,11 @@ def validate(cfg: PretrainConfig) -> None:
         bad("mask_ratio", "must be in the open interval (0, 1)")
     if cfg.objective == "lut" and cfg.mask_ratio < 0.5:
         bad("mask_ratio", "LUT needs a mask ratio in [0.5, 1) so that its two views' visible tokens are disjoint")
+    if cfg.compile and cfg.compile_mode != "default" and cfg.accum_steps > 1:
+        # CUDA graphs keep gradients in their memory pool, which the next micro-batch's replay
+        # overwrites before the gradients are accumulated
+        bad("compile_mode", "CUDA graphs (reduce-overhead, max-autotune) cannot accumulate gradients over "
+                            f"--accum-steps {cfg.accum_steps}; use --compile-mode default or --accum-steps 1")
     for name in ("epochs", "batch_size", "accum_steps", "img_size", "patch_size", "save_every", "log_every",
                  "proj_hidden"):
         v = getattr(cfg, name)

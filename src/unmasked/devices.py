@@ -25,6 +25,9 @@ def resolve_device(arg: str = "auto", local_rank: int | None = None) -> torch.de
             raise UserError(f"--device {arg}: CUDA is not available on this machine; use --device cpu")
         if dev.index is None:
             dev = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
+        elif local_rank is not None and dev.index != local_rank:
+            raise UserError(f"--device {arg}: under torchrun each process uses the GPU of its LOCAL_RANK "
+                            f"({local_rank} here); pass --device cuda or auto")
         if dev.index >= torch.cuda.device_count():
             raise UserError(f"--device {arg}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                             f"expected an index below that")

@@ -1,3 +1,5 @@
+import torch
+
 from unmasked.models import MAEDecoder, build_encoder, encoder_spec
 from unmasked.objectives import LUT
 from unmasked.train.optim import param_groups
@@ -16,3 +18,19 @@ def test_no_weight_decay_on_biases_norms_tokens_positions():
     assert "encoder.pos_embed" not in nd | d  # frozen: not optimised at all
     assert all(n.endswith(".bias") or "norm" in n or "token" in n or ".1." in n for n in nd)
     assert "encoder.blocks.0.attn.qkv.weight" in d and "encoder.patch_embed.proj.weight" in d
+
+
+def test_resumed_optimizer_uses_the_implementation_of_the_current_device():
+    from unmasked.train.optim import build_optimizer, match_device
+
+    model = torch.nn.Linear(4, 2)
+    opt = build_optimizer(model, 1e-3, 0.05, torch.device("cpu"))
+    state = opt.state_dict()
+    for g in state["param_groups"]:  # as saved by a CUDA run
+        g.update(fused=True, foreach=None)
+    opt.load_state_dict(state)
+    assert opt.param_groups[0]["fused"] is True  # what load_state_dict alone restores
+    match_device(opt, torch.device("cpu"))
+    assert all(g["fused"] is None and g["foreach"] is True for g in opt.param_groups)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()

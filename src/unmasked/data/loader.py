@@ -62,10 +62,10 @@ class TrainBatches:
         if split.in_memory:
             # On an accelerator the whole uint8 set lives there when it is small enough.
             self.images = split.images
+            # Otherwise batches are gathered on the host and copied (pinning the whole set would not
+            # help: the gather makes a new pageable tensor, and pinning gigabytes can fail).
             if device.type == "cuda" and split.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
                 self.images = split.images.to(device)
-            elif device.type == "cuda":
-                self.images = split.images.pin_memory()
         else:
             self.decoded = image_folder.DecodedImages(split.files, base_size, channels, strict=strict)
 

@@ -25,7 +25,7 @@ from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
 from unmasked.train.distributed import all_mean, broadcast_flag, cleanup, init_distributed
 from unmasked.train.metrics import JsonlWriter
-from unmasked.train.optim import build_optimizer, set_lr
+from unmasked.train.optim import build_optimizer, match_device, set_lr
 from unmasked.train.schedules import lr_schedule, momentum_schedule
 
 # Options that may change when a run is resumed; any other change is refused.
@@ -206,6 +206,7 @@ class Pretrainer:
         except RuntimeError as e:
             raise UserError(f"checkpoint {self.ckpt_path} does not match the model of its config: {e}") from None
         self.optimizer.load_state_dict(st["optimizer"])
+        match_device(self.optimizer, self.device)
         self.state = RunState(**st["state"])
         ckpt.set_rng_state(st["rng"])
 

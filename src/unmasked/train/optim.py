@@ -22,9 +22,19 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def _implementation(device: torch.device) -> dict:
+    return {"fused": True, "foreach": None} if device.type == "cuda" else {"fused": None, "foreach": True}
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device):
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), **kwargs)
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), **_implementation(device))
+
+
+def match_device(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """load_state_dict restores the saved run's fused/foreach flags; a run resumed on another kind
+    of device uses the implementation that suits this one."""
+    for g in optimizer.param_groups:
+        g.update(_implementation(device))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
