@@ -5,9 +5,9 @@ momentum 0.9 by default, or MAE's LARS (trust coefficient 0.001) with optimizer=
 decay 0, lr = 0.1 * batch / 256, 90 epochs with 10 of linear warm-up then cosine. Why SGD by
 default: LARS's relative step is lr * 0.001 per step, so the total movement per epoch scales with
 the dataset size; it suits ImageNet's 1.28 M images but under-trains small datasets (measured on
-the demo's LUT encoder, 60,000 Fashion-MNIST images: LARS 78.73% vs SGD 81.34% CLS top-1). MAE uses batch 16,384 on ImageNet; here the batch is the largest
-power of two up to 16,384 that still gives at least 16 steps per epoch, so small datasets get
-enough steps. Features are computed once per encoder and cached, so the probe takes seconds.
+the demo's LUT encoder, 60,000 Fashion-MNIST images: LARS 78.73% vs SGD 81.34% CLS top-1).
+MAE uses batch 16,384 on ImageNet; here the batch is the largest power of two up to 16,384 that
+still gives at least 16 steps per epoch, so small datasets get enough steps. Features are computed once per encoder and cached, so the probe takes seconds.
 """
 
 from __future__ import annotations
