@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from unmasked.build import build_objective
 from unmasked.config import PretrainConfig
 from unmasked.rng import BatchRandom
-from unmasked.train.optim import param_groups
+from unmasked.train.optim import build_optimizer, param_groups
 
 
 @dataclass
@@ -104,8 +104,7 @@ class _Runner:
                 obj.foreach_ema = False
             opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), foreach=False)
         else:
-            kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
-            opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), **kw)
+            opt = build_optimizer(obj.student, 1e-4, 0.05, device)  # the training loop's choice
         if spec.grad_checkpoint:
             obj.encoder.set_grad_checkpointing(True)
         if spec.compile:
@@ -169,7 +168,7 @@ class _Runner:
             "img_size": spec.img_size,
             "batch_size": spec.batch_size,
             "path": "plain" if spec.plain else "optimised",
-            "options": _options(spec, self.precision),
+            "options": _options(spec, self.precision, getattr(self.obj, "fuse_views", False), self.device),
             "device": device_name(self.device),
             "device_type": self.device.type,
             "dtype": self.precision,
@@ -260,13 +259,13 @@ def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | 
     return round(min(kernel_us / 1e6 / wall, 1.0), 3)
 
 
-def _options(spec: BenchSpec, precision: str) -> str:
+def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.device) -> str:
+    """What the timed path does, read from the objective and device it ran with."""
     if spec.plain:
         return "fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" + (
             ", with batched augmentation" if spec.with_augment else "")
-    fused = spec.fuse_views if spec.fuse_views is not None else spec.device != "cpu" and torch.cuda.is_available()
-    opts = [precision, "SDPA", ("fused views" if fused else "separate views") if spec.objective == "lut" else None,
-            "fused AdamW" if spec.device != "cpu" and torch.cuda.is_available() else "foreach AdamW",
+    opts = [precision, "SDPA", ("fused views" if fused_views else "separate views") if spec.objective == "lut" else None,
+            "fused AdamW" if device.type == "cuda" else "foreach AdamW",
             "foreach EMA" if spec.objective == "lut" else None]
     if spec.compile:
         opts.append(f"torch.compile({spec.compile_mode})")

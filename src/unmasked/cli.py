@@ -307,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        warmup_epochs=args.warmup_epochs, base_lr=args.base_lr, probe_batch=args.probe_batch,
                        num_workers=args.num_workers, progress=not args.no_progress, optimizer=args.optimizer)
         print(f"linear probe on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}; "
-              f"{r['recipe']['optimizer'].split(' (')[0]}, batch {r['recipe']['batch_size']}, {r['recipe']['epochs']} epochs)")
+              f"{args.optimizer.upper()}, batch {r['recipe']['batch_size']}, {r['recipe']['epochs']} epochs)")
         for kind, label in (("cls", "CLS"), ("mean", "mean-pool")):
             res = r["results"][kind]
             top5 = f", top-5 {res['top5']:.2f}%" if "top5" in res else ""

@@ -167,8 +167,8 @@ def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto
           "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     md += ["", "kNN: weighted 20-NN on L2-normalised features (T = 0.07). Linear: BatchNorm + Linear on frozen "
-               "features (optimiser and recipe in each run's linear.json). Attention distance: mean over the last quarter of the layers, in pixels of the "
-               "model input.", ""]
+               "features (optimiser and recipe in each run's linear.json). Attention distance: mean over the last "
+               "quarter of the layers, in pixels of the model input.", ""]
     if notes:
         md += ["## Not computed", ""] + [f"- {n}" for n in notes] + [""]
     for title, name in figures:

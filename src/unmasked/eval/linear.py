@@ -7,7 +7,8 @@ default: LARS's relative step is lr * 0.001 per step, so the total movement per 
 the dataset size; it suits ImageNet's 1.28 M images but under-trains small datasets (measured on
 the demo's LUT encoder, 60,000 Fashion-MNIST images: LARS 78.73% vs SGD 81.34% CLS top-1).
 MAE uses batch 16,384 on ImageNet; here the batch is the largest power of two up to 16,384 that
-still gives at least 16 steps per epoch, so small datasets get enough steps. Features are computed once per encoder and cached, so the probe takes seconds.
+still gives at least 16 steps per epoch, so small datasets get enough steps. Features are
+computed once per encoder and cached, so the probe takes seconds.
 """
 
 from __future__ import annotations
@@ -105,8 +106,7 @@ def train_probe(
             step += 1
     head.eval()
     name = "LARS (trust coefficient 0.001 on weights, biases plain SGD)" if optimizer == "lars" else "SGD"
-    info = {"optimizer": name, "momentum": 0.9,
-            "weight_decay": 0.0, "batch_size": batch, "peak_lr": lr,
+    info = {"optimizer": name, "momentum": 0.9, "weight_decay": 0.0, "batch_size": batch, "peak_lr": lr,
             "base_lr": base_lr, "epochs": epochs, "warmup_epochs": warmup_epochs, "steps": total,
             "final_train_loss": float(loss.detach())}
     return head, info

@@ -357,9 +357,8 @@ class Pretrainer:
                 if in_epoch == self.steps_per_epoch and (epoch + 1) % cfg.save_every == 0 and st.step < stop_at:
                     self._check_window(window)
                     self.save()
-            self._check_window(window)
-            if window:
-                self._log(window, seen_window / max(time.perf_counter() - t_window, 1e-9), bar)
+            # the steps since the last log (after a stop request): _log checks them before the save
+            self._log(window, seen_window / max(time.perf_counter() - t_window, 1e-9), bar)
             self.save()
             self.export()
         bar.close()
