@@ -3,6 +3,7 @@ ViT-Tiny/4 on 28 px Fashion-MNIST-sized input, each beside the plain path, on th
 
     python benchmarks/run_benchmarks.py            # GPU: full sizes; CPU: reduced batches (stated in each row)
     python benchmarks/run_benchmarks.py --quick    # fewer timed steps
+    python benchmarks/run_benchmarks.py --only compile lut   # a subset of the cases
 
 Appends to benchmarks/results.json and rewrites benchmarks/results.md from all rows, so rows from
 different machines and dates stay side by side; every row names its device, torch version and date.
@@ -23,27 +24,29 @@ HERE = Path(__file__).resolve().parent
 
 
 def cases(gpu: bool, quick: bool):
-    steps = ["--steps", "5" if quick else "20", "--warmup", "3" if quick else "5"]
+    """Eager pairs first, compiled cases last: a run cut short by a time limit keeps the anchors."""
+    base = ["--model", "vit_base", "--img-size", "224", "--patch-size", "16"]
+    tiny = ["--model", "vit_tiny", "--img-size", "28", "--patch-size", "4", "--channels", "1", "--with-augment"]
     if gpu:
+        steps = ["--steps", "5" if quick else "20", "--warmup", "3" if quick else "5"]
         for obj in ("lut", "mae"):
-            base = ["--objective", obj, "--model", "vit_base", "--img-size", "224", "--patch-size", "16",
-                    "--batch-size", "128", *steps]
-            yield base + ["--compare-plain"]
-            yield base + ["--compile"]
+            yield ["--objective", obj, *base, "--batch-size", "128", "--compare-plain", *steps]
         for obj in ("lut", "mae"):
-            tiny = ["--objective", obj, "--model", "vit_tiny", "--img-size", "28", "--patch-size", "4",
-                    "--channels", "1", "--batch-size", "512", *steps]
-            yield tiny + ["--compare-plain", "--with-augment"]
-            yield tiny + ["--compile", "--compile-mode", "reduce-overhead", "--with-augment"]
-    else:  # a CPU: ViT-B at a batch it can finish, each beside the plain path
-        cpu_steps = ["--steps", "1" if quick else "2", "--warmup", "1"]
+            yield ["--objective", obj, *tiny, "--batch-size", "512", "--compare-plain", *steps]
         for obj in ("lut", "mae"):
-            yield ["--objective", obj, "--model", "vit_base", "--img-size", "224", "--patch-size", "16",
-                   "--batch-size", "8", "--compare-plain", *cpu_steps]
+            yield ["--objective", obj, *base, "--batch-size", "128", "--compile", *steps]
         for obj in ("lut", "mae"):
-            yield ["--objective", obj, "--model", "vit_tiny", "--img-size", "28", "--patch-size", "4",
-                   "--channels", "1", "--batch-size", "128", "--compare-plain", "--with-augment",
-                   "--steps", "3" if quick else "5", "--warmup", "2"]
+            yield ["--objective", obj, *tiny, "--batch-size", "512", "--compile", "--compile-mode", "reduce-overhead",
+                   *steps]
+    else:  # a CPU: ViT-B at a batch it can finish; every optimised row beside the plain path
+        for obj in ("lut", "mae"):
+            yield ["--objective", obj, *base, "--batch-size", "8", "--compare-plain",
+                   "--steps", "1" if quick else "2", "--warmup", "1"]
+        tiny_steps = ["--steps", "3" if quick else "5", "--warmup", "2" if quick else "3"]
+        for obj in ("lut", "mae"):
+            yield ["--objective", obj, *tiny, "--batch-size", "128", "--compare-plain", *tiny_steps]
+        for obj in ("lut", "mae"):
+            yield ["--objective", obj, *tiny, "--batch-size", "128", "--compare-plain", "--compile", *tiny_steps]
 
 
 def run_case(args: list[str], device: str) -> list[dict]:
@@ -89,12 +92,17 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="fewer timed steps")
     ap.add_argument("--out", default=str(HERE / "results"), help="results path stem (.json, .md)")
+    ap.add_argument("--only", nargs="+", metavar="WORD", default=[],
+                    help="run only the cases whose arguments contain every WORD (e.g. --only compile mae)")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     stem = Path(args.out)
     old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else []
     new = []
-    for case in cases(gpu, args.quick):
+    todo = [c for c in cases(gpu, args.quick) if all(w in " ".join(c) for w in args.only)]
+    if not todo:
+        ap.error(f"no case matches --only {' '.join(args.only)}")
+    for case in todo:
         new += run_case(case, args.device)
         # written after every case, so a run cut short by a time limit keeps what it measured
         stem.with_suffix(".json").write_text(json.dumps(old + new, indent=2) + "\n")

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from unmasked.build import build_objective
 from unmasked.config import PretrainConfig
 from unmasked.rng import BatchRandom
+from unmasked.train.compiling import compile_objective, eager_calls, mark_step_begin
 from unmasked.train.optim import build_optimizer, param_groups
 
 
@@ -108,8 +109,7 @@ class _Runner:
         if spec.grad_checkpoint:
             obj.encoder.set_grad_checkpointing(True)
         if spec.compile:
-            mode = None if spec.compile_mode == "default" else spec.compile_mode
-            obj.set_student_call(torch.compile(obj.student, mode=mode))
+            compile_objective(obj, obj.student, spec.compile_mode)
         b, c, s = spec.batch_size, spec.channels, spec.img_size
         g = torch.Generator(device=device).manual_seed(spec.seed)
         views = [torch.randn(b, c, s, s, device=device, generator=g) for _ in range(2 if spec.objective == "lut" else 1)]
@@ -122,6 +122,8 @@ class _Runner:
             images = torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, device=device, generator=g)
 
         def step(i: int):
+            if spec.compile:
+                mark_step_begin(spec.compile_mode)
             rng = BatchRandom(spec.seed, i, 0, b, device)
             v = [a(images, rng) for a in augments] if augments else views
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -154,8 +156,9 @@ class _Runner:
         warmup_s = time.perf_counter() - t0
         # FLOPs are counted with explicit attention: the counter does not see every fused SDPA
         # kernel (the CPU one), and the matrix products are the same work either way.
+        # Counted on the eager modules: a compiled step may replay CUDA graphs the counter cannot see.
         old = _use_explicit_attention(self.obj)
-        with FlopCounterMode(display=False) as counter:
+        with eager_calls(self.obj), FlopCounterMode(display=False) as counter:
             self.step()
         _restore_attention(old)
         return warmup_s, counter.get_total_flops()
@@ -191,6 +194,13 @@ def bench(spec: BenchSpec) -> dict:
     from unmasked.devices import resolve_device
 
     device = resolve_device(spec.device)
+    if spec.profile and device.type == "cuda":
+        # The profiler misses the kernels of CUDA graphs captured before its first use (compile's
+        # reduce-overhead mode captures during warm-up): start it once, empty, before the graphs.
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+            pass
     runner = _Runner(spec, device)
     warmup_s, flops = runner.warm_up()
     if device.type == "cuda":

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="'auto' = bf16 autocast on CUDA, fp32 on CPU (default: auto)")
-    b.add_argument("--compile", action="store_true", help="torch.compile the student")
+    b.add_argument("--compile", action="store_true", help="torch.compile the student and the EMA teacher")
     b.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                    help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
     b.add_argument("--grad-checkpoint", action="store_true", help="activation checkpointing in the encoder")

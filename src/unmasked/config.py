@@ -85,7 +85,7 @@ class PretrainConfig:
     device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", "run")
     precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32' or 'bf16'", "run",
                          choices=("auto", "fp32", "bf16"))
-    compile: bool = opt(False, "torch.compile the student's forward pass", "performance")
+    compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance")
     compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "
                             "launch-bound models), 'max-autotune' searches kernels", "performance",
                             choices=("default", "reduce-overhead", "max-autotune"))

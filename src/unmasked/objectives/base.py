@@ -15,7 +15,8 @@ class Objective(nn.Module):
     `student` holds every trained module (it is what DDP wraps and the optimiser updates);
     `teacher` (optional) is updated by `update_teacher` after each optimiser step and is never
     wrapped by DDP. `student_call` is what the forward pass calls: the student itself, or a
-    DDP / compiled wrapper of it installed by the training loop.
+    DDP / compiled wrapper of it installed by the training loop; `teacher_call` likewise for the
+    teacher (compiled, never DDP).
     """
 
     name: str = ""
@@ -23,6 +24,7 @@ class Objective(nn.Module):
     def __init__(self):
         super().__init__()
         self.__dict__["_student_call"] = None
+        self.__dict__["_teacher_call"] = None
         self.teacher: nn.Module | None = None
 
     @property
@@ -35,6 +37,13 @@ class Objective(nn.Module):
     def student_call(self, *args, **kwargs):
         fn = self.__dict__["_student_call"]
         return (self.student if fn is None else fn)(*args, **kwargs)
+
+    def set_teacher_call(self, fn) -> None:
+        self.__dict__["_teacher_call"] = fn
+
+    def teacher_call(self, *args, **kwargs):
+        fn = self.__dict__["_teacher_call"]
+        return (self.teacher if fn is None else fn)(*args, **kwargs)
 
     def view_specs(self, base: AugmentSpec) -> list[AugmentSpec]:
         raise NotImplementedError

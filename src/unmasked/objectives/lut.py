@@ -114,7 +114,7 @@ class LUT(Objective):
         p1, p2 = patchify(x1, p), patchify(x2, p)
         mask1, ids2 = lut_masks(rng.uniform(p1.shape[1]), self.mask_ratio)
         pred, s1, s2 = self.student_call(p1, p2, mask1.ids_keep, ids2, mask1.ids_restore, self.fuse_views)
-        t1, t2 = self.teacher(p1, p2, self.fuse_views)
+        t1, t2 = self.teacher_call(p1, p2, self.fuse_views)
         loss_mae = masked_mse(pred, reconstruction_target(p1, self.norm_pix_loss), mask1.mask)
         loss_lut = cross_view_loss(s1, s2, t1, t2)
         loss = loss_mae + self.weight * loss_lut

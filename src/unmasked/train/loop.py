@@ -23,6 +23,7 @@ from unmasked.data.loader import TrainBatches
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
+from unmasked.train.compiling import compile_objective, mark_step_begin
 from unmasked.train.distributed import all_mean, broadcast_flag, cleanup, init_distributed
 from unmasked.train.metrics import JsonlWriter
 from unmasked.train.optim import build_optimizer, match_device, set_lr
@@ -191,8 +192,9 @@ class Pretrainer:
                                else None, broadcast_buffers=False)
         self.ddp = student_call if self.env.enabled else None
         if cfg.compile:
-            student_call = torch.compile(student_call, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
-        self.objective.set_student_call(student_call)
+            compile_objective(self.objective, student_call, cfg.compile_mode)
+        else:
+            self.objective.set_student_call(student_call)
         self.metrics = JsonlWriter(self.run_dir / METRICS_FILE, enabled=self.env.is_main)
         if self.env.is_main:
             with self._writing(self.run_dir / CONFIG_FILE):
@@ -277,6 +279,8 @@ class Pretrainer:
     def train_step(self, step: int, micro_batches) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         set_lr(self.optimizer, float(self.lrs[step]))
+        if cfg.compile:
+            mark_step_begin(cfg.compile_mode)
         total = torch.zeros((), device=self.device)
         parts: dict[str, torch.Tensor] = {}
         for micro in range(cfg.accum_steps):

@@ -1,0 +1,50 @@
+"""Compiled calls: installed for student and teacher, and set aside for eager work (FLOP counting)."""
+
+import pytest
+import torch
+from torch._dynamo.eval_frame import OptimizedModule
+
+from unmasked.models import MAEDecoder, build_encoder, encoder_spec
+from unmasked.objectives import LUT, MAE
+from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
+
+
+def _objective(kind):
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=1, num_heads=3))
+    dec = MAEDecoder(7, 48, 32, 1, 2, 16)
+    return LUT(enc, dec, hidden_dim=32) if kind == "lut" else MAE(enc, dec)
+
+
+@pytest.mark.parametrize("kind", ["lut", "mae"])
+def test_compile_objective_wraps_student_and_teacher_and_eager_calls_sets_them_aside(kind):
+    obj = _objective(kind)
+    compile_objective(obj, obj.student, "reduce-overhead")  # lazy: nothing compiles until called
+    student, teacher = obj.__dict__["_student_call"], obj.__dict__["_teacher_call"]
+    assert isinstance(student, OptimizedModule)
+    assert isinstance(teacher, OptimizedModule) if kind == "lut" else teacher is None
+    with eager_calls(obj):
+        assert obj.__dict__["_student_call"] is None and obj.__dict__["_teacher_call"] is None
+    assert obj.__dict__["_student_call"] is student and obj.__dict__["_teacher_call"] is teacher
+    # the compiled wrappers are not submodules: checkpoints keep the same keys
+    assert set(obj.state_dict()) == set(_objective(kind).state_dict())
+
+
+def test_compile_objective_refuses_unknown_mode():
+    obj = _objective("mae")
+    with pytest.raises(ValueError, match="compile mode 'fast'"):
+        compile_objective(obj, obj.student, "fast")
+
+
+def test_cuda_graph_modes():
+    assert uses_cuda_graphs("reduce-overhead") and uses_cuda_graphs("max-autotune")
+    assert not uses_cuda_graphs("default")
+
+
+def test_eager_calls_restores_after_an_error():
+    obj = _objective("lut")
+    compile_objective(obj, obj.student)
+    saved = obj.__dict__["_student_call"]
+    with pytest.raises(RuntimeError), eager_calls(obj):
+        raise RuntimeError("boom")
+    assert obj.__dict__["_student_call"] is saved
+    torch.compiler.reset()
