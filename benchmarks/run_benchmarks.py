@@ -45,6 +45,8 @@ def cases(gpu: bool, quick: bool):
         tiny_steps = ["--steps", "3" if quick else "5", "--warmup", "2" if quick else "3"]
         for obj in ("lut", "mae"):
             yield ["--objective", obj, *tiny, "--batch-size", "128", "--compare-plain", *tiny_steps]
+        # the GPU default, fused LUT views, on a CPU: same FLOPs in fewer dispatched ops
+        yield ["--objective", "lut", *tiny, "--batch-size", "128", "--compare-plain", "--fuse-views", *tiny_steps]
         for obj in ("lut", "mae"):
             yield ["--objective", obj, *tiny, "--batch-size", "128", "--compare-plain", "--compile", *tiny_steps]
 
@@ -69,11 +71,13 @@ def run_case(args: list[str], device: str) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     head = ["date", "device", "torch", "objective", "model", "px", "batch", "path", "dtype", "images/s",
-            "vs plain", "TFLOP/step", "TFLOP/s", "peak GiB"]
+            "vs plain", "TFLOP/step", "TFLOP/s", "ATen ops/step", "peak GiB"]
     lines = ["# Training-step throughput", "",
              "Produced by `python benchmarks/run_benchmarks.py` (each row: `unmasked bench`, synthetic input on "
              "the device, one full step: forward, loss, backward, AdamW, EMA). Ratios are measured side by side "
-             "in one process; compare absolute figures only between rows of the same device.", "",
+             "in one process; compare absolute figures only between rows of the same device. ATen ops/step: the "
+             "non-view ops an eager step dispatches, about one kernel launch each on a GPU (what a launch-bound "
+             "small model pays for); not counted for compiled steps.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         mem = "—" if r.get("peak_memory_gib") is None else f"{r['peak_memory_gib']:.1f}"
@@ -81,7 +85,8 @@ def markdown(rows: list[dict]) -> str:
             r["date"], r["device"], r["torch"], r["objective"].upper(), r["model"], str(r["img_size"]),
             str(r["batch_size"]), f"{r['path']}: {r['options']}", r["dtype"], f"{r['images_per_s']:,.1f}",
             f"{r['speedup_vs_plain']:.2f}x" if r.get("speedup_vs_plain") else "—",
-            f"{r['tflop_per_step']:.3f}", f"{r['achieved_tflops']:.2f}", mem]) + " |")
+            f"{r['tflop_per_step']:.3f}", f"{r['achieved_tflops']:.2f}",
+            f"{r['aten_ops_per_step']:,}" if r.get("aten_ops_per_step") else "—", mem]) + " |")
     lines += ["", "Commands (with `--compare-plain`, one command times both rows of a pair, interleaved):", ""]
     lines += sorted({f"- `{r['command']}`" for r in rows}) + [""]
     return "\n".join(lines)

@@ -68,6 +68,21 @@ def test_bench_runs_on_cpu_and_compares_paths(capsys, tmp_path):
     assert all(r["tflop_per_step"] > 0 and r["images_per_s"] > 0 for r in rows)
     # both paths do the same work: the FLOP count must not depend on the path
     assert abs(rows[0]["flop_per_step"] - rows[1]["flop_per_step"]) <= 0.001 * rows[0]["flop_per_step"]
+    # ...in fewer dispatched ops (kernel launches on a GPU): multi-tensor AdamW and EMA, SDPA
+    assert rows[1]["aten_ops_per_step"] < rows[0]["aten_ops_per_step"]
+
+
+def test_fused_views_dispatch_fewer_ops(tmp_path):
+    from unmasked.bench import BenchSpec, bench
+
+    spec = dict(device="cpu", objective="lut", model="vit_tiny", img_size=28, patch_size=4, channels=1,
+                batch_size=4, steps=1, warmup=1)
+    separate = bench(BenchSpec(**spec, fuse_views=False))
+    fused = bench(BenchSpec(**spec, fuse_views=True))
+    assert "fused views" in fused["options"] and "separate views" in separate["options"]
+    assert fused["flop_per_step"] == pytest.approx(separate["flop_per_step"], rel=1e-3)
+    # one student and one teacher encoder call instead of two each: the encoder's ops are halved
+    assert fused["aten_ops_per_step"] < 0.8 * separate["aten_ops_per_step"]
 
 
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
@@ -90,3 +105,12 @@ def test_compiled_training_matches_eager(fm_root, tmp_path, mode):
     b = [r["loss"] for r in read_jsonl(tmp_path / "compiled" / "run" / "metrics.jsonl")]
     assert len(a) == len(b) == 3
     assert all(abs(x - y) <= 1e-3 * abs(x) + 1e-5 for x, y in zip(a, b)), (a, b)
+
+
+def test_busy_fraction_counts_overlapping_gpu_spans_once():
+    from unmasked.bench import busy_fraction
+
+    assert busy_fraction([], 100.0) is None
+    assert busy_fraction([(0, 10), (20, 30)], 100.0) == 0.2
+    assert busy_fraction([(0, 10), (5, 15), (6, 8)], 100.0) == 0.15  # two streams overlapping
+    assert busy_fraction([(0, 200)], 100.0) == 1.0

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from unmasked.build import build_objective
@@ -45,7 +46,7 @@ class BenchSpec:
     plain: bool = False
     with_augment: bool = False
     profile: str | None = None  # folder for a torch.profiler trace and op table
-    fuse_views: bool | None = None  # None: on with CUDA, off on a CPU (as in training)
+    fuse_views: bool | None = None  # None: on with CUDA, off on a CPU (as in training); plain: off
     seed: int = 0
 
 
@@ -84,6 +85,20 @@ def _use_explicit_attention(module: torch.nn.Module, explicit: bool = True) -> d
 def _restore_attention(old: dict) -> None:
     for m, v in old.items():
         m.fused_attn = v
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen ops a step dispatches, views excluded: on a GPU each is about one kernel
+    launch, so the count shows what fusing views or compiling saves a launch-bound model."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 class _Runner:
@@ -149,7 +164,9 @@ class _Runner:
         self.i += 1
         return time.perf_counter() - t0
 
-    def warm_up(self) -> tuple[float, int]:
+    def warm_up(self) -> tuple[float, int, int | None]:
+        """Untimed steps, then one step under a FLOP counter and (eager paths) one under an op
+        counter; returns (warm-up seconds, FLOPs per step, ATen ops per step or None)."""
         t0 = time.perf_counter()
         for _ in range(self.spec.warmup):
             self.step()
@@ -161,9 +178,14 @@ class _Runner:
         with eager_calls(self.obj), FlopCounterMode(display=False) as counter:
             self.step()
         _restore_attention(old)
-        return warmup_s, counter.get_total_flops()
+        ops = None
+        if not self.spec.compile:  # a compiled step's launches are not ATen dispatches
+            with _OpCounter() as op_counter:
+                self.step()
+            ops = op_counter.count
+        return warmup_s, counter.get_total_flops(), ops
 
-    def result(self, dt: float, flops: int, warmup_s: float, peak) -> dict:
+    def result(self, dt: float, flops: int, ops: int | None, warmup_s: float, peak) -> dict:
         spec = self.spec
         return {
             "objective": spec.objective,
@@ -180,6 +202,7 @@ class _Runner:
             "flop_per_step": int(flops),
             "tflop_per_step": round(flops / 1e12, 4),
             "achieved_tflops": round(flops / dt / 1e12, 2),
+            "aten_ops_per_step": ops,
             "peak_memory_gib": peak,
             "device_busy_fraction": None,
             "warmup_s": round(warmup_s, 1),
@@ -202,7 +225,7 @@ def bench(spec: BenchSpec) -> dict:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
             pass
     runner = _Runner(spec, device)
-    warmup_s, flops = runner.warm_up()
+    warmup_s, flops, ops = runner.warm_up()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     runner.sync()
@@ -213,7 +236,7 @@ def bench(spec: BenchSpec) -> dict:
     runner.sync()
     dt = (time.perf_counter() - t0) / spec.steps
     peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
-    out = runner.result(dt, flops, warmup_s, peak)
+    out = runner.result(dt, flops, ops, warmup_s, peak)
     if spec.profile:
         out["device_busy_fraction"] = profile_steps(runner.step_fn, spec, device, runner.sync)
     return out
@@ -235,8 +258,8 @@ def bench_pair(spec: BenchSpec) -> list[dict]:
         for k, r in enumerate(runners):
             times[k].append(r.step())
     # memory is not reported here: both models are resident at once
-    return [r.result(statistics.median(t), flops, warmup_s, None)
-            for r, t, (warmup_s, flops) in zip(runners, times, prepared)]
+    return [r.result(statistics.median(t), flops, ops, warmup_s, None)
+            for r, t, (warmup_s, flops, ops) in zip(runners, times, prepared)]
 
 
 def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | None:
@@ -262,11 +285,24 @@ def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | 
     (out / "ops.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=30))
     if device.type != "cuda":
         return None
-    kernel_us = 0.0
-    for e in prof.events():
-        if getattr(e, "device_type", None) is not None and e.device_type.name == "CUDA":
-            kernel_us += e.device_time if hasattr(e, "device_time") else e.cuda_time
-    return round(min(kernel_us / 1e6 / wall, 1.0), 3)
+    from torch.autograd import DeviceType
+
+    spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return busy_fraction(spans, wall * 1e6)
+
+
+def busy_fraction(spans: list[tuple[float, float]], wall_us: float) -> float | None:
+    """Share of `wall_us` covered by the union of the GPU's activity spans (kernels on several
+    streams overlap: counted once); None when the profiler recorded no GPU activity."""
+    if not spans or wall_us <= 0:
+        return None
+    busy, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b <= end:
+            continue
+        busy += b - max(a, end)
+        end = b
+    return round(min(busy / wall_us, 1.0), 3)
 
 
 def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.device) -> str:
@@ -287,9 +323,10 @@ def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.d
 
 
 def format_result(r: dict) -> str:
+    ops = f", {r['aten_ops_per_step']:,} ATen ops/step" if r.get("aten_ops_per_step") else ""
     mem = f", peak memory {r['peak_memory_gib']:.2f} GiB" if r["peak_memory_gib"] is not None else ""
     if r.get("device_busy_fraction") is not None:
         mem += f", GPU busy {r['device_busy_fraction']:.0%} of the wall time (profile)"
     return (f"{r['objective'].upper()} {r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['path']} "
             f"({r['options']}) on {r['device']}: {r['images_per_s']:,.1f} images/s, {r['step_ms']:.1f} ms/step, "
-            f"{r['tflop_per_step']:.3f} TFLOP/step, {r['achieved_tflops']:.2f} TFLOP/s{mem}")
+            f"{r['tflop_per_step']:.3f} TFLOP/step, {r['achieved_tflops']:.2f} TFLOP/s{ops}{mem}")

@@ -192,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
     b.add_argument("--grad-checkpoint", action="store_true", help="activation checkpointing in the encoder")
     b.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
+    b.add_argument("--fuse-views", action=argparse.BooleanOptionalAction, default=None,
+                   help="LUT: both views in one encoder call (default: on with CUDA, off on a CPU, as in training)")
     b.add_argument("--plain", action="store_true",
                    help="time only the plain path (fp32, separate views, explicit attention, per-tensor AdamW/EMA)")
     b.add_argument("--compare-plain", action="store_true",
