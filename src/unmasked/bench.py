@@ -10,8 +10,10 @@ same process and prints the ratio; that comparison is meaningful on any machine,
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +23,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from unmasked.build import build_objective
 from unmasked.config import PretrainConfig
 from unmasked.rng import BatchRandom
-from unmasked.train.compiling import compile_objective, eager_calls, mark_step_begin
+from unmasked.train.compiling import (
+    compile_objective,
+    eager_calls,
+    mark_step_begin,
+    uses_cuda_graphs,
+)
 from unmasked.train.optim import build_optimizer, param_groups
 
 
@@ -219,9 +226,13 @@ def bench(spec: BenchSpec) -> dict:
     device = resolve_device(spec.device)
     if spec.profile and device.type == "cuda":
         # The profiler misses the kernels of CUDA graphs captured before its first use (compile's
-        # reduce-overhead mode captures during warm-up): start it once, empty, before the graphs.
+        # reduce-overhead mode captures during warm-up): start it once, empty, before the graphs,
+        # and keep CUPTI alive after it, as torch itself does when inductor's global cudagraphs
+        # flag is set (a per-call mode does not set that flag).
         from torch.profiler import ProfilerActivity, profile
 
+        if spec.compile and uses_cuda_graphs(spec.compile_mode):
+            os.environ.setdefault("TEARDOWN_CUPTI", "0")
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
             pass
     runner = _Runner(spec, device)
@@ -287,8 +298,14 @@ def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | 
         return None
     from torch.autograd import DeviceType
 
-    spans = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
-    return busy_fraction(spans, wall * 1e6)
+    # device events, less the annotation spans that cover whole regions (gaps included)
+    kernels = [e for e in prof.events()
+               if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+    if spec.compile and not any(e.name.startswith("triton") for e in kernels):
+        warnings.warn("the profile holds no compiled (triton) kernels: the GPU work inside CUDA graphs "
+                      "was not traced, so no busy fraction is reported", stacklevel=2)
+        return None
+    return busy_fraction([(e.time_range.start, e.time_range.end) for e in kernels], wall * 1e6)
 
 
 def busy_fraction(spans: list[tuple[float, float]], wall_us: float) -> float | None:
