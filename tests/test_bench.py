@@ -114,3 +114,39 @@ def test_busy_fraction_counts_overlapping_gpu_spans_once():
     assert busy_fraction([(0, 10), (20, 30)], 100.0) == 0.2
     assert busy_fraction([(0, 10), (5, 15), (6, 8)], 100.0) == 0.15  # two streams overlapping
     assert busy_fraction([(0, 200)], 100.0) == 1.0
+
+
+def test_compare_reference_times_the_published_style_step(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--device", "cpu", "--objective", "mae", "--model", "vit_tiny", "--img-size", "28",
+                 "--patch-size", "4", "--channels", "1", "--batch-size", "8", "--steps", "1", "--warmup", "1",
+                 "--compare-reference", "--json", str(out)])
+    assert code == 0
+    assert "optimised / reference" in capsys.readouterr().out
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [r["path"] for r in rows] == ["reference", "optimised"]
+    assert rows[0]["options"].startswith("published-style: fp32, SDPA, default AdamW")  # a CPU: no fp16
+    assert rows[0]["flop_per_step"] == pytest.approx(rows[1]["flop_per_step"], rel=1e-3)
+
+
+def test_reference_path_steps_with_a_gradient_scaler_under_fp16(monkeypatch):
+    import unmasked.bench as bench_mod
+
+    # the CUDA choice (fp16 + GradScaler) forced on a CPU, so that its step code runs here
+    monkeypatch.setattr(bench_mod, "path_precision", lambda spec, cuda: "fp16")
+    spec = bench_mod.BenchSpec(device="cpu", objective="lut", model="vit_tiny", img_size=28, patch_size=4,
+                               channels=1, batch_size=4, steps=1, warmup=1, path="reference")
+    runner = bench_mod._Runner(spec, torch.device("cpu"))
+    before = [p.detach().clone() for p in runner.obj.student.parameters()]
+    runner.step()
+    runner.step()
+    assert torch.isfinite(runner.loss)
+    assert any(not torch.equal(a, p) for a, p in zip(before, runner.obj.student.parameters()))
+    assert "fp16 autocast + GradScaler" in runner.result(0.1, 1, None, 0.0, None)["options"]
+
+
+def test_compile_is_refused_for_the_eager_baselines(capsys):
+    assert main(["bench", "--device", "cpu", "--reference", "--compile"]) == 2
+    assert "--compile applies to the optimised path" in capsys.readouterr().err

@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  unmasked bench --objective lut --model vit_base --batch-size 128\n"
                               "  unmasked bench --objective mae --model vit_tiny --img-size 28 --patch-size 4 "
                               "--channels 1 --batch-size 512 --compile --compile-mode reduce-overhead\n"
-                              "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run")
+                              "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run\n"
+                              "  unmasked bench --compare-reference ... # the published code's step vs optimised")
     b.add_argument("--objective", choices=("mae", "lut"), default="lut", help="objective (default: lut)")
     b.add_argument("--model", choices=("vit_tiny", "vit_small", "vit_base", "vit_large"), default="vit_base",
                    help="encoder size (default: vit_base)")
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
     b.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="'auto' = bf16 autocast on CUDA, fp32 on CPU (default: auto)")
+                   help="the optimised path's precision: 'auto' = bf16 autocast on CUDA, fp32 on CPU (default: "
+                        "auto); the plain path is always fp32, the reference path fp16 on CUDA")
     b.add_argument("--compile", action="store_true", help="torch.compile the student and the EMA teacher")
     b.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                    help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
@@ -194,11 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
     b.add_argument("--fuse-views", action=argparse.BooleanOptionalAction, default=None,
                    help="LUT: both views in one encoder call (default: on with CUDA, off on a CPU, as in training)")
-    b.add_argument("--plain", action="store_true",
-                   help="time only the plain path (fp32, separate views, explicit attention, per-tensor AdamW/EMA)")
-    b.add_argument("--compare-plain", action="store_true",
-                   help="time the plain and the optimised path in one process, steps interleaved, and print "
-                        "both with their ratio (median step each; no peak memory, as both models are resident)")
+    paths = b.add_mutually_exclusive_group()
+    paths.add_argument("--plain", action="store_true",
+                       help="time only the plain path (fp32, separate views, explicit attention, per-tensor "
+                            "AdamW/EMA): the exactness reference")
+    paths.add_argument("--reference", action="store_true",
+                       help="time only the published code's step with a current timm (fp16 autocast + GradScaler "
+                            "on CUDA, separate views, SDPA, default AdamW, per-tensor EMA)")
+    paths.add_argument("--compare-plain", action="store_true",
+                       help="time the plain and the optimised path in one process, steps interleaved, and print "
+                            "both with their ratio (median step each; no peak memory, as both models are resident)")
+    paths.add_argument("--compare-reference", action="store_true",
+                       help="as --compare-plain, with the reference path as the baseline: the side-by-side form "
+                            "of the speed targets (docs/performance.md)")
     b.add_argument("--profile", default=None, metavar="DIR",
                    help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
                         "wall time spent in kernels")
@@ -383,15 +393,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--warmup {args.warmup}: at least one warm-up step is needed")
     if args.img_size % args.patch_size:
         raise UserError(f"--img-size {args.img_size} is not divisible by --patch-size {args.patch_size}")
+    if args.compile and (args.plain or args.reference):
+        raise UserError("--compile applies to the optimised path; --plain and --reference time the eager "
+                        "baselines (use --compare-plain/--compare-reference --compile to set one beside it)")
     known = {f.name for f in fields(BenchSpec)}
     base = {k: v for k, v in vars(args).items() if k in known}
-    results = bench_pair(BenchSpec(**base)) if args.compare_plain else [bench(BenchSpec(**base))]
+    base["path"] = "plain" if args.plain else "reference" if args.reference else "optimised"
+    if args.compare_plain or args.compare_reference:
+        results = bench_pair(BenchSpec(**base), baseline="plain" if args.compare_plain else "reference")
+    else:
+        results = [bench(BenchSpec(**base))]
     for r in results:
         print(format_result(r))
     if results[0]["device_type"] == "cpu":
         print("note: measured on a CPU; GPU anchors and targets (docs) are not comparable with these figures")
     if len(results) == 2:
-        print(f"optimised / plain: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x images/s "
+        print(f"optimised / {results[0]['path']}: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x images/s "
               f"(median of {args.steps} interleaved steps each, same process)")
     if args.json:
         from pathlib import Path
