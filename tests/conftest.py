@@ -27,3 +27,14 @@ def tiny_config(tmp_path, **overrides) -> PretrainConfig:
     )
     base.update(overrides)
     return PretrainConfig(**base)
+
+
+def tiny_objective(kind: str, depth: int = 2, hidden_dim: int = 64):
+    """A 28 px, 1-channel LUT or MAE objective small enough for unit tests (seeded)."""
+    from unmasked.models import MAEDecoder, build_encoder, encoder_spec
+    from unmasked.objectives import LUT, MAE
+
+    torch.manual_seed(0)
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=depth, num_heads=3))
+    dec = MAEDecoder(7, 48, 32, 1, 2, 16)
+    return LUT(enc, dec, hidden_dim=hidden_dim) if kind == "lut" else MAE(enc, dec)

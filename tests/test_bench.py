@@ -7,25 +7,16 @@ import torch
 
 from unmasked.bench import _use_explicit_attention
 from unmasked.cli import main
-from unmasked.models import MAEDecoder, build_encoder, encoder_spec
-from unmasked.objectives import LUT, MAE
 from unmasked.rng import BatchRandom
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 
-from .conftest import tiny_config
-
-
-def _objective(kind):
-    torch.manual_seed(0)
-    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=2, num_heads=3))
-    dec = MAEDecoder(7, 48, 32, 1, 2, 16)
-    return LUT(enc, dec, hidden_dim=64) if kind == "lut" else MAE(enc, dec)
+from .conftest import tiny_config, tiny_objective
 
 
 @pytest.mark.parametrize("kind", ["lut", "mae"])
 def test_optimised_loss_matches_plain_fp32_within_bf16_tolerance(kind):
-    fast = _objective(kind)
+    fast = tiny_objective(kind)
     plain = copy.deepcopy(fast)
     plain.fuse_views = False
     _use_explicit_attention(plain)

@@ -4,20 +4,14 @@ import pytest
 import torch
 from torch._dynamo.eval_frame import OptimizedModule
 
-from unmasked.models import MAEDecoder, build_encoder, encoder_spec
-from unmasked.objectives import LUT, MAE
 from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
 
-
-def _objective(kind):
-    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=1, num_heads=3))
-    dec = MAEDecoder(7, 48, 32, 1, 2, 16)
-    return LUT(enc, dec, hidden_dim=32) if kind == "lut" else MAE(enc, dec)
+from ..conftest import tiny_objective
 
 
 @pytest.mark.parametrize("kind", ["lut", "mae"])
 def test_compile_objective_wraps_student_and_teacher_and_eager_calls_sets_them_aside(kind):
-    obj = _objective(kind)
+    obj = tiny_objective(kind)
     compile_objective(obj, obj.student, "reduce-overhead")  # lazy: nothing compiles until called
     student, teacher = obj.__dict__["_student_call"], obj.__dict__["_teacher_call"]
     assert isinstance(student, OptimizedModule)
@@ -26,11 +20,11 @@ def test_compile_objective_wraps_student_and_teacher_and_eager_calls_sets_them_a
         assert obj.__dict__["_student_call"] is None and obj.__dict__["_teacher_call"] is None
     assert obj.__dict__["_student_call"] is student and obj.__dict__["_teacher_call"] is teacher
     # the compiled wrappers are not submodules: checkpoints keep the same keys
-    assert set(obj.state_dict()) == set(_objective(kind).state_dict())
+    assert set(obj.state_dict()) == set(tiny_objective(kind).state_dict())
 
 
 def test_compile_objective_refuses_unknown_mode():
-    obj = _objective("mae")
+    obj = tiny_objective("mae")
     with pytest.raises(ValueError, match="compile mode 'fast'"):
         compile_objective(obj, obj.student, "fast")
 
@@ -41,7 +35,7 @@ def test_cuda_graph_modes():
 
 
 def test_eager_calls_restores_after_an_error():
-    obj = _objective("lut")
+    obj = tiny_objective("lut")
     compile_objective(obj, obj.student)
     saved = obj.__dict__["_student_call"]
     with pytest.raises(RuntimeError), eager_calls(obj):
