@@ -118,7 +118,7 @@ def test_compare_reference_times_the_published_style_step(capsys, tmp_path):
 
     rows = json.loads(out.read_text())
     assert [r["path"] for r in rows] == ["reference", "optimised"]
-    assert rows[0]["options"].startswith("published-style: fp32, SDPA, default AdamW")  # a CPU: no fp16
+    assert rows[0]["options"].startswith("published-style: fp32, grad norm, SDPA, default AdamW")  # a CPU: no fp16
     assert rows[0]["flop_per_step"] == pytest.approx(rows[1]["flop_per_step"], rel=1e-3)
 
 

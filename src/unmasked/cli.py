@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "AdamW/EMA): the exactness reference")
     paths.add_argument("--reference", action="store_true",
                        help="time only the published code's step with a current timm (fp16 autocast + GradScaler "
-                            "on CUDA, separate views, SDPA, default AdamW, per-tensor EMA)")
+                            "on CUDA, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA)")
     paths.add_argument("--compare-plain", action="store_true",
                        help="time the plain and the optimised path in one process, steps interleaved, and print "
                             "both with their ratio (median step each; no peak memory, as both models are resident)")
