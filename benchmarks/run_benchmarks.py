@@ -6,6 +6,7 @@ measured side by side), then compiled; on a CPU beside the plain fp32 path.
     python benchmarks/run_benchmarks.py            # GPU: full sizes; CPU: reduced batches (stated in each row)
     python benchmarks/run_benchmarks.py --quick    # fewer timed steps
     python benchmarks/run_benchmarks.py --only compile lut   # a subset of the cases
+    python benchmarks/run_benchmarks.py --merge gpu-out/results.json   # add another machine's rows
 
 Appends to benchmarks/results.json and rewrites benchmarks/results.md from all rows, so rows from
 different machines and dates stay side by side; every row names its device, torch version and date.
@@ -36,11 +37,11 @@ def cases(gpu: bool, quick: bool):
             yield ["--objective", obj, *base, "--batch-size", "128", "--compare-reference", *steps]
         for obj in ("lut", "mae"):
             yield ["--objective", obj, *tiny, "--batch-size", "512", "--compare-reference", *steps]
-        for obj in ("lut", "mae"):  # CUDA graphs: the lever for the launch-bound small model
+        for obj in ("lut", "mae"):  # CUDA graphs, the lever for the launch-bound small model, beside eager
             yield ["--objective", obj, *tiny, "--batch-size", "512", "--compile", "--compile-mode", "reduce-overhead",
-                   *steps]
+                   "--compare-eager", *steps]
         for obj in ("lut", "mae"):
-            yield ["--objective", obj, *base, "--batch-size", "128", "--compile", *steps]
+            yield ["--objective", obj, *base, "--batch-size", "128", "--compile", "--compare-eager", *steps]
     else:  # a CPU: ViT-B at a batch it can finish; every optimised row beside the plain path
         for obj in ("lut", "mae"):
             yield ["--objective", obj, *base, "--batch-size", "8", "--compare-plain",
@@ -94,8 +95,8 @@ def markdown(rows: list[dict]) -> str:
             f"{r['speedup']:.2f}x ({r['baseline']})" if r.get("speedup") else "—",
             f"{r['tflop_per_step']:.3f}", f"{r['achieved_tflops']:.2f}",
             f"{r['aten_ops_per_step']:,}" if r.get("aten_ops_per_step") else "—", mem]) + " |")
-    lines += ["", "Commands (with `--compare-plain` or `--compare-reference`, one command times both rows of a "
-              "pair, interleaved):", ""]
+    lines += ["", "Commands (with `--compare-plain`, `--compare-reference` or `--compare-eager`, one command times "
+              "both rows of a pair, interleaved):", ""]
     lines += sorted({f"- `{r['command']}`" for r in rows}) + [""]
     return "\n".join(lines)
 
@@ -112,14 +113,35 @@ def main() -> int:
     ap.add_argument("--out", default=str(HERE / "results"), help="results path stem (.json, .md)")
     ap.add_argument("--only", nargs="+", metavar="WORD", default=[],
                     help="run only the cases whose arguments contain every WORD (e.g. --only compile mae)")
+    ap.add_argument("--skip", nargs="+", metavar="WORD", default=[],
+                    help="leave out the cases whose arguments contain every WORD (e.g. --skip vit_base compile)")
+    ap.add_argument("--list", action="store_true", help="print the cases that would run, and stop")
+    ap.add_argument("--merge", metavar="JSON", default=None,
+                    help="run nothing: add the rows of another results JSON (e.g. from a GPU machine) to the "
+                         "table, then rewrite the Markdown")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     stem = Path(args.out)
     old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else []
     new = []
-    todo = [c for c in cases(gpu, args.quick) if all(w in " ".join(c) for w in args.only)]
+    if args.merge:
+        extra = json.loads(Path(args.merge).read_text())
+        fresh = [r for r in extra if r not in old]
+        stem.with_suffix(".json").write_text(json.dumps(old + fresh, indent=2) + "\n")
+        rewrite_table(stem)
+        print(f"merged {len(fresh)} new rows from {args.merge} into {stem.with_suffix('.json')}")
+        return 0
+
+    def has_all(case, words):
+        return bool(words) and all(w in " ".join(case) for w in words)
+
+    todo = [c for c in cases(gpu, args.quick)
+            if (not args.only or has_all(c, args.only)) and not has_all(c, args.skip)]
     if not todo:
-        ap.error(f"no case matches --only {' '.join(args.only)}")
+        ap.error(f"no case left after --only {' '.join(args.only)} --skip {' '.join(args.skip)}")
+    if args.list:
+        print("\n".join("unmasked bench " + " ".join(c) for c in todo))
+        return 0
     for case in todo:
         new += run_case(case, args.device)
         # written after every case, so a run cut short by a time limit keeps what it measured

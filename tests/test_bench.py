@@ -141,3 +141,46 @@ def test_reference_path_steps_with_a_gradient_scaler_under_fp16(monkeypatch):
 def test_compile_is_refused_for_the_eager_baselines(capsys):
     assert main(["bench", "--device", "cpu", "--reference", "--compile"]) == 2
     assert "--compile applies to the optimised path" in capsys.readouterr().err
+
+
+def test_compare_eager_needs_compile_and_profile_takes_one_path(capsys):
+    assert main(["bench", "--device", "cpu", "--compare-eager"]) == 2
+    assert "add --compile" in capsys.readouterr().err
+    assert main(["bench", "--device", "cpu", "--compare-plain", "--profile", "p"]) == 2
+    assert "--profile profiles one path" in capsys.readouterr().err
+
+
+def test_grad_checkpointing_gives_the_same_step(monkeypatch):
+    """Activation checkpointing recomputes the blocks in backward: same loss, same gradients."""
+    import unmasked.models.vit as vit
+
+    calls = []
+
+    def counting_checkpoint(fn, *args, **kwargs):
+        calls.append(fn)
+        return torch.utils.checkpoint.checkpoint(fn, *args, **kwargs)
+
+    monkeypatch.setattr(vit, "checkpoint", counting_checkpoint)
+    views = [torch.randn(8, 1, 28, 28) for _ in range(2)]
+    grads = []
+    for ckpt in (False, True):
+        obj = tiny_objective("lut")
+        obj.encoder.set_grad_checkpointing(ckpt)
+        loss, _ = obj(views, BatchRandom(0, 0, 0, 8))
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in obj.student.parameters() if p.grad is not None]))
+    (l0, g0), (l1, g1) = grads
+    assert len(calls) == 2  # the checkpointed run: 2 blocks, both student views in one call (teacher: no grad)
+    assert torch.equal(l0, l1) and len(g0) == len(g1)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+
+
+def test_bench_pair_labels_the_eager_baseline_and_refuses_unknown_ones():
+    from unmasked.bench import BenchSpec, bench_pair
+
+    spec = BenchSpec(device="cpu", objective="mae", model="vit_tiny", img_size=28, patch_size=4, channels=1,
+                     batch_size=4, steps=1, warmup=1)
+    rows = bench_pair(spec, baseline="eager")  # (compile off here: both rows eager, labelled apart)
+    assert [r["path"] for r in rows] == ["eager", "optimised"]
+    with pytest.raises(ValueError, match="baseline 'fast'"):
+        bench_pair(spec, baseline="fast")

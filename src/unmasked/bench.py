@@ -314,25 +314,55 @@ def bench(spec: BenchSpec) -> dict:
     return out
 
 
+BASELINES = ("plain", "reference", "eager")
+
+
+def _own_peak(runner: _Runner) -> float | None:
+    """Peak memory (GiB) of one more step of `runner`, from a reset of the CUDA peak counter."""
+    if runner.device.type != "cuda":
+        return None
+    runner.sync()
+    torch.cuda.reset_peak_memory_stats(runner.device)
+    runner.step()
+    return round(torch.cuda.max_memory_allocated(runner.device) / 2**30, 2)
+
+
 def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
-    """A baseline path ("plain" or "reference") and the optimised path in one process, their steps
-    interleaved (baseline, optimised, baseline, ...) so that drift in the machine's speed hits both
-    alike; each figure is the median step."""
+    """A baseline and the optimised path in one process, their steps interleaved (baseline,
+    optimised, baseline, ...) so that drift in the machine's speed hits both alike; each figure is
+    the median step. Baselines: "plain", "reference", or "eager" (the optimised path without
+    torch.compile, beside the compiled one). Each path's peak memory is taken while the other
+    model is not resident: the baseline's before the optimised model is built, the optimised
+    path's after the baseline is freed."""
+    import gc
     import statistics
 
     from unmasked.devices import resolve_device
 
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline {baseline!r}: expected one of {', '.join(BASELINES)}")
     device = resolve_device(spec.device)
-    runners = [_Runner(BenchSpec(**{**spec.__dict__, "path": baseline, "compile": False}), device),
-               _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised"}), device)]
-    prepared = [r.warm_up() for r in runners]
+    base = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised" if baseline == "eager" else baseline,
+                                "compile": False, "profile": None}), device)
+    base_prep = base.warm_up()
+    base_peak = _own_peak(base)
+    fast = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised", "profile": None}), device)
+    fast_prep = fast.warm_up()
     times: list[list[float]] = [[], []]
     for _ in range(spec.steps):
-        for k, r in enumerate(runners):
+        for k, r in enumerate((base, fast)):
             times[k].append(r.step())
-    # memory is not reported here: both models are resident at once
-    return [r.result(statistics.median(t), flops, ops, warmup_s, None)
-            for r, t, (warmup_s, flops, ops) in zip(runners, times, prepared)]
+    (warmup_s, flops, ops) = base_prep
+    rows = [base.result(statistics.median(times[0]), flops, ops, warmup_s, base_peak)]
+    if baseline == "eager":
+        rows[0]["path"] = "eager"
+    del base
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    (warmup_s, flops, ops) = fast_prep
+    rows.append(fast.result(statistics.median(times[1]), flops, ops, warmup_s, _own_peak(fast)))
+    return rows
 
 
 def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | None:

@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--compare-reference", action="store_true",
                        help="as --compare-plain, with the reference path as the baseline: the side-by-side form "
                             "of the speed targets (docs/performance.md)")
+    paths.add_argument("--compare-eager", action="store_true",
+                       help="with --compile: the optimised path without compile beside the compiled one (what "
+                            "compile and CUDA graphs add)")
     b.add_argument("--profile", default=None, metavar="DIR",
                    help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
                         "wall time spent in kernels")
@@ -393,20 +396,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--warmup {args.warmup}: at least one warm-up step is needed")
     if args.img_size % args.patch_size:
         raise UserError(f"--img-size {args.img_size} is not divisible by --patch-size {args.patch_size}")
+    if args.profile and (args.compare_plain or args.compare_reference or args.compare_eager):
+        raise UserError("--profile profiles one path: drop --compare-plain/--compare-reference/--compare-eager")
+    if args.compare_eager and not args.compile:
+        raise UserError("--compare-eager sets the eager step beside the compiled one: add --compile")
     if args.compile and (args.plain or args.reference):
         raise UserError("--compile applies to the optimised path; --plain and --reference time the eager "
                         "baselines (use --compare-plain/--compare-reference --compile to set one beside it)")
     known = {f.name for f in fields(BenchSpec)}
     base = {k: v for k, v in vars(args).items() if k in known}
     base["path"] = "plain" if args.plain else "reference" if args.reference else "optimised"
-    if args.compare_plain or args.compare_reference:
-        results = bench_pair(BenchSpec(**base), baseline="plain" if args.compare_plain else "reference")
+    if args.compare_plain or args.compare_reference or args.compare_eager:
+        baseline = "plain" if args.compare_plain else "reference" if args.compare_reference else "eager"
+        results = bench_pair(BenchSpec(**base), baseline=baseline)
     else:
         results = [bench(BenchSpec(**base))]
     for r in results:
         print(format_result(r))
     if results[0]["device_type"] == "cpu":
-        print("note: measured on a CPU; GPU anchors and targets (docs) are not comparable with these figures")
+        print("note: measured on a CPU; GPU anchors and targets (docs) are not comparable with these figures; "
+              "peak memory is measured on CUDA only")
     if len(results) == 2:
         print(f"optimised / {results[0]['path']}: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x images/s "
               f"(median of {args.steps} interleaved steps each, same process)")
