@@ -75,11 +75,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(one_process,
     assert len(ref) == len(got) == 2 and all(abs(x - y) < 1e-5 for x, y in zip(ref, got)), (ref, got)
 
 
-def test_resume_with_a_different_number_of_processes(one_process, tmp_path, fm_root):
+@pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
+def test_resume_with_a_different_number_of_processes(one_process, tmp_path, fm_root, first, then):
     out = tmp_path / "mixed"
-    _torchrun(2, out, "--steps", "2")
+
+    def run(nproc, *extra):
+        return _single(out, *extra) if nproc == 1 else _torchrun(nproc, out, *extra)
+
+    run(first, "--steps", "2")
     assert _weights(out)["state"]["step"] == 2
-    _single(out, "--resume", "--steps", "4")
+    run(then, "--resume", "--steps", "4")
     resumed = _weights(out)
     assert resumed["state"]["step"] == 4
     _assert_close(resumed, one_process)
