@@ -55,3 +55,18 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
+def test_each_process_resumes_its_own_rng_state_when_the_count_matches():
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append(ckpt.rng_state())
+    saved = {"rng": states[0], "rng_ranks": states}
+    assert ckpt.rng_state_for(saved, 1, 2) is states[1]
+    assert ckpt.rng_state_for(saved, 0, 2) is states[0]
+    # another process count, or a 1-process checkpoint: the saved (rank 0) state
+    assert ckpt.rng_state_for(saved, 2, 3) is states[0]
+    assert ckpt.rng_state_for({"rng": states[0]}, 0, 1) is states[0]
+    ckpt.set_rng_state(ckpt.rng_state_for(saved, 1, 2))
+    assert torch.equal(torch.get_rng_state(), states[1]["torch"])

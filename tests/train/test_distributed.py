@@ -66,6 +66,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(one_process,
     assert r.stdout.count("stopped at step 4") == 1  # rank 0 alone reports
     two = _weights(out)
     assert two["state"]["step"] == one_process["state"]["step"] == 4
+    # every process's RNG state is kept (each draws drop path from its own generator)
+    assert len(two["rng_ranks"]) == 2 and "rng_ranks" not in one_process
     _assert_close(two, one_process)
     # the logged losses are global means, so they match the 1-process run's
     from unmasked.train.metrics import read_jsonl

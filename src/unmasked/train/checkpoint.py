@@ -94,6 +94,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_state_for(state: dict, rank: int, world: int) -> dict:
+    """The RNG state a process restores on resume: its own when the checkpoint holds one per
+    process of the same count ("rng_ranks"; each process draws from its own CUDA generator, e.g.
+    for drop path), else the saved one (rank 0's), with which a 1-process run resumes exactly."""
+    ranks = state.get("rng_ranks")
+    if ranks is not None and len(ranks) == world:
+        return ranks[rank]
+    return state["rng"]
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     state = {"format": FORMAT, **state}
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))

@@ -64,6 +64,15 @@ def all_mean(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
     return t / env.world
 
 
+def gather_objects(env: DistEnv, obj) -> list:
+    """Every process's `obj`, in rank order (a collective: all ranks must call it)."""
+    if not env.enabled:
+        return [obj]
+    out = [None] * env.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def cleanup(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -24,7 +24,13 @@ from unmasked.errors import TrainingStopped, UserError
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
 from unmasked.train.compiling import compile_objective, mark_step_begin
-from unmasked.train.distributed import all_mean, broadcast_flag, cleanup, init_distributed
+from unmasked.train.distributed import (
+    all_mean,
+    broadcast_flag,
+    cleanup,
+    gather_objects,
+    init_distributed,
+)
 from unmasked.train.metrics import JsonlWriter
 from unmasked.train.optim import build_optimizer, match_device, set_lr
 from unmasked.train.schedules import lr_schedule, momentum_schedule
@@ -210,7 +216,7 @@ class Pretrainer:
         self.optimizer.load_state_dict(st["optimizer"])
         match_device(self.optimizer, self.device)
         self.state = RunState(**st["state"])
-        ckpt.set_rng_state(st["rng"])
+        ckpt.set_rng_state(ckpt.rng_state_for(st, self.env.rank, self.env.world))
 
     def _warm_start(self, source: str) -> None:
         """Encoder weights from another run; refuses a different encoder shape, naming the difference."""
@@ -228,6 +234,8 @@ class Pretrainer:
             self.objective.teacher.encoder.load_state_dict(other.encoder.state_dict())
 
     def save(self) -> None:
+        # every process's RNG state (a collective, so before the rank-0-only part)
+        rng_ranks = gather_objects(self.env, ckpt.rng_state())
         if not self.env.is_main:
             return
         state = {
@@ -235,9 +243,11 @@ class Pretrainer:
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "state": self.state.__dict__.copy(),
-            "rng": ckpt.rng_state(),
+            "rng": rng_ranks[0],
             "encoder_spec": spec_from_config(self.cfg).to_dict(),
         }
+        if self.env.enabled:
+            state["rng_ranks"] = rng_ranks
         try:
             ckpt.save_checkpoint(self.ckpt_path, state)
         except OSError as e:
