@@ -16,7 +16,9 @@
 set -u
 STAGE=${1:-bench}
 OUT=${OUT:-gpu-out}
-WORK=${WORK:-/tmp/unmasked-gpu}
+# a fresh work folder per stage: a rerun on a warm machine must not meet the last run's folders
+WORK=${WORK:-/tmp/unmasked-gpu}/$STAGE
+rm -rf "$WORK"
 mkdir -p "$OUT" "$WORK"
 export UNMASKED_FASHION_MNIST=${UNMASKED_FASHION_MNIST:-$PWD/.carry/fashion-mnist}
 PY=$(command -v python3 || command -v python)

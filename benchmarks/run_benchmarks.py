@@ -85,7 +85,9 @@ def markdown(rows: list[dict]) -> str:
              "timm: fp16 + GradScaler, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA; the step behind the fused "
              "anchors of docs/performance.md). ATen ops/step: the "
              "non-view ops an eager step dispatches, about one kernel launch each on a GPU (what a launch-bound "
-             "small model pays for); not counted for compiled steps.", "",
+             "small model pays for); not counted for compiled steps. Peak GiB: torch.cuda.max_memory_allocated over one step "
+             "(CUDA only); under CUDA graphs the graph pool may not show there, so the JSON also keeps the peak "
+             "reserved.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         mem = "—" if r.get("peak_memory_gib") is None else f"{r['peak_memory_gib']:.1f}"
@@ -125,10 +127,15 @@ def main() -> int:
     old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else []
     new = []
     if args.merge:
-        extra = json.loads(Path(args.merge).read_text())
-        fresh = [r for r in extra if r not in old]
+        if args.only or args.skip or args.list:
+            ap.error("--merge runs nothing: it takes no --only, --skip or --list")
+        fresh = []
+        for row in json.loads(Path(args.merge).read_text()):
+            if row not in old and row not in fresh:
+                fresh.append(row)
+        table = markdown(old + fresh)  # a malformed row fails here, before anything is written
         stem.with_suffix(".json").write_text(json.dumps(old + fresh, indent=2) + "\n")
-        rewrite_table(stem)
+        stem.with_suffix(".md").write_text(table)
         print(f"merged {len(fresh)} new rows from {args.merge} into {stem.with_suffix('.json')}")
         return 0
 

@@ -307,8 +307,10 @@ def bench(spec: BenchSpec) -> dict:
         runner.i += 1
     runner.sync()
     dt = (time.perf_counter() - t0) / spec.steps
-    peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+    cuda = device.type == "cuda"
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None
     out = runner.result(dt, flops, ops, warmup_s, peak)
+    out["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2) if cuda else None
     if spec.profile:
         out["device_busy_fraction"] = profile_steps(runner.step_fn, spec, device, runner.sync)
     return out
@@ -317,14 +319,16 @@ def bench(spec: BenchSpec) -> dict:
 BASELINES = ("plain", "reference", "eager")
 
 
-def _own_peak(runner: _Runner) -> float | None:
-    """Peak memory (GiB) of one more step of `runner`, from a reset of the CUDA peak counter."""
+def _own_peak(runner: _Runner) -> tuple[float | None, float | None]:
+    """Peak memory allocated and reserved (GiB) over one more step of `runner`, from a reset of the
+    CUDA peak counters (a CUDA-graph replay reuses its pool without allocating: see reserved)."""
     if runner.device.type != "cuda":
-        return None
+        return None, None
     runner.sync()
     torch.cuda.reset_peak_memory_stats(runner.device)
     runner.step()
-    return round(torch.cuda.max_memory_allocated(runner.device) / 2**30, 2)
+    return (round(torch.cuda.max_memory_allocated(runner.device) / 2**30, 2),
+            round(torch.cuda.max_memory_reserved(runner.device) / 2**30, 2))
 
 
 def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
@@ -345,7 +349,7 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
     base = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised" if baseline == "eager" else baseline,
                                 "compile": False, "profile": None}), device)
     base_prep = base.warm_up()
-    base_peak = _own_peak(base)
+    base_peak, base_reserved = _own_peak(base)
     fast = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised", "profile": None}), device)
     fast_prep = fast.warm_up()
     times: list[list[float]] = [[], []]
@@ -354,6 +358,7 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
             times[k].append(r.step())
     (warmup_s, flops, ops) = base_prep
     rows = [base.result(statistics.median(times[0]), flops, ops, warmup_s, base_peak)]
+    rows[0]["peak_reserved_gib"] = base_reserved
     if baseline == "eager":
         rows[0]["path"] = "eager"
     del base
@@ -361,7 +366,9 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     (warmup_s, flops, ops) = fast_prep
-    rows.append(fast.result(statistics.median(times[1]), flops, ops, warmup_s, _own_peak(fast)))
+    peak, reserved = _own_peak(fast)
+    rows.append(fast.result(statistics.median(times[1]), flops, ops, warmup_s, peak))
+    rows[1]["peak_reserved_gib"] = reserved
     return rows
 
 
@@ -440,6 +447,8 @@ def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.d
 def format_result(r: dict) -> str:
     ops = f", {r['aten_ops_per_step']:,} ATen ops/step" if r.get("aten_ops_per_step") else ""
     mem = f", peak memory {r['peak_memory_gib']:.2f} GiB" if r["peak_memory_gib"] is not None else ""
+    if r.get("peak_reserved_gib") is not None:
+        mem += f" ({r['peak_reserved_gib']:.2f} GiB reserved)"
     if r.get("device_busy_fraction") is not None:
         mem += f", GPU busy {r['device_busy_fraction']:.0%} of the wall time (profile)"
     return (f"{r['objective'].upper()} {r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['path']} "
