@@ -103,11 +103,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def rewrite_table(stem: Path) -> None:
-    """Regenerate the Markdown from the JSON rows (after a change of layout)."""
-    stem.with_suffix(".md").write_text(markdown(json.loads(stem.with_suffix(".json").read_text())))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")

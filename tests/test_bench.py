@@ -135,7 +135,7 @@ def test_reference_path_steps_with_a_gradient_scaler_under_fp16(monkeypatch):
     runner.step()
     assert torch.isfinite(runner.loss)
     assert any(not torch.equal(a, p) for a, p in zip(before, runner.obj.student.parameters()))
-    assert "fp16 autocast + GradScaler" in runner.result(0.1, 1, None, 0.0, None)["options"]
+    assert "fp16 autocast + GradScaler" in runner.result(0.1, 1, None, 0.0, (None, None))["options"]
 
 
 def test_compile_is_refused_for_the_eager_baselines(capsys):

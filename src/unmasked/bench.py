@@ -165,20 +165,20 @@ class _Runner:
     """One prepared training step (model, optimiser, synthetic batch) that can be timed."""
 
     def __init__(self, spec: BenchSpec, device: torch.device):
-        self.spec, self.device = spec, device
-        torch.manual_seed(spec.seed)
-        cfg = _config(spec, device.type == "cuda")
-        obj = build_objective(cfg).to(device).train()
-        cuda = device.type == "cuda"
         if spec.path not in PATHS:
             raise ValueError(f"bench path {spec.path!r}: expected one of {', '.join(PATHS)}")
+        self.spec, self.device = spec, device
+        cuda = device.type == "cuda"
+        torch.manual_seed(spec.seed)
+        cfg = _config(spec, cuda)
+        obj = build_objective(cfg).to(device).train()
         self.precision = precision = path_precision(spec, cuda)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        if spec.path == "plain" and hasattr(obj, "foreach_ema"):
-            obj.foreach_ema = False  # one lerp per parameter
         if spec.path == "plain":
             _use_explicit_attention(obj)
+            if hasattr(obj, "foreach_ema"):
+                obj.foreach_ema = False  # one lerp per parameter
             opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), foreach=False)
         elif spec.path == "reference":  # torch's default implementation choice (foreach on CUDA)
             opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95))
@@ -253,7 +253,8 @@ class _Runner:
             ops = op_counter.count
         return warmup_s, counter.get_total_flops(), ops
 
-    def result(self, dt: float, flops: int, ops: int | None, warmup_s: float, peak) -> dict:
+    def result(self, dt: float, flops: int, ops: int | None, warmup_s: float,
+               peaks: tuple[float | None, float | None]) -> dict:
         spec = self.spec
         return {
             "objective": spec.objective,
@@ -271,7 +272,8 @@ class _Runner:
             "tflop_per_step": round(flops / 1e12, 4),
             "achieved_tflops": round(flops / dt / 1e12, 2),
             "aten_ops_per_step": ops,
-            "peak_memory_gib": peak,
+            "peak_memory_gib": peaks[0],
+            "peak_reserved_gib": peaks[1],
             "device_busy_fraction": None,
             "warmup_s": round(warmup_s, 1),
             "final_loss": float(self.loss.detach()),
@@ -307,10 +309,7 @@ def bench(spec: BenchSpec) -> dict:
         runner.i += 1
     runner.sync()
     dt = (time.perf_counter() - t0) / spec.steps
-    cuda = device.type == "cuda"
-    peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None
-    out = runner.result(dt, flops, ops, warmup_s, peak)
-    out["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / 2**30, 2) if cuda else None
+    out = runner.result(dt, flops, ops, warmup_s, _peaks(device))
     if spec.profile:
         out["device_busy_fraction"] = profile_steps(runner.step_fn, spec, device, runner.sync)
     return out
@@ -319,16 +318,22 @@ def bench(spec: BenchSpec) -> dict:
 BASELINES = ("plain", "reference", "eager")
 
 
-def _own_peak(runner: _Runner) -> tuple[float | None, float | None]:
-    """Peak memory allocated and reserved (GiB) over one more step of `runner`, from a reset of the
-    CUDA peak counters (a CUDA-graph replay reuses its pool without allocating: see reserved)."""
-    if runner.device.type != "cuda":
+def _peaks(device: torch.device) -> tuple[float | None, float | None]:
+    """Peak memory allocated and reserved (GiB) since the last reset of the CUDA peak counters (a
+    CUDA-graph replay reuses its pool without allocating: see reserved); (None, None) off CUDA."""
+    if device.type != "cuda":
         return None, None
-    runner.sync()
-    torch.cuda.reset_peak_memory_stats(runner.device)
-    runner.step()
-    return (round(torch.cuda.max_memory_allocated(runner.device) / 2**30, 2),
-            round(torch.cuda.max_memory_reserved(runner.device) / 2**30, 2))
+    return (round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
+            round(torch.cuda.max_memory_reserved(device) / 2**30, 2))
+
+
+def _own_peak(runner: _Runner) -> tuple[float | None, float | None]:
+    """The peaks of one more step of `runner` alone."""
+    if runner.device.type == "cuda":
+        runner.sync()
+        torch.cuda.reset_peak_memory_stats(runner.device)
+        runner.step()
+    return _peaks(runner.device)
 
 
 def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
@@ -349,7 +354,7 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
     base = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised" if baseline == "eager" else baseline,
                                 "compile": False, "profile": None}), device)
     base_prep = base.warm_up()
-    base_peak, base_reserved = _own_peak(base)
+    base_peaks = _own_peak(base)
     fast = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised", "profile": None}), device)
     fast_prep = fast.warm_up()
     times: list[list[float]] = [[], []]
@@ -357,8 +362,7 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
         for k, r in enumerate((base, fast)):
             times[k].append(r.step())
     (warmup_s, flops, ops) = base_prep
-    rows = [base.result(statistics.median(times[0]), flops, ops, warmup_s, base_peak)]
-    rows[0]["peak_reserved_gib"] = base_reserved
+    rows = [base.result(statistics.median(times[0]), flops, ops, warmup_s, base_peaks)]
     if baseline == "eager":
         rows[0]["path"] = "eager"
     del base
@@ -366,9 +370,7 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     (warmup_s, flops, ops) = fast_prep
-    peak, reserved = _own_peak(fast)
-    rows.append(fast.result(statistics.median(times[1]), flops, ops, warmup_s, peak))
-    rows[1]["peak_reserved_gib"] = reserved
+    rows.append(fast.result(statistics.median(times[1]), flops, ops, warmup_s, _own_peak(fast)))
     return rows
 
 

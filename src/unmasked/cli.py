@@ -9,7 +9,7 @@ import warnings
 from dataclasses import MISSING
 
 from unmasked import __version__
-from unmasked.config import OPTION_FIELDS, PretrainConfig
+from unmasked.config import COMPILE_MODES, OPTION_FIELDS, PretrainConfig
 from unmasked.errors import TrainingStopped, UserError
 
 GROUP_TITLES = {
@@ -190,26 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the optimised path's precision: 'auto' = bf16 autocast on CUDA, fp32 on CPU (default: "
                         "auto); the plain path is always fp32, the reference path fp16 on CUDA")
     b.add_argument("--compile", action="store_true", help="torch.compile the student and the EMA teacher")
-    b.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
+    b.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
     b.add_argument("--grad-checkpoint", action="store_true", help="activation checkpointing in the encoder")
     b.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
     b.add_argument("--fuse-views", action=argparse.BooleanOptionalAction, default=None,
                    help="LUT: both views in one encoder call (default: on with CUDA, off on a CPU, as in training)")
     paths = b.add_mutually_exclusive_group()
-    paths.add_argument("--plain", action="store_true",
+    paths.add_argument("--plain", dest="path", action="store_const", const="plain", default="optimised",
                        help="time only the plain path (fp32, separate views, explicit attention, per-tensor "
                             "AdamW/EMA): the exactness reference")
-    paths.add_argument("--reference", action="store_true",
+    paths.add_argument("--reference", dest="path", action="store_const", const="reference",
                        help="time only the published code's step with a current timm (fp16 autocast + GradScaler "
                             "on CUDA, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA)")
-    paths.add_argument("--compare-plain", action="store_true",
+    paths.add_argument("--compare-plain", dest="baseline", action="store_const", const="plain", default=None,
                        help="time the plain and the optimised path in one process, steps interleaved, and print "
-                            "both with their ratio (median step each; no peak memory, as both models are resident)")
-    paths.add_argument("--compare-reference", action="store_true",
+                            "both with their ratio (median step each; each path's peak memory is taken while "
+                            "the other model is not resident)")
+    paths.add_argument("--compare-reference", dest="baseline", action="store_const", const="reference",
                        help="as --compare-plain, with the reference path as the baseline: the side-by-side form "
                             "of the speed targets (docs/performance.md)")
-    paths.add_argument("--compare-eager", action="store_true",
+    paths.add_argument("--compare-eager", dest="baseline", action="store_const", const="eager",
                        help="with --compile: the optimised path without compile beside the compiled one (what "
                             "compile and CUDA graphs add)")
     b.add_argument("--profile", default=None, metavar="DIR",
@@ -396,21 +397,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--warmup {args.warmup}: at least one warm-up step is needed")
     if args.img_size % args.patch_size:
         raise UserError(f"--img-size {args.img_size} is not divisible by --patch-size {args.patch_size}")
-    if args.profile and (args.compare_plain or args.compare_reference or args.compare_eager):
+    if args.profile and args.baseline:
         raise UserError("--profile profiles one path: drop --compare-plain/--compare-reference/--compare-eager")
-    if args.compare_eager and not args.compile:
+    if args.baseline == "eager" and not args.compile:
         raise UserError("--compare-eager sets the eager step beside the compiled one: add --compile")
-    if args.compile and (args.plain or args.reference):
+    if args.compile and args.path != "optimised":
         raise UserError("--compile applies to the optimised path; --plain and --reference time the eager "
                         "baselines (use --compare-plain/--compare-reference --compile to set one beside it)")
     known = {f.name for f in fields(BenchSpec)}
-    base = {k: v for k, v in vars(args).items() if k in known}
-    base["path"] = "plain" if args.plain else "reference" if args.reference else "optimised"
-    if args.compare_plain or args.compare_reference or args.compare_eager:
-        baseline = "plain" if args.compare_plain else "reference" if args.compare_reference else "eager"
-        results = bench_pair(BenchSpec(**base), baseline=baseline)
-    else:
-        results = [bench(BenchSpec(**base))]
+    spec = BenchSpec(**{k: v for k, v in vars(args).items() if k in known})
+    results = bench_pair(spec, baseline=args.baseline) if args.baseline else [bench(spec)]
     for r in results:
         print(format_result(r))
     if results[0]["device_type"] == "cpu":

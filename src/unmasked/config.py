@@ -21,6 +21,9 @@ def opt(default, help: str, group: str = "training", choices=None, metavar=None)
     return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar})
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two replay CUDA graphs
+
+
 @dataclass
 class PretrainConfig:
     # -- what to train ----------------------------------------------------------------------
@@ -88,7 +91,7 @@ class PretrainConfig:
     compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance")
     compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "
                             "launch-bound models), 'max-autotune' searches kernels", "performance",
-                            choices=("default", "reduce-overhead", "max-autotune"))
+                            choices=COMPILE_MODES)
     grad_checkpoint: bool = opt(False, "activation checkpointing in the encoder (less memory, more compute)",
                                 "performance")
     save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run", metavar="N")

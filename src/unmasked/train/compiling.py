@@ -11,14 +11,13 @@ from contextlib import contextmanager
 
 import torch
 
+from unmasked.config import COMPILE_MODES
 from unmasked.objectives.base import Objective
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def uses_cuda_graphs(mode: str) -> bool:
     """reduce-overhead and max-autotune replay CUDA graphs (on CUDA devices)."""
-    return mode in ("reduce-overhead", "max-autotune")
+    return mode in COMPILE_MODES and mode != "default"
 
 
 def compile_objective(objective: Objective, student_call, mode: str = "default") -> None:
