@@ -22,7 +22,7 @@ from torch.nn.init import trunc_normal_
 from tqdm.auto import tqdm
 
 from unmasked.data import image_folder
-from unmasked.data.augment import eval_view
+from unmasked.data.augment import default_pad, eval_view
 from unmasked.data.dataset import Split
 from unmasked.errors import UserError
 from unmasked.eval.knn import topk_accuracy
@@ -228,7 +228,7 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
         epochs=30 if small else 100,
         layer_decay=0.65 if loaded.spec.embed_dim == 768 else 0.75,
         crop="pad" if (small or (cfg is not None and cfg.crop == "pad")) else "rrc",
-        pad=cfg.pad if cfg is not None and cfg.pad else max(1, round(loaded.spec.img_size / 8)),
+        pad=cfg.pad if cfg is not None and cfg.pad else default_pad(loaded.spec.img_size),
     )
     warmup_given = overrides.get("warmup_epochs") is not None
     for k, v in overrides.items():
