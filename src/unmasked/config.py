@@ -135,7 +135,8 @@ class PretrainConfig:
     # -- derived values ---------------------------------------------------------------------
     @property
     def crop_pct(self) -> float:
-        """Evaluation centre-crop fraction: 0.875 when training used RandomResizedCrop."""
+        """Training images of a folder are decoded at img_size / crop_pct: 0.875 when training uses
+        RandomResizedCrop. (Evaluation does not depend on it: see eval/view.py.)"""
         return 0.875 if self.crop == "rrc" else 1.0
 
     def peak_lr(self) -> float:

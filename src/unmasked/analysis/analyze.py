@@ -19,7 +19,7 @@ from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
-from unmasked.eval.common import base_size_for
+from unmasked.eval.common import base_size_for, evaluation_view
 from unmasked.eval.features import extract_features
 from unmasked.runs import load_encoder
 from unmasked.train.checkpoint import atomic_write_text
@@ -149,15 +149,15 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
 
     sub, _ = fixed_sample(split, images)
     x = eval_view(_uint8_images(sub, ds.base_size, ds.channels).to(dev), spec.img_size, loaded.mean, loaded.std,
-                  loaded.crop_pct)
+                  evaluation_view(loaded, data).crop_pct)
     stats = attention_statistics(enc, x, batch_size, progress)
     dist, nmi = stats["distance_per_head"], stats["nmi_per_head"]
     uniform = uniform_distance(spec.grid, spec.patch_size)
     last_k = max(1, depth // 4)
 
     spec_sub, _ = fixed_sample(split, spectrum_images, seed=1)
-    feats = extract_features(enc, spec_sub, loaded.mean, loaded.std, loaded.crop_pct, dev, base=ds.base_size,
-                             channels=ds.channels, progress=progress, desc="features (spectrum)")
+    feats = extract_features(enc, spec_sub, loaded.mean, loaded.std, evaluation_view(loaded, data).crop_pct, dev,
+                             base=ds.base_size, channels=ds.channels, progress=progress, desc="features (spectrum)")
     spectra = {k: singular_values(feats[k]).tolist() for k in ("cls", "mean")}
     ranks = {k: rankme(feats[k]) for k in ("cls", "mean")}
 

@@ -92,7 +92,7 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
     from unmasked.data.augment import eval_view
     from unmasked.data.dataset import load_data
     from unmasked.devices import resolve_device
-    from unmasked.eval.common import base_size_for
+    from unmasked.eval.common import base_size_for, evaluation_view
     from unmasked.runs import load_encoder, load_run_objective
 
     dev = resolve_device(device)
@@ -105,7 +105,7 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
         split = ds.heldout if ds.heldout is not None else ds.train
         sub, _ = fixed_sample(split, 1000)
         x = eval_view(_uint8_images(sub, ds.base_size, ds.channels)[:n].to(dev), loaded.spec.img_size,
-                      loaded.mean, loaded.std, loaded.crop_pct)
+                      loaded.mean, loaded.std, evaluation_view(loaded, loaded.data).crop_pct)
         if inputs is None:
             inputs = [to_display(x[b], loaded.mean, loaded.std) for b in range(len(x))]
         with torch.no_grad():

@@ -26,6 +26,7 @@ from unmasked.data.augment import default_pad, eval_view
 from unmasked.data.dataset import Split
 from unmasked.errors import UserError
 from unmasked.eval.knn import topk_accuracy
+from unmasked.eval.view import eval_view_for
 from unmasked.train.schedules import lr_schedule
 
 
@@ -151,6 +152,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)  # timm's Mixup draws its mixing ratios from NumPy
     num_classes = len(ds.classes)
+    eval_crop_pct = eval_view_for(ds.name, loaded.spec.img_size).crop_pct  # the view kNN and linear use
     spec_kwargs = loaded.spec.timm_kwargs()
     model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
     train = ds.train
@@ -206,7 +208,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
         epoch += 1
         last_epoch = step >= stop_at
         if epoch % recipe.eval_every == 0 or last_epoch:
-            acc = evaluate(model, ds.heldout, loaded.mean, loaded.std, loaded.crop_pct, device, eval_batch,
+            acc = evaluate(model, ds.heldout, loaded.mean, loaded.std, eval_crop_pct, device, eval_batch,
                            ds.base_size, ds.channels, num_workers)
             rec = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / max(n, 1)), **acc}
             history.append(rec)
