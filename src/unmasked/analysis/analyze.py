@@ -38,6 +38,18 @@ def fixed_sample(split: Split, n: int, seed: int = 0) -> tuple[torch.Tensor, np.
     return sub, idx
 
 
+def across_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """n positions that take the classes in turn (first image of each class, then the second, ...), so
+    figures show different classes even when a sorted folder puts one class first."""
+    seen: dict[int, int] = {}
+    rank = []  # how many earlier images share the class
+    for c in labels.tolist():
+        rank.append(seen.get(c, 0))
+        seen[c] = rank[-1] + 1
+    order = sorted(range(len(rank)), key=lambda i: (rank[i], i))
+    return torch.tensor(order[:n], dtype=torch.long)
+
+
 def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
     if sub.in_memory:
         return sub.images
@@ -192,7 +204,7 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
                                                     "NMI(query position; key position)",
                                                     f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
     files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
-    maps_x = x[:map_images]
+    maps_x = x[across_classes(sub.labels, map_images)] if sub.labels is not None else x[:map_images]
     files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
     rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)
     if rec:
