@@ -10,6 +10,17 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
+def _pixel_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("unmasked-cache")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(_pixel_cache, monkeypatch):
+    """Raw-pixel results go to a folder of this test session, never to the user's cache."""
+    monkeypatch.setenv("UNMASKED_CACHE", str(_pixel_cache))
+
+
+@pytest.fixture(scope="session")
 def fm_root():
     """Fashion-MNIST IDX files (Debian's dataset-fashion-mnist); CI installs it."""
     try:

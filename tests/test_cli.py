@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -70,7 +71,9 @@ def test_smoke_run_and_knn_through_the_cli(fm_root, tmp_path, capsys):
     assert main(["eval", "knn", str(out), "--no-progress", "--k", "5", "20"]) == 0
     text = capsys.readouterr().out
     assert "kNN on fashion-mnist" in text and "k=20" in text
-    assert (out / "knn.json").is_file()
+    assert "pixels" in text and "native 28 px image" in text  # the raw-pixel reference row and the view
+    result = json.loads((out / "knn.json").read_text())
+    assert result["transform"]["crop_pct"] == 1.0 and abs(result["pixels"]["top1"] - 84.6) < 0.1
 
 
 @pytest.mark.parametrize("cmd", [["bench", "--steps", "1"], ["eval", "knn", "RUN"], ["analyze", "RUN"]])

@@ -27,7 +27,7 @@ def build_objective(cfg: PretrainConfig) -> Objective:
         return MAE(encoder, decoder, cfg.mask_ratio, cfg.norm_pix_loss)
     if cfg.objective == "lut":
         return LUT(encoder, decoder, cfg.mask_ratio, cfg.norm_pix_loss, cfg.lut_weight, cfg.proj_hidden,
-                   fuse_views=True if cfg.fuse_views is None else cfg.fuse_views)
+                   fuse_views=True if cfg.fuse_views is None else cfg.fuse_views, teacher_mode=cfg.teacher_mode)
     raise ValueError(f"unknown objective {cfg.objective!r}")
 
 

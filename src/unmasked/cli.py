@@ -247,7 +247,11 @@ def _print_knn(result: dict) -> None:
     for kind, label in (("cls", "CLS"), ("mean", "mean-pool")):
         row = result["results"][kind]
         print(f"  {label:<9}" + "".join(f"  {row[str(k)]['top1']:6.2f}%" for k in ks))
-    print("  (top-1 accuracy; top-5 and all values in knn.json)")
+    if "pixels" in result:  # the reference: the same kNN on the raw pixels of the same view
+        row = result["pixels"]["results"]
+        print(f"  {'pixels':<9}" + "".join(f"  {row[str(k)]['top1']:6.2f}%" for k in ks))
+    print(f"  (top-1 accuracy on {result.get('transform', {}).get('description', 'the evaluation view')}; "
+          "top-5 and all values in knn.json)")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -289,6 +293,8 @@ def print_summary(s: dict, knn: dict | None = None) -> None:
         rows.append((f"kNN top-1 (k={knn['headline_k']})",
                      f"CLS {knn['top1']['cls']:.2f}%, mean-pooled {knn['top1']['mean']:.2f}% "
                      f"({knn['test_images']:,} {knn['test_split']} images)"))
+        if "pixels" in knn:
+            rows.append(("  raw pixels", f"{knn['pixels']['top1']:.2f}% (same kNN on the pixels, the reference)"))
     rows.append(("run folder", s["run_dir"]))
     for k, v in rows:
         print(f"  {k:<18} {v}")
@@ -328,6 +334,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             res = r["results"][kind]
             top5 = f", top-5 {res['top5']:.2f}%" if "top5" in res else ""
             print(f"  {label:<9}  top-1 {res['top1']:.2f}%{top5}")
+        px = r["pixels"]
+        top5 = f", top-5 {px['top5']:.2f}%" if "top5" in px else ""
+        print(f"  {'pixels':<9}  top-1 {px['top1']:.2f}%{top5}  (the same probe on raw pixels)")
         return 0
     if args.protocol == "finetune":
         from unmasked.eval.finetune import run_finetune

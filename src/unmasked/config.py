@@ -54,6 +54,10 @@ class PretrainConfig:
     lut_weight: float = opt(0.25, "LUT: weight w of the global-context loss", "objective")
     ema_momentum: float = opt(0.996, "LUT: EMA teacher momentum at the start (cosine to 1.0 per step)", "objective")
     proj_hidden: int = opt(4096, "LUT: hidden width of projector and predictor", "objective")
+    teacher_mode: str = opt("eval", "LUT: 'eval' keeps the EMA teacher in eval mode (projector BatchNorm uses "
+                            "EMA-averaged running statistics, no drop path), as the authors' code does; 'train' "
+                            "runs it in train mode (batch statistics, as BYOL; drop path when --drop-path > 0)",
+                            "objective", choices=("eval", "train"))
     fuse_views: bool | None = opt(None, "LUT: run both student views (and both teacher views) in one encoder "
                                   "call (default: on with CUDA or torchrun, where it halves kernel launches and "
                                   "collectives; off for one CPU process, where it measured about 10%% slower)", "performance")
@@ -62,7 +66,8 @@ class PretrainConfig:
                            "'none'; default 'pad' on Fashion-MNIST, else rrc for MAE / pad for LUT", "data",
                            choices=("rrc", "pad", "none"))
     crop_scale_min: float = opt(0.2, "smallest crop area fraction for 'rrc'", "data")
-    pad: int | None = opt(None, "padding in pixels for 'pad' crops (default img_size / 8)", "data")
+    pad: int | None = opt(None, "reflect padding in pixels for 'pad' crops (default 4 at every image size, as "
+                          "LUT's code: RandomCrop(224, padding=4))", "data")
     # -- optimisation -----------------------------------------------------------------------
     epochs: int | None = opt(None, "training epochs (default 40 on Fashion-MNIST, 100 otherwise)")
     warmup_epochs: float | None = opt(None, "linear warm-up epochs (default 5%% of the epochs, at least 1)")
@@ -74,7 +79,10 @@ class PretrainConfig:
     lr_scaling: str = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
                           "sqrt = base_lr * sqrt(batch) / 4 (LUT's code)", choices=("linear", "sqrt"))
     min_lr: float = opt(0.0, "learning rate at the end of the cosine")
-    weight_decay: float = opt(0.05, "AdamW weight decay (none on biases, norms, tokens, positions)")
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on biases and norms; see --decay-tokens)")
+    decay_tokens: bool = opt(True, "weight decay on the CLS and mask tokens too, as the published MAE/LUT code "
+                             "does (timm's add_weight_decay exempts only 1-D tensors); --no-decay-tokens exempts "
+                             "them")
     clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)")
     # -- data handling ----------------------------------------------------------------------
     subset: int | None = opt(None, "use only N training images (a reproducible random subset)", "data", metavar="N")
@@ -115,7 +123,9 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        # a run saved before an option existed resumes with the behaviour it was trained with
+        legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}
+        return cls(**legacy, **{k: v for k, v in d.items() if k in known})
 
     def save(self, path: str | Path) -> None:
         from unmasked.train.checkpoint import atomic_write_text
@@ -125,7 +135,8 @@ class PretrainConfig:
     # -- derived values ---------------------------------------------------------------------
     @property
     def crop_pct(self) -> float:
-        """Evaluation centre-crop fraction: 0.875 when training used RandomResizedCrop."""
+        """Training images of a folder are decoded at img_size / crop_pct: 0.875 when training uses
+        RandomResizedCrop. (Evaluation does not depend on it: see eval/view.py.)"""
         return 0.875 if self.crop == "rrc" else 1.0
 
     def peak_lr(self) -> float:
@@ -135,6 +146,10 @@ class PretrainConfig:
             return self.base_lr * math.sqrt(self.batch_size) / 4
         return self.base_lr * self.batch_size / 256
 
+
+# What runs saved before these options existed did: tokens exempt from weight decay, a train-mode
+# teacher. Their optimiser state has the old parameter groups, so a resume must keep them.
+LEGACY_DEFAULTS = {"decay_tokens": False, "teacher_mode": "train"}
 
 OPTION_FIELDS = [f for f in fields(PretrainConfig) if not f.metadata.get("resolved")]
 DEFAULTS = {f.name: f.default for f in OPTION_FIELDS if f.default is not MISSING}
@@ -157,7 +172,7 @@ def resolve_defaults(cfg: PretrainConfig, fashion: bool) -> PretrainConfig:
     if cfg.crop is None:
         cfg.crop = "pad" if small else ("rrc" if cfg.objective == "mae" else "pad")
     if cfg.pad is None:
-        cfg.pad = max(1, round(cfg.img_size / 8))
+        cfg.pad = 4
     if cfg.warmup_epochs is None:
         cfg.warmup_epochs = float(max(1, round(0.05 * cfg.epochs))) if cfg.epochs >= 2 else 0.0
     if cfg.num_workers is None:

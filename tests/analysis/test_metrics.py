@@ -68,3 +68,11 @@ def test_nmi_exact_values():
     assert math.isclose(float(attention_nmi(perm)), 1.0, abs_tol=1e-9)
     half = 0.5 * torch.eye(196) + 0.5 * uniform(196)
     assert math.isclose(float(attention_nmi(half)), 0.3717, abs_tol=5e-5)
+
+
+def test_figure_examples_take_the_classes_in_turn():
+    from unmasked.analysis.analyze import across_classes
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2])  # a sorted folder
+    assert across_classes(labels, 4).tolist() == [0, 4, 6, 1]
+    assert across_classes(labels, 20).tolist() == [0, 4, 6, 1, 5, 7, 2, 8, 3]

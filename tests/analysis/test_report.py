@@ -28,6 +28,8 @@ def test_analyze_and_compare_two_tiny_runs(fm_root, tmp_path, capsys):
     assert text.count(str(tmp_path)) >= 2  # a table row per run
     assert "fine-tuning not computed" in text and "unmasked eval finetune" in text
     assert (tmp_path / "lut" / "run" / "knn.json").is_file() and (tmp_path / "lut" / "run" / "linear.json").is_file()
+    assert "raw pixels (reference)" in text and "GFLOP/image" in text  # the reference row, training compute
+    assert "runs agree on crop" in text  # both pad-crop on Fashion-MNIST: only the objective differs
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5
 

@@ -75,3 +75,61 @@ def test_mae_loss_and_views():
 def test_lut_constructor_refuses_low_mask_ratio():
     with pytest.raises(ValueError, match=">= 0.5"):
         LUT(*_parts(), mask_ratio=0.4, hidden_dim=64)
+
+
+def test_lut_teacher_stays_in_eval_mode_unless_asked():
+    lut = LUT(*_parts(), hidden_dim=64)
+    lut.train()
+    assert lut.student.training and all(m.training for m in lut.student.modules())
+    assert not any(m.training for m in lut.teacher.modules())
+    byol = LUT(*_parts(), hidden_dim=64, teacher_mode="train").train()
+    assert all(m.training for m in byol.teacher.modules())
+    with pytest.raises(ValueError, match="teacher_mode"):
+        LUT(*_parts(), hidden_dim=64, teacher_mode="frozen")
+
+
+def test_ema_averages_batchnorm_statistics_and_copies_counters():
+    lut = LUT(*_parts(), hidden_dim=64)
+    s_bn, t_bn = lut.student.projector[1], lut.teacher.projector[1]
+    with torch.no_grad():
+        s_bn.running_mean.fill_(1.0)
+        t_bn.running_mean.fill_(3.0)
+        s_bn.running_var.fill_(2.0)
+        t_bn.running_var.fill_(4.0)
+        s_bn.num_batches_tracked.fill_(7)
+    lut.update_teacher(0.9)
+    assert torch.allclose(t_bn.running_mean, torch.full_like(t_bn.running_mean, 2.8))
+    assert torch.allclose(t_bn.running_var, torch.full_like(t_bn.running_var, 3.8))
+    assert t_bn.num_batches_tracked.item() == 7
+    lut.foreach_ema = False  # the per-tensor path averages the same entries
+    lut.update_teacher(0.5)
+    assert torch.allclose(t_bn.running_mean, torch.full_like(t_bn.running_mean, 1.9))
+
+    byol = LUT(*_parts(), hidden_dim=64, teacher_mode="train")
+    with torch.no_grad():
+        byol.student.projector[1].running_mean.fill_(1.0)
+        byol.teacher.projector[1].running_mean.fill_(3.0)
+    byol.update_teacher(0.9)  # a train-mode teacher never uses them: copied
+    assert torch.equal(byol.teacher.projector[1].running_mean, byol.student.projector[1].running_mean)
+
+
+def test_eval_teacher_projection_uses_running_statistics():
+    """With running statistics the teacher's projection of one image does not depend on the batch."""
+    lut = LUT(*_parts(), hidden_dim=64).train()
+    x1, x2 = _views()
+    from unmasked.models.patches import patchify
+
+    p1, p2 = patchify(x1, 4), patchify(x2, 4)
+    t_full, _ = lut.teacher(p1, p2)
+    t_half, _ = lut.teacher(p1[:3], p2[:3])
+    assert torch.allclose(t_full[:3], t_half, atol=1e-5)
+
+
+def test_projector_and_predictor_are_xavier_uniform():
+    lut = LUT(*_parts(), hidden_dim=64)
+    for head in (lut.student.projector, lut.student.predictor):
+        for layer in (head[0], head[3]):
+            fan_out, fan_in = layer.weight.shape
+            bound = (6.0 / (fan_in + fan_out)) ** 0.5
+            assert layer.weight.abs().max() <= bound
+            assert layer.weight.abs().max() > 0.9 * bound  # not torch's narrower Kaiming default

@@ -56,3 +56,19 @@ def test_resume_continues_exactly(fm_root, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
     steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "run" / "metrics.jsonl")]
     assert steps == sorted(set(steps))  # no duplicated log lines after the resume
+
+
+def test_lut_teacher_stays_in_eval_mode_through_fit(fm_root, tmp_path):
+    from unmasked.train.loop import Pretrainer
+
+    trainer = Pretrainer(tiny_config(tmp_path, objective="lut", steps=2, drop_path=0.1), progress=False)
+    modes = []
+    trainer.objective.teacher.projector.register_forward_pre_hook(
+        lambda m, _: modes.append((m.training, trainer.objective.teacher.encoder.training)))
+    before = trainer.objective.teacher.projector[1].running_mean.clone()
+    trainer.fit()
+    assert modes and not any(a or b for a, b in modes)
+    after = trainer.objective.teacher.projector[1].running_mean
+    student = trainer.objective.student.projector[1].running_mean
+    assert not torch.equal(after, before)  # averaged towards the student's statistics ...
+    assert not torch.equal(after, student)  # ... not copied from them

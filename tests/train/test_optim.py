@@ -5,11 +5,27 @@ from unmasked.objectives import LUT
 from unmasked.train.optim import param_groups
 
 
-def test_no_weight_decay_on_biases_norms_tokens_positions():
+def _lut():
     enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=1, num_heads=2))
     dec = MAEDecoder(7, 32, 32, 1, 2, 16)
-    lut = LUT(enc, dec, hidden_dim=64)
+    return LUT(enc, dec, hidden_dim=64)
+
+
+def test_tokens_decayed_by_default_as_the_published_code():
+    """timm's add_weight_decay (used by MAE and LUT) exempts only 1-D tensors: the tokens are decayed."""
+    lut = _lut()
     decay, no_decay = param_groups(lut.student, 0.05)
+    names = {id(p): n for n, p in lut.student.named_parameters()}
+    d = {names[id(p)] for p in decay["params"]}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    assert "encoder.cls_token" in d and "decoder.mask_token" in d
+    assert all(lut.student.get_parameter(n).ndim <= 1 for n in nd)
+    assert "encoder.pos_embed" not in nd | d
+
+
+def test_no_weight_decay_on_biases_norms_tokens_positions():
+    lut = _lut()
+    decay, no_decay = param_groups(lut.student, 0.05, decay_tokens=False)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in lut.student.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}

@@ -19,7 +19,7 @@ from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
-from unmasked.eval.common import base_size_for
+from unmasked.eval.common import base_size_for, evaluation_view
 from unmasked.eval.features import extract_features
 from unmasked.runs import load_encoder
 from unmasked.train.checkpoint import atomic_write_text
@@ -36,6 +36,18 @@ def fixed_sample(split: Split, n: int, seed: int = 0) -> tuple[torch.Tensor, np.
     idx = np.sort(np.random.default_rng(seed).permutation(len(split))[: min(n, len(split))])
     sub = split.subset(idx)
     return sub, idx
+
+
+def across_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """n positions that take the classes in turn (first image of each class, then the second, ...), so
+    figures show different classes even when a sorted folder puts one class first."""
+    seen: dict[int, int] = {}
+    rank = []  # how many earlier images share the class
+    for c in labels.tolist():
+        rank.append(seen.get(c, 0))
+        seen[c] = rank[-1] + 1
+    order = sorted(range(len(rank)), key=lambda i: (rank[i], i))
+    return torch.tensor(order[:n], dtype=torch.long)
 
 
 def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
@@ -149,15 +161,15 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
 
     sub, _ = fixed_sample(split, images)
     x = eval_view(_uint8_images(sub, ds.base_size, ds.channels).to(dev), spec.img_size, loaded.mean, loaded.std,
-                  loaded.crop_pct)
+                  evaluation_view(loaded, data).crop_pct)
     stats = attention_statistics(enc, x, batch_size, progress)
     dist, nmi = stats["distance_per_head"], stats["nmi_per_head"]
     uniform = uniform_distance(spec.grid, spec.patch_size)
     last_k = max(1, depth // 4)
 
     spec_sub, _ = fixed_sample(split, spectrum_images, seed=1)
-    feats = extract_features(enc, spec_sub, loaded.mean, loaded.std, loaded.crop_pct, dev, base=ds.base_size,
-                             channels=ds.channels, progress=progress, desc="features (spectrum)")
+    feats = extract_features(enc, spec_sub, loaded.mean, loaded.std, evaluation_view(loaded, data).crop_pct, dev,
+                             base=ds.base_size, channels=ds.channels, progress=progress, desc="features (spectrum)")
     spectra = {k: singular_values(feats[k]).tolist() for k in ("cls", "mean")}
     ranks = {k: rankme(feats[k]) for k in ("cls", "mean")}
 
@@ -192,7 +204,7 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
                                                     "NMI(query position; key position)",
                                                     f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
     files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
-    maps_x = x[:map_images]
+    maps_x = x[across_classes(sub.labels, map_images)] if sub.labels is not None else x[:map_images]
     files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
     rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)
     if rec:

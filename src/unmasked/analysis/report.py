@@ -17,6 +17,8 @@ import torch
 
 from unmasked.analysis import plots
 from unmasked.analysis.analyze import ANALYSIS_DIR, analyze, fixed_sample
+from unmasked.analysis.compute import training_compute
+from unmasked.analysis.differences import config_differences
 from unmasked.errors import UserError
 from unmasked.train.checkpoint import atomic_write_text
 
@@ -60,11 +62,36 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     elif ana is None:
         notes.append(f"{label}: analyses not computed — `unmasked analyze {run}`")
     entry["analysis"] = ana
+    try:
+        entry["compute"] = training_compute(run)
+    except Exception as e:  # noqa: BLE001 - a run whose step cannot be rebuilt still gets its other columns
+        entry["compute"] = None
+        notes.append(f"{label}: training compute not counted ({e})")
     return entry
 
 
+def _compute_cell(c: dict | None) -> str:
+    if not c:
+        return "—"
+    return (f"{c['train_flops'] / 1e15:.3g} PFLOP ({c['flops_per_image'] / 1e9:.3g} GFLOP/image x "
+            f"{c['images_seen']:,}), {c['time_s'] / 60:.1f} min")
+
+
+def pixel_row(entries: list[dict], width: int) -> list[str] | None:
+    """The raw-pixel reference of the first run's data, in the kNN and linear columns."""
+    for e in entries:
+        knn, lin = e["knn"] or {}, e["linear"] or {}
+        if "pixels" in knn or "pixels" in lin:
+            row = ["raw pixels (reference)", "—", "—", (knn or lin).get("data", "?")] + ["—"] * (width - 4)
+            row[7] = f"{knn['pixels']['top1']:.2f} %" if "pixels" in knn else "—"
+            row[8] = f"{lin['pixels']['top1']:.2f} %" if "pixels" in lin else "—"
+            return row
+    return None
+
+
 def table(entries: list[dict]) -> list[list[str]]:
-    head = ["run", "objective", "model", "data", "images seen", "pretrain time", "kNN k=20 CLS / mean",
+    head = ["run", "objective", "model", "data", "images seen", "pretrain time", "training compute",
+            "kNN k=20 CLS / mean",
             "linear CLS / mean", "fine-tune best / last", "attn. distance, last layers", "RankMe CLS / mean"]
     rows = [head]
     for e in entries:
@@ -74,6 +101,7 @@ def table(entries: list[dict]) -> list[list[str]]:
             str(e["run"]), c["objective"], s.get("model", c.get("model", "?")), s.get("data", c["data"]),
             f"{s['images_seen']:,}" if s else "—",
             f"{s['time_s'] / 60:.1f} min on {s['device']}" if s else "—",
+            _compute_cell(e.get("compute")),
             f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %" if knn else "—",
             f"{_fmt(lin['top1']['cls'])} / {_fmt(lin['top1']['mean'])} %" if lin else "—",
             f"{_fmt(ft['top1']['best'])} / {_fmt(ft['top1']['last'])} % ({ft['recipe']['epochs']} ep.)" if ft else "—",
@@ -81,18 +109,36 @@ def table(entries: list[dict]) -> list[list[str]]:
              if ana else "—"),
             f"{ana['spectrum']['rankme']['cls']:.1f} / {ana['spectrum']['rankme']['mean']:.1f}" if ana else "—",
         ])
+    pixels = pixel_row(entries, len(head))
+    if pixels:
+        rows.append(pixels)
     return rows
+
+
+def differences_section(entries: list[dict]) -> list[str]:
+    """Markdown: the settings besides the objective on which the runs differ, with a warning."""
+    diffs = config_differences([e["config"] for e in entries])
+    if not diffs:
+        return ["Besides the objective, the runs agree on crop, pad, lr rule and peak lr, epochs, batch, mask "
+                "ratio, precision, data, subset and seed.", ""]
+    md = ["## What differs besides the objective", "",
+          f"**Warning:** these runs differ in more than the objective ({', '.join(d for d, _ in diffs)}); "
+          "a gap between them is not the objective's alone. Equal training compute is in the table above.", "",
+          "| setting | " + " | ".join(e["label"] for e in entries) + " |", "|" + "---|" * (len(entries) + 1)]
+    md += ["| " + label + " | " + " | ".join("—" if v is None else str(v) for v in values) + " |"
+           for label, values in diffs]
+    return md + [""]
 
 
 def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> list[str]:
     """Last-block CLS attention (mean over heads) and reconstructions of the same images, run by run."""
-    from unmasked.analysis.analyze import _uint8_images, _upsample
+    from unmasked.analysis.analyze import _uint8_images, _upsample, across_classes
     from unmasked.analysis.attention import attention_weights
     from unmasked.analysis.reconstruct import reconstructions, to_display
     from unmasked.data.augment import eval_view
     from unmasked.data.dataset import load_data
     from unmasked.devices import resolve_device
-    from unmasked.eval.common import base_size_for
+    from unmasked.eval.common import base_size_for, evaluation_view
     from unmasked.runs import load_encoder, load_run_objective
 
     dev = resolve_device(device)
@@ -104,8 +150,9 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
                        progress=False)
         split = ds.heldout if ds.heldout is not None else ds.train
         sub, _ = fixed_sample(split, 1000)
-        x = eval_view(_uint8_images(sub, ds.base_size, ds.channels)[:n].to(dev), loaded.spec.img_size,
-                      loaded.mean, loaded.std, loaded.crop_pct)
+        pick = across_classes(sub.labels, n) if sub.labels is not None else torch.arange(min(n, len(sub)))
+        x = eval_view(_uint8_images(sub, ds.base_size, ds.channels)[pick].to(dev), loaded.spec.img_size,
+                      loaded.mean, loaded.std, evaluation_view(loaded, loaded.data).crop_pct)
         if inputs is None:
             inputs = [to_display(x[b], loaded.mean, loaded.std) for b in range(len(x))]
         with torch.no_grad():
@@ -167,8 +214,12 @@ def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto
           "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     md += ["", "kNN: weighted 20-NN on L2-normalised features (T = 0.07). Linear: BatchNorm + Linear on frozen "
-               "features (optimiser and recipe in each run's linear.json). Attention distance: mean over the last "
-               "quarter of the layers, in pixels of the model input.", ""]
+               "features (optimiser and recipe in each run's linear.json). Both on one evaluation view per dataset, "
+               "whatever the training crop; 'raw pixels' is the same protocol on that view's pixels. Training "
+               "compute: FLOPs per training image (counted as `unmasked bench` counts them) x images seen, and "
+               "wall time. Attention distance: mean over the last quarter of the layers, in pixels of the model "
+               "input.", ""]
+    md += differences_section(entries)
     if notes:
         md += ["## Not computed", ""] + [f"- {n}" for n in notes] + [""]
     for title, name in figures:
@@ -193,6 +244,14 @@ def _html(rows, notes, figures, out_dir: Path, entries) -> str:
     for r in rows[1:]:
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
     parts.append("</table>")
+    diffs = config_differences([e["config"] for e in entries])
+    if diffs:
+        parts.append("<h2>What differs besides the objective</h2><p><strong>Warning:</strong> these runs differ "
+                     f"in more than the objective ({esc(', '.join(d for d, _ in diffs))}).</p><table>")
+        parts.append("<tr><th>setting</th>" + "".join(f"<th>{esc(e['label'])}</th>" for e in entries) + "</tr>")
+        for label, values in diffs:
+            parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{esc(str(v))}</td>" for v in values) + "</tr>")
+        parts.append("</table>")
     if notes:
         parts.append("<h2>Not computed</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     for title, name in figures:

@@ -48,8 +48,8 @@ class AugmentSpec:
 
 
 def default_pad(img_size: int) -> int:
-    """LUT's 4 px of padding at 32 px, scaled with the image size."""
-    return max(1, round(img_size / 8))
+    """4 px at every size: LUT's code pads by 4 (`RandomCrop(224, padding=4, padding_mode='reflect')`)."""
+    return 4
 
 
 def default_blur_sigma(img_size: int) -> tuple[float, float]:

@@ -8,15 +8,21 @@ from pathlib import Path
 
 import torch
 
-from unmasked.data.dataset import ImageData, is_fashion_mnist, load_data
+from unmasked.data.dataset import ImageData, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.features import extract_features
+from unmasked.eval.view import EvalView, eval_view_for
 from unmasked.runs import LoadedEncoder
 
 
+def evaluation_view(loaded: LoadedEncoder, data: str) -> EvalView:
+    """One view per dataset, not per training crop (see eval/view.py)."""
+    return eval_view_for(data, loaded.spec.img_size)
+
+
 def base_size_for(loaded: LoadedEncoder, data: str) -> int:
-    return 28 if is_fashion_mnist(data) else round(loaded.spec.img_size / loaded.crop_pct)
+    return evaluation_view(loaded, data).base_size
 
 
 def labeled_data(loaded: LoadedEncoder, data: str | None, what: str, num_workers: int = 0,
@@ -36,7 +42,7 @@ def _cache_key(loaded: LoadedEncoder, data: ImageData, split: str, n: int) -> st
     src = loaded.source
     stat = src.stat()
     blob = json.dumps([str(src.resolve()), stat.st_mtime_ns, stat.st_size, data.name, split, n,
-                       loaded.spec.img_size, loaded.crop_pct])
+                       loaded.spec.img_size, evaluation_view(loaded, data.name).crop_pct])
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -51,7 +57,8 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
             return torch.load(cache_file, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed
             pass
-    feats = extract_features(loaded.encoder, part, loaded.mean, loaded.std, loaded.crop_pct, device,
+    crop_pct = evaluation_view(loaded, data.name).crop_pct
+    feats = extract_features(loaded.encoder, part, loaded.mean, loaded.std, crop_pct, device,
                              batch_size=batch_size, base=data.base_size, channels=data.channels,
                              num_workers=num_workers, progress=progress, desc=f"features ({split})")
     feats["labels"] = part.labels[feats["index"]].clone()
@@ -87,8 +94,10 @@ def frozen_features(path, data: str | None, device: str, batch_size: int, num_wo
 
 
 def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
-    """The fields every result file carries: which data, which splits and sizes, which encoder."""
+    """The fields every result file carries: which data, which splits and sizes, which encoder, and the
+    evaluation view the features were computed on."""
     return {
+        "transform": evaluation_view(loaded, ds.name).describe(),
         "data": ds.name,
         "train_split": "train",
         "test_split": ds.heldout_name,

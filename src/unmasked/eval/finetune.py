@@ -22,10 +22,11 @@ from torch.nn.init import trunc_normal_
 from tqdm.auto import tqdm
 
 from unmasked.data import image_folder
-from unmasked.data.augment import eval_view
+from unmasked.data.augment import default_pad, eval_view
 from unmasked.data.dataset import Split
 from unmasked.errors import UserError
 from unmasked.eval.knn import topk_accuracy
+from unmasked.eval.view import eval_view_for
 from unmasked.train.schedules import lr_schedule
 
 
@@ -151,6 +152,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)  # timm's Mixup draws its mixing ratios from NumPy
     num_classes = len(ds.classes)
+    eval_crop_pct = eval_view_for(ds.name, loaded.spec.img_size).crop_pct  # the view kNN and linear use
     spec_kwargs = loaded.spec.timm_kwargs()
     model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
     train = ds.train
@@ -206,7 +208,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
         epoch += 1
         last_epoch = step >= stop_at
         if epoch % recipe.eval_every == 0 or last_epoch:
-            acc = evaluate(model, ds.heldout, loaded.mean, loaded.std, loaded.crop_pct, device, eval_batch,
+            acc = evaluate(model, ds.heldout, loaded.mean, loaded.std, eval_crop_pct, device, eval_batch,
                            ds.base_size, ds.channels, num_workers)
             rec = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / max(n, 1)), **acc}
             history.append(rec)
@@ -228,7 +230,7 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
         epochs=30 if small else 100,
         layer_decay=0.65 if loaded.spec.embed_dim == 768 else 0.75,
         crop="pad" if (small or (cfg is not None and cfg.crop == "pad")) else "rrc",
-        pad=cfg.pad if cfg is not None and cfg.pad else max(1, round(loaded.spec.img_size / 8)),
+        pad=cfg.pad if cfg is not None and cfg.pad else default_pad(loaded.spec.img_size),
     )
     warmup_given = overrides.get("warmup_epochs") is not None
     for k, v in overrides.items():

@@ -59,10 +59,12 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
 
 def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int = 256, ks=KS,
             temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True) -> dict:
-    """kNN of a run's encoder on the held-out split; writes <run>/knn.json and returns it."""
+    """kNN of a run's encoder on the held-out split, beside the same kNN on raw pixels; writes
+    <run>/knn.json and returns it."""
     import time
 
-    from unmasked.eval.common import frozen_features, provenance, write_result
+    from unmasked.eval.common import evaluation_view, frozen_features, provenance, write_result
+    from unmasked.eval.pixels import pixel_knn
 
     t0 = time.perf_counter()
     loaded, ds, _, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress, "kNN evaluation")
@@ -72,6 +74,8 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
         acc = knn_accuracy(tr[kind], tr["labels"], te[kind], te["labels"], len(ds.classes), ks, temperature)
         results[kind] = {str(k): v for k, v in acc.items()}
     head_k = 20 if 20 in ks else ks[0]
+    pixels = pixel_knn(ds, evaluation_view(loaded, ds.name), ks, temperature)
+    pixels["top1"] = pixels["results"][str(head_k)]["top1"]
     result = {
         "protocol": "knn",
         "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",
@@ -80,6 +84,7 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
         "headline_k": head_k,
         "top1": {kind: results[kind][str(head_k)]["top1"] for kind in results},
         "results": results,
+        "pixels": pixels,
         **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }

@@ -129,7 +129,8 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
     """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
     from safetensors.torch import save_file
 
-    from unmasked.eval.common import frozen_features, provenance, write_result
+    from unmasked.eval.common import evaluation_view, frozen_features, provenance, write_result
+    from unmasked.eval.pixels import pixel_linear
     from unmasked.train.checkpoint import atomic_write
 
     t0 = time.perf_counter()
@@ -145,6 +146,9 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         results[kind]["final_train_loss"] = info.pop("final_train_loss")
         folded = fold_batchnorm(head.cpu())
         heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
+    recipe = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, batch_size=probe_batch, seed=seed,
+                  optimizer=optimizer)
+    pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), recipe, dev)
     atomic_write(loaded.run_dir / "linear_heads.safetensors",
                  lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
     result = {
@@ -153,6 +157,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         "recipe": info,
         "top1": {k: v["top1"] for k, v in results.items()},
         "results": results,
+        "pixels": pixels,
         **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }

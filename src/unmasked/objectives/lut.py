@@ -3,6 +3,10 @@
 Two views with disjoint visible sets; the decoder reconstructs view 1; the mean-pooled visible
 tokens of each view, through projector + predictor, are pulled (2 - 2 cos) towards the EMA
 teacher's projection of the *other* full view.
+
+The teacher stays in eval mode by default, as the authors' `deepcopy(model).eval()`: its
+projector BatchNorm normalises with running statistics, which the EMA update averages like the
+weights, and it drops no paths. teacher_mode="train" gives the batch-statistics teacher (BYOL).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from unmasked.objectives.base import Objective
 from unmasked.objectives.losses import cross_view_loss, masked_mse, reconstruction_target
 from unmasked.objectives.masking import check_lut_mask_ratio, lut_masks
 from unmasked.rng import BatchRandom
+
+TEACHER_MODES = ("eval", "train")
 
 
 def mean_patch_tokens(tokens: torch.Tensor) -> torch.Tensor:
@@ -70,7 +76,7 @@ class LUTTeacher(nn.Module):
         return self.projector(mean_patch_tokens(tok1)), self.projector(mean_patch_tokens(tok2))
 
     def pairs(self, student: LUTStudent):
-        """(teacher, student) parameter lists and buffer lists, matched by name."""
+        """(teacher, student) parameter lists and buffer lists, in the same module order."""
         mods = (("encoder", self.encoder, student.encoder), ("projector", self.projector, student.projector))
         tp, sp, tb, sb = [], [], [], []
         for _, t, s in mods:
@@ -93,11 +99,17 @@ class LUT(Objective):
         weight: float = 0.25,
         hidden_dim: int = 4096,
         fuse_views: bool = True,
+        teacher_mode: str = "eval",
     ):
         super().__init__()
         check_lut_mask_ratio(mask_ratio)
+        if teacher_mode not in TEACHER_MODES:
+            raise ValueError(f"teacher_mode {teacher_mode!r}: expected one of {TEACHER_MODES}")
+        self.teacher_mode = teacher_mode
         self.student = LUTStudent(encoder, decoder, hidden_dim)
         self.teacher = LUTTeacher(self.student)
+        if teacher_mode == "eval":
+            self.teacher.eval()
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.weight = weight
@@ -120,19 +132,33 @@ class LUT(Objective):
         loss = loss_mae + self.weight * loss_lut
         return loss, {"loss_mae": loss_mae.detach(), "loss_lut": loss_lut.detach()}
 
+    def train(self, mode: bool = True):
+        """The student follows `mode`; an eval-mode teacher never leaves eval mode."""
+        super().train(mode)
+        if self.teacher_mode == "eval":
+            self.teacher.eval()
+        return self
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """teacher = m * teacher + (1 - m) * student (parameters); buffers copied."""
+        """teacher = m * teacher + (1 - m) * student, for parameters and, with an eval-mode teacher,
+        for the floating-point buffers (BatchNorm running statistics) too, as the authors' EMA
+        averages every state entry. Integer buffers (batch counters) and, for a train-mode
+        teacher, whose running statistics are never used, all buffers are copied."""
         if self._ema_lists is None:
             self._ema_lists = self.teacher.pairs(self.student)
         tp, sp, tb, sb = self._ema_lists
+        if self.teacher_mode == "eval":
+            averaged = [(t, s) for t, s in zip(tb, sb) if t.is_floating_point()]
+            tp, sp = tp + [t for t, _ in averaged], sp + [s for _, s in averaged]
         if self.foreach_ema:  # a few multi-tensor kernels instead of one per parameter
             torch._foreach_lerp_(tp, sp, 1.0 - momentum)
         else:
             for t, s in zip(tp, sp):
                 t.lerp_(s, 1.0 - momentum)
         for t, s in zip(tb, sb):
-            t.copy_(s)
+            if self.teacher_mode == "train" or not t.is_floating_point():
+                t.copy_(s)
 
     def _apply(self, fn, *args, **kwargs):
         self._ema_lists = None  # parameters may be replaced by .to()/.cuda()

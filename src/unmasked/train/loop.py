@@ -179,7 +179,8 @@ class Pretrainer:
         self.objective = build_objective(cfg).to(self.device)
         if cfg.grad_checkpoint:
             self.objective.encoder.set_grad_checkpointing(True)
-        self.optimizer = build_optimizer(self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device)
+        self.optimizer = build_optimizer(self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device,
+                                         cfg.decay_tokens)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.lrs = lr_schedule(cfg.peak_lr(), self.total_steps, round(cfg.warmup_epochs * self.steps_per_epoch),

@@ -3,16 +3,19 @@
 import torch
 import torch.nn as nn
 
-NO_DECAY_KEYWORDS = ("token", "pos_embed")
+TOKEN_KEYWORDS = ("token", "pos_embed")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: none on biases, norms (1-D), tokens and position embeddings."""
+def param_groups(model: nn.Module, weight_decay: float, decay_tokens: bool = True) -> list[dict]:
+    """No weight decay on 1-D tensors (biases, norms). The CLS and mask tokens are decayed by default:
+    the published MAE and LUT code uses timm's `add_weight_decay`, which exempts only 1-D tensors
+    and biases, so their (1, 1, D) tokens are decayed. decay_tokens=False exempts them too (a common
+    variant; the fixed sin-cos positions are never trained either way)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or any(k in name for k in NO_DECAY_KEYWORDS):
+        if p.ndim <= 1 or (not decay_tokens and any(k in name for k in TOKEN_KEYWORDS)):
             no_decay.append(p)
         else:
             decay.append(p)
@@ -26,8 +29,10 @@ def _implementation(device: torch.device) -> dict:
     return {"fused": True, "foreach": None} if device.type == "cuda" else {"fused": None, "foreach": True}
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device):
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95), **_implementation(device))
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    decay_tokens: bool = True):
+    return torch.optim.AdamW(param_groups(model, weight_decay, decay_tokens), lr=lr, betas=(0.9, 0.95),
+                             **_implementation(device))
 
 
 def match_device(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

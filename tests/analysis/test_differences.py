@@ -1,0 +1,29 @@
+from unmasked.analysis.differences import config_differences
+from unmasked.analysis.report import differences_section
+from unmasked.config import PretrainConfig, resolve_defaults
+
+
+def _cfg(**kw):
+    return resolve_defaults(PretrainConfig(**kw), fashion=False).to_dict()
+
+
+def test_only_settings_beside_the_objective_are_listed():
+    mae, lut = _cfg(objective="mae", data="imgs"), _cfg(objective="lut", data="imgs")
+    diffs = dict(config_differences([mae, lut]))
+    assert diffs["crop"] == ["rrc", "pad"]  # the objectives' default crops differ on image folders
+    assert "objective" not in diffs and "epochs" not in diffs and "seed" not in diffs
+    same = dict(config_differences([_cfg(objective="mae", data="imgs", crop="pad"),
+                                    _cfg(objective="lut", data="imgs", crop="pad")]))
+    assert same == {}
+    lr = dict(config_differences([_cfg(objective="lut", data="imgs"),
+                                  _cfg(objective="lut", data="imgs", lr_scaling="sqrt", seed=1)]))
+    assert lr["lr rule"] == ["linear", "sqrt"] and lr["seed"] == [0, 1] and len(set(lr["peak lr"])) == 2
+
+
+def test_report_warns_when_more_than_the_objective_differs():
+    entries = [{"label": "MAE (a)", "config": _cfg(objective="mae", data="imgs")},
+               {"label": "LUT (b)", "config": _cfg(objective="lut", data="imgs", epochs=50)}]
+    md = "\n".join(differences_section(entries))
+    assert "**Warning:**" in md and "| crop | rrc | pad |" in md and "| epochs | 100 | 50 |" in md
+    entries[1]["config"] = _cfg(objective="lut", data="imgs", crop="rrc")
+    assert "Warning" not in "\n".join(differences_section(entries))
