@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrains a small ViT with LUT on Fashion-MNIST and evaluates it with kNN. "
                                    "On a CPU it fits in about 10 minutes on 2 cores; on a GPU it trains a "
                                    "larger model for longer.")
-    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); replaced if it exists")
+    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, nothing else")
     d.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
