@@ -250,6 +250,13 @@ def _print_knn(result: dict) -> None:
     print("  (top-1 accuracy; top-5 and all values in knn.json)")
 
 
+def _unsaved(result: dict) -> int:
+    """After the numbers are printed: say which files could not be stored (exit 1), else exit 0."""
+    for problem in result.get("not_saved", []):
+        print(f"unmasked: warning: {problem}; the result above is printed but not stored", file=sys.stderr)
+    return 1 if result.get("not_saved") else 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from unmasked.train.loop import pretrain
 
@@ -307,7 +314,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = run_knn(args.run, data=args.data, device=args.device, batch_size=args.batch_size, ks=args.k,
                          temperature=args.temperature, num_workers=args.num_workers, progress=not args.no_progress)
         _print_knn(result)
-        return 0
+        return _unsaved(result)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be a positive integer")
     if args.protocol == "linear":
@@ -328,7 +335,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             res = r["results"][kind]
             top5 = f", top-5 {res['top5']:.2f}%" if "top5" in res else ""
             print(f"  {label:<9}  top-1 {res['top1']:.2f}%{top5}")
-        return 0
+        return _unsaved(r)
     if args.protocol == "finetune":
         from unmasked.eval.finetune import run_finetune
 
@@ -347,7 +354,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"fine-tuning on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}, "
               f"{r['steps']} steps): best top-1 {r['top1']['best']:.2f}% (epoch {r['best']['epoch']}), "
               f"last {r['top1']['last']:.2f}%")
-        return 0
+        return _unsaved(r)
     raise UserError("eval needs a protocol: unmasked eval {knn,linear,finetune} RUN")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import torch
 
@@ -55,22 +54,18 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
                              batch_size=batch_size, base=data.base_size, channels=data.channels,
                              num_workers=num_workers, progress=progress, desc=f"features ({split})")
     feats["labels"] = part.labels[feats["index"]].clone()
-    if cache:
-        from unmasked.train.checkpoint import atomic_write
+    if cache:  # an optimisation: a read-only run folder still evaluates
+        from unmasked.eval.run_files import save_in_run
 
-        try:
-            atomic_write(cache_file, lambda tmp: torch.save(feats, tmp))
-        except OSError:
-            pass  # caching is an optimisation; a read-only run folder still evaluates
+        save_in_run(cache_file.parent, cache_file.name, lambda tmp: torch.save(feats, tmp))
     return feats
 
 
-def write_result(loaded: LoadedEncoder, name: str, result: dict) -> Path:
-    from unmasked.train.checkpoint import atomic_write_text
+def write_result(loaded: LoadedEncoder, name: str, result: dict) -> dict:
+    """<run>/name; a failed write is noted in result["not_saved"] instead of losing the numbers."""
+    from unmasked.eval.run_files import save_result
 
-    path = loaded.run_dir / name
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    return path
+    return save_result(loaded.run_dir, name, result)
 
 
 def frozen_features(path, data: str | None, device: str, batch_size: int, num_workers: int, progress: bool,

@@ -130,7 +130,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
     from safetensors.torch import save_file
 
     from unmasked.eval.common import frozen_features, provenance, write_result
-    from unmasked.train.checkpoint import atomic_write
+    from unmasked.eval.run_files import save_in_run
 
     t0 = time.perf_counter()
     loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
@@ -145,8 +145,8 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         results[kind]["final_train_loss"] = info.pop("final_train_loss")
         folded = fold_batchnorm(head.cpu())
         heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
-    atomic_write(loaded.run_dir / "linear_heads.safetensors",
-                 lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
+    heads_problem = save_in_run(loaded.run_dir, "linear_heads.safetensors",
+                                lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
     result = {
         "protocol": "linear",
         "description": f"frozen features, BatchNorm1d(affine=False) + Linear, {info['optimizer']}, warm-up + cosine",
@@ -156,5 +156,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }
+    if heads_problem:
+        result["not_saved"] = [heads_problem]
     write_result(loaded, "linear.json", result)
     return result
