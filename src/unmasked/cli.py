@@ -243,11 +243,15 @@ def _print_knn(result: dict) -> None:
     print(f"kNN on {result['data']} ({result['train_images']:,} train -> {result['test_images']:,} "
           f"{result['test_split']} images, T = {result['temperature']})")
     ks = result["ks"]
-    print("  feature  " + "".join(f"  k={k:<6}" for k in ks))
+    used = result.get("k_used", {})
+    labels = [f"k={k}" if used.get(str(k), k) == k else f"k={used[str(k)]}" for k in ks]
+    print("  feature  " + "".join(f"  {lab:<8}" for lab in labels))
     for kind, label in (("cls", "CLS"), ("mean", "mean-pool")):
         row = result["results"][kind]
         print(f"  {label:<9}" + "".join(f"  {row[str(k)]['top1']:6.2f}%" for k in ks))
-    print("  (top-1 accuracy; top-5 and all values in knn.json)")
+    if any(used.get(str(k), k) != k for k in ks):
+        print(f"  (k above the {result['train_images']:,} training images uses all of them; the k used is shown)")
+    print(f"  (top-1 accuracy; top-5 and all values in {result.get('file', 'knn.json')})")
 
 
 def _unsaved(result: dict) -> int:

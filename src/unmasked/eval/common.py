@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+from pathlib import Path
 
 import torch
 
 from unmasked.data.dataset import ImageData, is_fashion_mnist, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
+from unmasked.eval.cache_key import feature_cache_key
 from unmasked.eval.features import extract_features
 from unmasked.runs import LoadedEncoder
 
@@ -31,12 +31,10 @@ def labeled_data(loaded: LoadedEncoder, data: str | None, what: str, num_workers
     return ds
 
 
-def _cache_key(loaded: LoadedEncoder, data: ImageData, split: str, n: int) -> str:
-    src = loaded.source
-    stat = src.stat()
-    blob = json.dumps([str(src.resolve()), stat.st_mtime_ns, stat.st_size, data.name, split, n,
-                       loaded.spec.img_size, loaded.crop_pct])
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+def eval_transform(loaded: LoadedEncoder, data: ImageData) -> dict:
+    """What turns a stored image into encoder input at evaluation: part of cache keys and results."""
+    return {"base_size": data.base_size, "channels": data.channels, "img_size": loaded.spec.img_size,
+            "crop_pct": loaded.crop_pct, "mean": list(loaded.mean), "std": list(loaded.std)}
 
 
 def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: torch.device,
@@ -44,7 +42,8 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
                    cache: bool = True) -> dict[str, torch.Tensor]:
     """Features of data.train / data.heldout, cached in <run>/features/ keyed by weights and data."""
     part = data.train if split == "train" else data.heldout
-    cache_file = loaded.run_dir / "features" / f"{split}-{_cache_key(loaded, data, split, len(part))}.pt"
+    key = feature_cache_key(split, part, loaded.encoder, eval_transform(loaded, data))
+    cache_file = loaded.run_dir / "features" / f"{split}-{key}.pt"
     if cache and cache_file.is_file():
         try:
             return torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -81,6 +80,23 @@ def frozen_features(path, data: str | None, device: str, batch_size: int, num_wo
     return loaded, ds, dev, tr, te
 
 
+def is_own_data(loaded: LoadedEncoder, ds: ImageData) -> bool:
+    """Whether an evaluation ran on the data the encoder was pretrained on (the default protocol)."""
+    if is_fashion_mnist(ds.name) or is_fashion_mnist(loaded.data):
+        return is_fashion_mnist(ds.name) and is_fashion_mnist(loaded.data)
+    return Path(ds.name).resolve() == Path(loaded.data).resolve()
+
+
+def variant_name(stem: str, parts: list[str], loaded: LoadedEncoder, ds: ImageData, ext: str = ".json") -> str:
+    """knn.json for the default protocol; knn-k1-T0.5-on-<data>.json for a variant, so that a
+    variant never replaces the default result that `compare` reads."""
+    import re
+
+    if not is_own_data(loaded, ds):
+        parts = [*parts, "on-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(ds.name).name)]
+    return stem + "".join(f"-{p}" for p in parts) + ext
+
+
 def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
     """The fields every result file carries: which data, which splits and sizes, which encoder."""
     return {
@@ -92,4 +108,5 @@ def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
         "num_classes": len(ds.classes),
         "encoder": str(loaded.source),
         "objective": loaded.objective,
+        "transform": eval_transform(loaded, ds),
     }

@@ -59,10 +59,16 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
 
 def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int = 256, ks=KS,
             temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True) -> dict:
-    """kNN of a run's encoder on the held-out split; writes <run>/knn.json and returns it."""
+    """kNN of a run's encoder on the held-out split; writes <run>/knn.json (or a variant's file) and returns it."""
     import time
 
-    from unmasked.eval.common import frozen_features, provenance, write_result
+    from unmasked.eval.common import (
+        frozen_features,
+        is_own_data,
+        provenance,
+        variant_name,
+        write_result,
+    )
 
     t0 = time.perf_counter()
     loaded, ds, _, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress, "kNN evaluation")
@@ -72,16 +78,23 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
         acc = knn_accuracy(tr[kind], tr["labels"], te[kind], te["labels"], len(ds.classes), ks, temperature)
         results[kind] = {str(k): v for k, v in acc.items()}
     head_k = 20 if 20 in ks else ks[0]
+    # what `compare` shows under "kNN k=20" is k = 20 at T = 0.07 on the encoder's own data (knn.json);
+    # other settings go to their own file (knn-k1.json, knn-T0.5-on-<data>.json) and never replace it
+    variant = ([] if 20 in ks else ["k" + "-".join(map(str, ks))]) + \
+              ([] if temperature == TEMPERATURE else [f"T{temperature:g}"])
     result = {
         "protocol": "knn",
         "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",
         "temperature": temperature,
         "ks": list(ks),
+        "k_used": {str(k): min(k, len(tr["labels"])) for k in ks},  # k above the training-set size: all of it
         "headline_k": head_k,
+        "default_protocol": not variant and is_own_data(loaded, ds),
+        "file": variant_name("knn", variant, loaded, ds),
         "top1": {kind: results[kind][str(head_k)]["top1"] for kind in results},
         "results": results,
         **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }
-    write_result(loaded, "knn.json", result)
+    write_result(loaded, result["file"], result)
     return result
