@@ -23,7 +23,9 @@ from unmasked.train.checkpoint import atomic_write_text
 
 
 def _read(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    from unmasked.side_files import read_json
+
+    return read_json(path) if path.is_file() else None
 
 
 def _fmt(v, digits=2, suffix=""):
