@@ -11,6 +11,7 @@ from dataclasses import MISSING
 from unmasked import __version__
 from unmasked.config import COMPILE_MODES, OPTION_FIELDS, PretrainConfig
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.option_rules import check_values, command_of
 
 GROUP_TITLES = {
     "objective": "objective",
@@ -237,6 +238,8 @@ def _add_eval_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="decoding workers for image folders")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="skip images with more pixels than this (default: 100000000, as in pretrain)")
 
 
 def _print_knn(result: dict) -> None:
@@ -448,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.simplefilter("default")
     try:
+        if command_of(args):
+            check_values(command_of(args), args)  # every option, before any slow work
+        if args.command != "pretrain" and getattr(args, "max_image_pixels", None):
+            from unmasked.data.image_folder import set_max_image_pixels
+
+            set_max_image_pixels(args.max_image_pixels)  # pretrain takes it from its config
         if args.command == "pretrain":
             return cmd_pretrain(args)
         if args.command == "eval":
