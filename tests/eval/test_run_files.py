@@ -50,5 +50,5 @@ def test_eval_knn_in_a_read_only_run_folder_prints_the_accuracy_then_says_it_was
     out, err = capsys.readouterr()
     assert code == 1
     assert "kNN on" in out and "k=3" in out and "%" in out
-    assert f"could not save {run / 'knn.json'} (Read-only file system)" in err and "Traceback" not in err
+    assert f"could not save {run / 'knn-k3-on-images.json'} (Read-only file system)" in err and "Traceback" not in err
     assert sorted(p.name for p in run.iterdir()) == before
