@@ -1,28 +1,69 @@
-"""`unmasked demo` replaces its own folder only, and picks its preset by device."""
+"""`unmasked demo` deletes only files it can prove it wrote, and picks its preset by device."""
 
-import json
+import os
+
+import pytest
 
 from unmasked.cli import main
-from unmasked.demo import CPU_PRESET, _clear_previous_demo, demo_config
+from unmasked.demo import CPU_PRESET, demo_config
+from unmasked.demo_folder import MARKER, clear_previous_demo, mark_as_demo
+from unmasked.errors import UserError
 
 
-def test_demo_refuses_to_delete_a_folder_it_did_not_write(tmp_path, capsys):
+def _old_demo(folder):
+    mark_as_demo(folder)
+    for name in ("config.json", "checkpoint.pt", "metrics.jsonl", "knn.json", ".checkpoint.pt.ab12.tmp"):
+        (folder / name).write_text("old")
+    (folder / "features").mkdir()
+    (folder / "features" / "train-0123456789abcdef.pt").write_bytes(b"old")
+    return folder
+
+
+def test_demo_refuses_a_folder_without_its_marker_even_if_it_looks_like_a_demo(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("precious")
+    (tmp_path / "config.json").write_text('{"objective": "lut", "data": "fashion-mnist"}')
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "not an earlier demo run" in capsys.readouterr().err
-    assert (tmp_path / "thesis.tex").read_text() == "precious"
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path}" in err and MARKER in err
+    assert (tmp_path / "thesis.tex").read_text() == "precious" and (tmp_path / "config.json").is_file()
 
 
-def test_an_earlier_demo_or_an_empty_folder_is_replaced(tmp_path):
-    old = tmp_path / "demo"
-    old.mkdir()
-    (old / "config.json").write_text(json.dumps({"objective": "lut", "data": "fashion-mnist"}))
-    (old / "checkpoint.pt").write_bytes(b"old")
-    _clear_previous_demo(old)
-    assert not old.exists()
+def test_demo_into_the_working_directory_refuses_and_deletes_nothing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "notes.md").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", ".", "--no-progress"]) == 2
+    assert "--out ." in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["notes.md"]
+
+
+def test_an_earlier_demo_with_user_notes_beside_it_is_refused_naming_them(tmp_path):
+    _old_demo(tmp_path)
+    (tmp_path / "my-notes.txt").write_text("mine")
+    (tmp_path / "features" / "keep.npy").write_bytes(b"mine")
+    with pytest.raises(UserError, match=r"did not write \(features/keep.npy, my-notes.txt\)"):
+        clear_previous_demo(tmp_path)
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / MARKER).is_file()
+
+
+def test_an_earlier_demo_loses_exactly_its_run_files_and_keeps_its_folder(tmp_path):
+    _old_demo(tmp_path / "demo")
+    clear_previous_demo(tmp_path / "demo")
+    assert (tmp_path / "demo").is_dir() and os.listdir(tmp_path / "demo") == []
     (tmp_path / "empty").mkdir()
-    _clear_previous_demo(tmp_path / "empty")
-    assert not (tmp_path / "empty").exists()
+    clear_previous_demo(tmp_path / "empty")  # an empty folder is fine as it is
+    clear_previous_demo(tmp_path / "absent")
+    assert not (tmp_path / "absent").exists()
+
+
+def test_a_symlink_in_a_marked_folder_is_not_followed(tmp_path):
+    precious = tmp_path / "elsewhere"
+    precious.mkdir()
+    (precious / "data.bin").write_bytes(b"mine")
+    _old_demo(tmp_path / "demo")
+    (tmp_path / "demo" / "analysis").symlink_to(precious)
+    with pytest.raises(UserError, match="analysis"):
+        clear_previous_demo(tmp_path / "demo")
+    assert (precious / "data.bin").is_file()
 
 
 def test_cpu_preset_on_cpu():

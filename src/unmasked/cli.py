@@ -11,6 +11,7 @@ from dataclasses import MISSING
 from unmasked import __version__
 from unmasked.config import COMPILE_MODES, OPTION_FIELDS, PretrainConfig
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.option_rules import check_values, command_of
 
 GROUP_TITLES = {
     "objective": "objective",
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrains a small ViT with LUT on Fashion-MNIST and evaluates it with kNN. "
                                    "On a CPU it fits in about 10 minutes on 2 cores; on a GPU it trains a "
                                    "larger model for longer.")
-    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); replaced if it exists")
+    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, nothing else")
     d.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -237,21 +238,34 @@ def _add_eval_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="decoding workers for image folders")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="skip images with more pixels than this (default: 100000000, as in pretrain)")
 
 
 def _print_knn(result: dict) -> None:
     print(f"kNN on {result['data']} ({result['train_images']:,} train -> {result['test_images']:,} "
           f"{result['test_split']} images, T = {result['temperature']})")
     ks = result["ks"]
-    print("  feature  " + "".join(f"  k={k:<6}" for k in ks))
+    used = result.get("k_used", {})
+    labels = [f"k={k}" if used.get(str(k), k) == k else f"k={used[str(k)]}" for k in ks]
+    print("  feature  " + "".join(f"  {lab:<8}" for lab in labels))
     for kind, label in (("cls", "CLS"), ("mean", "mean-pool")):
         row = result["results"][kind]
         print(f"  {label:<9}" + "".join(f"  {row[str(k)]['top1']:6.2f}%" for k in ks))
     if "pixels" in result:  # the reference: the same kNN on the raw pixels of the same view
         row = result["pixels"]["results"]
         print(f"  {'pixels':<9}" + "".join(f"  {row[str(k)]['top1']:6.2f}%" for k in ks))
+    if any(used.get(str(k), k) != k for k in ks):
+        print(f"  (k above the {result['train_images']:,} training images uses all of them; the k used is shown)")
     print(f"  (top-1 accuracy on {result.get('transform', {}).get('description', 'the evaluation view')}; "
-          "top-5 and all values in knn.json)")
+          f"top-5 and all values in {result.get('file', 'knn.json')})")
+
+
+def _unsaved(result: dict) -> int:
+    """After the numbers are printed: say which files could not be stored (exit 1), else exit 0."""
+    for problem in result.get("not_saved", []):
+        print(f"unmasked: warning: {problem}; the result above is printed but not stored", file=sys.stderr)
+    return 1 if result.get("not_saved") else 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -313,7 +327,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = run_knn(args.run, data=args.data, device=args.device, batch_size=args.batch_size, ks=args.k,
                          temperature=args.temperature, num_workers=args.num_workers, progress=not args.no_progress)
         _print_knn(result)
-        return 0
+        return _unsaved(result)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be a positive integer")
     if args.protocol == "linear":
@@ -337,7 +351,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         px = r["pixels"]
         top5 = f", top-5 {px['top5']:.2f}%" if "top5" in px else ""
         print(f"  {'pixels':<9}  top-1 {px['top1']:.2f}%{top5}  (the same probe on raw pixels)")
-        return 0
+        return _unsaved(r)
     if args.protocol == "finetune":
         from unmasked.eval.finetune import run_finetune
 
@@ -356,7 +370,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"fine-tuning on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}, "
               f"{r['steps']} steps): best top-1 {r['top1']['best']:.2f}% (epoch {r['best']['epoch']}), "
               f"last {r['top1']['last']:.2f}%")
-        return 0
+        return _unsaved(r)
     raise UserError("eval needs a protocol: unmasked eval {knn,linear,finetune} RUN")
 
 
@@ -446,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.simplefilter("default")
     try:
+        if command_of(args):
+            check_values(command_of(args), args)  # every option, before any slow work
+        if args.command != "pretrain" and getattr(args, "max_image_pixels", None):
+            from unmasked.data.image_folder import set_max_image_pixels
+
+            set_max_image_pixels(args.max_image_pixels)  # pretrain takes it from its config
         if args.command == "pretrain":
             return cmd_pretrain(args)
         if args.command == "eval":

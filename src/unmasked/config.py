@@ -90,6 +90,8 @@ class PretrainConfig:
     cache_gb: float = opt(8.0, "decode image folders once into memory when they fit in this many GB", "data")
     num_workers: int | None = opt(None, "data loader worker processes (default: CPU cores, up to 8)", "data")
     strict: bool = opt(False, "refuse unreadable images instead of skipping them", "data")
+    max_image_pixels: int = opt(100_000_000, "skip (or with --strict refuse) images with more pixels than this: "
+                                "a small compressed file can decode to gigabytes per worker", "data", metavar="N")
     unlabeled: bool = opt(False, "treat the image folder as unlabeled even if it has class folders", "data")
     # -- run --------------------------------------------------------------------------------
     seed: int = opt(0, "random seed (data order, augmentation, masks, initialisation)", "run")
@@ -191,6 +193,9 @@ def validate(cfg: PretrainConfig) -> None:
     def bad(name, allowed):
         raise UserError(f"{_flag(name)} {getattr(cfg, name)}: {allowed}")
 
+    from unmasked.option_rules import check_values
+
+    check_values("pretrain", cfg)  # each option on its own (NaN, infinities, signs, ranges); then combinations
     if not 0.0 < cfg.mask_ratio < 1.0:
         bad("mask_ratio", "must be in the open interval (0, 1)")
     if cfg.objective == "lut" and cfg.mask_ratio < 0.5:
@@ -232,6 +237,9 @@ def validate(cfg: PretrainConfig) -> None:
         bad("lr", "must be positive")
     if cfg.clip_grad is not None and cfg.clip_grad <= 0:
         bad("clip_grad", "must be positive")
+    if cfg.min_lr > cfg.peak_lr():
+        bad("min_lr", f"must not exceed the peak learning rate {cfg.peak_lr():g} (from --lr, or --base-lr and "
+                      "--batch-size)")
     if not 0.0 <= cfg.ema_momentum <= 1.0:
         bad("ema_momentum", "must be in [0, 1]")
     if not 0.0 < cfg.crop_scale_min <= 1.0:

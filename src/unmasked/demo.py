@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from unmasked.config import PretrainConfig
-from unmasked.errors import UserError
+from unmasked.demo_folder import clear_previous_demo, mark_as_demo
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that pretraining takes
 # about 6 minutes and kNN about 1. A higher base lr than the published 1.5e-4 suits so short a run
@@ -26,30 +24,13 @@ def demo_config(out: str, device: str) -> PretrainConfig:
     return PretrainConfig(objective="lut", data="fashion-mnist", out=out, device=device, **preset)
 
 
-def _clear_previous_demo(out: Path) -> None:
-    """The demo starts afresh each time, but deletes only what an earlier demo wrote: a missing or
-    empty folder, or one whose config.json is a LUT run on Fashion-MNIST."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"--out {out}: is a file, expected a folder for the demo run")
-    if any(out.iterdir()):
-        try:
-            cfg = json.loads((out / "config.json").read_text())
-        except (OSError, ValueError):
-            cfg = {}
-        if not (cfg.get("objective") == "lut" and cfg.get("data") == "fashion-mnist"):
-            raise UserError(f"--out {out}: holds files that are not an earlier demo run; the demo replaces its "
-                            "folder, so choose another --out or remove that folder yourself")
-    shutil.rmtree(out)
-
-
 def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True) -> dict:
     from unmasked.cli import _print_knn, print_summary
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
-    _clear_previous_demo(Path(out))
+    clear_previous_demo(Path(out))
+    mark_as_demo(Path(out))
     cfg = demo_config(out, device)
     summary = pretrain(cfg, progress=progress)
     knn = run_knn(out, device=device, progress=progress)

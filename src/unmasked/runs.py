@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from unmasked.config import PretrainConfig
 from unmasked.errors import UserError
 from unmasked.models.vit import EncoderSpec, ViTEncoder
+from unmasked.side_files import read_json
 from unmasked.train import checkpoint as ckpt
 
 
@@ -41,11 +41,14 @@ def _from_checkpoint(path: Path) -> LoadedEncoder:
 
 def _from_export(path: Path) -> LoadedEncoder:
     tensors, info = ckpt.load_encoder_file(path)
-    spec = EncoderSpec(**info["spec"])
+    try:
+        spec = EncoderSpec(**info["spec"])
+    except TypeError as e:
+        raise UserError(f"{path.with_name(ckpt.ENCODER_INFO)}: its spec does not describe an encoder ({e})") from None
     enc = ViTEncoder(spec)
     _load(enc, tensors, path)
     cfg_path = path.parent / "config.json"
-    cfg = PretrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
+    cfg = PretrainConfig.from_dict(read_json(cfg_path)) if cfg_path.is_file() else None
     return LoadedEncoder(enc, spec, info["mean"], info["std"], info.get("crop_pct", 1.0), info["data"],
                          info.get("objective", "?"), path.parent, cfg, path)
 

@@ -159,3 +159,39 @@ def test_pretrain_on_a_messy_folder_skips_and_counts_bad_files(tmp_path, capsys)
     assert "zero.jpg" in named and "text.png" in named
     out = capsys.readouterr().out
     assert "skipped files" in out and "2 unreadable image(s)" in out
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A portrait photo stored landscape with EXIF orientation 6 (rotate 90 degrees) decodes upright."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :20] = 255  # stored: left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    out = decode(tmp_path / "photo.jpg", 20, 1)  # upright: 20 wide, 40 tall, top half white
+    upright = np.asarray(Image.open(tmp_path / "photo.jpg").transpose(Image.Transpose.ROTATE_270).convert("L"))
+    assert upright.shape == (40, 20)
+    assert out.shape == (1, 20, 20)
+    assert out[0, :5].mean() > 200 and out[0, -5:].mean() < 50  # the crop's top is white, bottom black
+
+
+def test_images_over_the_pixel_bound_are_refused_from_the_header(tmp_path):
+    from unmasked.data import image_folder
+    from unmasked.data.image_folder import BadImage, DecodedImages
+
+    path = write_image(tmp_path / "big.png", size=(300, 200))
+    with pytest.raises(BadImage, match=r"300x200 = 60,000 pixels, over --max-image-pixels 50,000"):
+        decode(path, 16, 3, max_pixels=50_000)
+    assert decode(path, 16, 3, max_pixels=60_000).shape == (3, 16, 16)
+    assert image_folder.MAX_PIXELS == 100_000_000  # the stated default
+    old = image_folder.MAX_PIXELS
+    try:
+        image_folder.set_max_image_pixels(50_000)
+        ds = DecodedImages([path], 16, 3, strict=True)
+    finally:
+        image_folder.set_max_image_pixels(old)
+    with pytest.raises(UserError, match="--max-image-pixels 50,000"):
+        ds[0]  # the bound travels with the dataset (into worker processes)

@@ -19,12 +19,15 @@ from unmasked.analysis import plots
 from unmasked.analysis.analyze import ANALYSIS_DIR, analyze, fixed_sample
 from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
+from unmasked.analysis.protocols import is_default_protocol, protocol_text
 from unmasked.errors import UserError
 from unmasked.train.checkpoint import atomic_write_text
 
 
 def _read(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    from unmasked.side_files import read_json
+
+    return read_json(path) if path.is_file() else None
 
 
 def _fmt(v, digits=2, suffix=""):
@@ -48,8 +51,13 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     entry = {"run": run, "label": label, "summary": summary, "config": cfg}
     for name, fn, cmd in (("knn", run_knn, "eval knn"), ("linear", run_linear, "eval linear")):
         res = _read(run / f"{name}.json")
+        if res is not None and not is_default_protocol(res, cfg):
+            notes.append(f"{label}: {name}.json does not hold the default protocol ({protocol_text(res)}); "
+                         + ("recomputed" if compute else "not shown"))
+            res = None
         if res is None and compute:
             res = fn(run, device=device, progress=progress)
+            notes += [f"{label}: {problem}" for problem in res.get("not_saved", [])]
         elif res is None:
             notes.append(f"{label}: {name} not computed — `unmasked {cmd} {run}`")
         entry[name] = res
@@ -89,6 +97,13 @@ def pixel_row(entries: list[dict], width: int) -> list[str] | None:
     return None
 
 
+def _knn_cell(knn: dict) -> str:
+    """The k = 20 column, labelled with the k actually used when the training set is smaller."""
+    used = knn.get("k_used", {}).get(str(knn["headline_k"]), knn["headline_k"])
+    k_note = f" (k={used}: all training images)" if used != 20 else ""
+    return f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %{k_note}"
+
+
 def table(entries: list[dict]) -> list[list[str]]:
     head = ["run", "objective", "model", "data", "images seen", "pretrain time", "training compute",
             "kNN k=20 CLS / mean",
@@ -102,7 +117,7 @@ def table(entries: list[dict]) -> list[list[str]]:
             f"{s['images_seen']:,}" if s else "—",
             f"{s['time_s'] / 60:.1f} min on {s['device']}" if s else "—",
             _compute_cell(e.get("compute")),
-            f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %" if knn else "—",
+            _knn_cell(knn) if knn else "—",
             f"{_fmt(lin['top1']['cls'])} / {_fmt(lin['top1']['mean'])} %" if lin else "—",
             f"{_fmt(ft['top1']['best'])} / {_fmt(ft['top1']['last'])} % ({ft['recipe']['epochs']} ep.)" if ft else "—",
             (f"{ana['attention_distance']['last_layers']:.2f} px (uniform {ana['attention_distance']['uniform']:.2f})"

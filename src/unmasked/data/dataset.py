@@ -49,6 +49,7 @@ class ImageData:
     heldout: Split | None
     heldout_name: str = "test"
     skipped: list[str] = field(default_factory=list)
+    train_files: list[Path] | None = None  # an image folder's training files as scanned (before decoding)
 
     @property
     def labeled(self) -> bool:
@@ -87,7 +88,10 @@ def load_data(
     unlabeled: bool = False,
     val_fraction: float = 0.1,
     progress: bool = True,
+    max_image_pixels: int | None = None,
 ) -> ImageData:
+    if max_image_pixels is not None:
+        image_folder.set_max_image_pixels(max_image_pixels)
     if is_fashion_mnist(data):
         root = None if data.lower().replace("_", "-") in (fashion_mnist.NAME, "fmnist") else data
         fm = fashion_mnist.load(root)
@@ -143,6 +147,7 @@ def load_data(
         heldout=out.get("heldout"),
         heldout_name="val",
         skipped=skipped,
+        train_files=list(train_files),
     )
 
 

@@ -18,14 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from unmasked.data.layout_notes import announce, layout_note
 from unmasked.errors import UserError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-# Users' archives hold scans and panoramas far over PIL's default "decompression bomb" limit.
-Image.MAX_IMAGE_PIXELS = 1_000_000_000
+# PIL's own "decompression bomb" check is replaced by MAX_PIXELS, an option (--max-image-pixels):
+# users' archives hold scans and panoramas over PIL's limit, while a limit of 1e9 let one small
+# PNG decode to 3 GB per worker. 100 MP (300 MB as RGB) admits medium-format photos.
+Image.MAX_IMAGE_PIXELS = None
+MAX_PIXELS = 100_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -42,6 +46,7 @@ class FolderIndex:
     classes: list[str] | None
     train: FolderSplit
     heldout: FolderSplit | None
+    note: str | None = None  # why a folder that looks labeled is read otherwise (announced once)
 
 
 def is_image_file(p: Path) -> bool:
@@ -67,6 +72,16 @@ def _labeled(folder: Path, classes: list[str]) -> FolderSplit:
 
 
 def scan(root: str | Path, unlabeled: bool = False, val_fraction: float = 0.1, seed: int = 0) -> FolderIndex:
+    index = _scan(root, unlabeled, val_fraction, seed)
+    if not unlabeled:
+        root = Path(root)
+        index.note = layout_note(root, index.layout, index.classes, _images_in(root, recursive=False),
+                                 _class_dirs(root))
+        announce(index.note)
+    return index
+
+
+def _scan(root: str | Path, unlabeled: bool, val_fraction: float, seed: int) -> FolderIndex:
     root = Path(root)
     if not root.exists():
         raise UserError(f"--data {root}: no such file or folder")
@@ -167,12 +182,31 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def decode(path: Path, base: int, channels: int) -> np.ndarray:
+def set_max_image_pixels(n: int) -> None:
+    """The bound for datasets created from now on (each carries it into its worker processes)."""
+    global MAX_PIXELS
+    MAX_PIXELS = n
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (phones store portrait JPEGs sideways with a rotation tag)."""
+    if img.getexif().get(0x0112, 1) in (1, None):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def decode(path: Path, base: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
     """Decode, resize the shorter side to `base`, centre-crop base x base -> uint8 (C, base, base)."""
+    max_pixels = max_pixels or MAX_PIXELS
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:  # read from the header, before anything is decoded
+                raise BadImage(f"{path}: {w}x{h} = {w * h:,} pixels, over --max-image-pixels {max_pixels:,} "
+                               f"(it would decode to about {w * h * 3 / 1e9:.1f} GB); raise that option to use it")
             img.draft("RGB" if channels == 3 else "L", (base, base))  # JPEG: decode at reduced size
             img.load()
+            img = _upright(img)
             w, h = img.size
             if w < 1 or h < 1:
                 raise BadImage(f"{path}: empty image ({w}x{h})")
@@ -236,6 +270,7 @@ class DecodedImages(torch.utils.data.Dataset):
         self.channels = channels
         self.strict = strict
         self.substitute = substitute  # False: a bad file gives None (used when caching)
+        self.max_pixels = MAX_PIXELS  # captured here so that spawned workers get the same bound
 
     def __len__(self) -> int:
         return len(self.files)
@@ -246,7 +281,7 @@ class DecodedImages(torch.utils.data.Dataset):
         for j in range(len(self.files)):
             k = (i + j) % len(self.files)
             try:
-                return torch.from_numpy(decode(self.files[k], self.base, self.channels)), k, tuple(bad)
+                return torch.from_numpy(decode(self.files[k], self.base, self.channels, self.max_pixels)), k, tuple(bad)
             except BadImage as e:
                 if self.strict:
                     raise UserError(f"bad image (--strict): {e}") from None

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
 
-from unmasked.data.dataset import ImageData, load_data
+from unmasked.data.dataset import ImageData, is_fashion_mnist, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
+from unmasked.eval.cache_key import feature_cache_key
 from unmasked.eval.features import extract_features
 from unmasked.eval.view import EvalView, eval_view_for
 from unmasked.runs import LoadedEncoder
@@ -38,12 +37,11 @@ def labeled_data(loaded: LoadedEncoder, data: str | None, what: str, num_workers
     return ds
 
 
-def _cache_key(loaded: LoadedEncoder, data: ImageData, split: str, n: int) -> str:
-    src = loaded.source
-    stat = src.stat()
-    blob = json.dumps([str(src.resolve()), stat.st_mtime_ns, stat.st_size, data.name, split, n,
-                       loaded.spec.img_size, evaluation_view(loaded, data.name).crop_pct])
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+def eval_transform(loaded: LoadedEncoder, data: ImageData) -> dict:
+    """What turns a stored image into encoder input at evaluation (the dataset's one evaluation view,
+    plus channels and normalisation): part of feature-cache keys and of every result file."""
+    return {**evaluation_view(loaded, data.name).describe(), "channels": data.channels,
+            "img_size": loaded.spec.img_size, "mean": list(loaded.mean), "std": list(loaded.std)}
 
 
 def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: torch.device,
@@ -51,7 +49,8 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
                    cache: bool = True) -> dict[str, torch.Tensor]:
     """Features of data.train / data.heldout, cached in <run>/features/ keyed by weights and data."""
     part = data.train if split == "train" else data.heldout
-    cache_file = loaded.run_dir / "features" / f"{split}-{_cache_key(loaded, data, split, len(part))}.pt"
+    key = feature_cache_key(split, part, loaded.encoder, eval_transform(loaded, data))
+    cache_file = loaded.run_dir / "features" / f"{split}-{key}.pt"
     if cache and cache_file.is_file():
         try:
             return torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -62,22 +61,18 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
                              batch_size=batch_size, base=data.base_size, channels=data.channels,
                              num_workers=num_workers, progress=progress, desc=f"features ({split})")
     feats["labels"] = part.labels[feats["index"]].clone()
-    if cache:
-        from unmasked.train.checkpoint import atomic_write
+    if cache:  # an optimisation: a read-only run folder still evaluates
+        from unmasked.eval.run_files import save_in_run
 
-        try:
-            atomic_write(cache_file, lambda tmp: torch.save(feats, tmp))
-        except OSError:
-            pass  # caching is an optimisation; a read-only run folder still evaluates
+        save_in_run(cache_file.parent, cache_file.name, lambda tmp: torch.save(feats, tmp))
     return feats
 
 
-def write_result(loaded: LoadedEncoder, name: str, result: dict) -> Path:
-    from unmasked.train.checkpoint import atomic_write_text
+def write_result(loaded: LoadedEncoder, name: str, result: dict) -> dict:
+    """<run>/name; a failed write is noted in result["not_saved"] instead of losing the numbers."""
+    from unmasked.eval.run_files import save_result
 
-    path = loaded.run_dir / name
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-    return path
+    return save_result(loaded.run_dir, name, result)
 
 
 def frozen_features(path, data: str | None, device: str, batch_size: int, num_workers: int, progress: bool,
@@ -93,11 +88,27 @@ def frozen_features(path, data: str | None, device: str, batch_size: int, num_wo
     return loaded, ds, dev, tr, te
 
 
+def is_own_data(loaded: LoadedEncoder, ds: ImageData) -> bool:
+    """Whether an evaluation ran on the data the encoder was pretrained on (the default protocol)."""
+    if is_fashion_mnist(ds.name) or is_fashion_mnist(loaded.data):
+        return is_fashion_mnist(ds.name) and is_fashion_mnist(loaded.data)
+    return Path(ds.name).resolve() == Path(loaded.data).resolve()
+
+
+def variant_name(stem: str, parts: list[str], loaded: LoadedEncoder, ds: ImageData, ext: str = ".json") -> str:
+    """knn.json for the default protocol; knn-k1-T0.5-on-<data>.json for a variant, so that a
+    variant never replaces the default result that `compare` reads."""
+    import re
+
+    if not is_own_data(loaded, ds):
+        parts = [*parts, "on-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(ds.name).name)]
+    return stem + "".join(f"-{p}" for p in parts) + ext
+
+
 def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
     """The fields every result file carries: which data, which splits and sizes, which encoder, and the
     evaluation view the features were computed on."""
     return {
-        "transform": evaluation_view(loaded, ds.name).describe(),
         "data": ds.name,
         "train_split": "train",
         "test_split": ds.heldout_name,
@@ -106,4 +117,5 @@ def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
         "num_classes": len(ds.classes),
         "encoder": str(loaded.source),
         "objective": loaded.objective,
+        "transform": eval_transform(loaded, ds),
     }

@@ -250,8 +250,8 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
     from unmasked.data.dataset import subset_indices
     from unmasked.devices import resolve_device
     from unmasked.eval.common import labeled_data, provenance, write_result
+    from unmasked.eval.run_files import save_in_run
     from unmasked.runs import load_encoder
-    from unmasked.train.checkpoint import atomic_write
 
     dev = resolve_device(device)
     loaded = load_encoder(path)
@@ -261,8 +261,8 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
     if idx is not None:
         ds.train = ds.train.subset(idx)
     model, info = finetune(loaded, ds, recipe, dev, num_workers, progress)
-    atomic_write(loaded.run_dir / "finetuned.safetensors",
-                 lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp))
+    model_problem = save_in_run(loaded.run_dir, "finetuned.safetensors", lambda tmp: save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp))
     result = {
         "protocol": "finetune",
         "description": "full fine-tuning, layer-wise lr decay, mixup/cutmix, label smoothing, RandAugment, "
@@ -271,5 +271,7 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
         **info,
         **provenance(loaded, ds),
     }
+    if model_problem:
+        result["not_saved"] = [model_problem]
     write_result(loaded, "finetune.json", result)
     return result

@@ -60,10 +60,17 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
 def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int = 256, ks=KS,
             temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True) -> dict:
     """kNN of a run's encoder on the held-out split, beside the same kNN on raw pixels; writes
-    <run>/knn.json and returns it."""
+    <run>/knn.json (or a variant's file) and returns it."""
     import time
 
-    from unmasked.eval.common import evaluation_view, frozen_features, provenance, write_result
+    from unmasked.eval.common import (
+        evaluation_view,
+        frozen_features,
+        is_own_data,
+        provenance,
+        variant_name,
+        write_result,
+    )
     from unmasked.eval.pixels import pixel_knn
 
     t0 = time.perf_counter()
@@ -76,17 +83,24 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
     head_k = 20 if 20 in ks else ks[0]
     pixels = pixel_knn(ds, evaluation_view(loaded, ds.name), ks, temperature)
     pixels["top1"] = pixels["results"][str(head_k)]["top1"]
+    # what `compare` shows under "kNN k=20" is k = 20 at T = 0.07 on the encoder's own data (knn.json);
+    # other settings go to their own file (knn-k1.json, knn-T0.5-on-<data>.json) and never replace it
+    variant = ([] if 20 in ks else ["k" + "-".join(map(str, ks))]) + \
+              ([] if temperature == TEMPERATURE else [f"T{temperature:g}"])
     result = {
         "protocol": "knn",
         "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",
         "temperature": temperature,
         "ks": list(ks),
+        "k_used": {str(k): min(k, len(tr["labels"])) for k in ks},  # k above the training-set size: all of it
         "headline_k": head_k,
+        "default_protocol": not variant and is_own_data(loaded, ds),
+        "file": variant_name("knn", variant, loaded, ds),
         "top1": {kind: results[kind][str(head_k)]["top1"] for kind in results},
         "results": results,
         "pixels": pixels,
         **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }
-    write_result(loaded, "knn.json", result)
+    write_result(loaded, result["file"], result)
     return result

@@ -123,15 +123,26 @@ def evaluate_probe(head: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
     return res
 
 
+# The recipe `compare` shows under "linear" (run_linear's and the CLI's defaults).
+DEFAULT_RECIPE = dict(epochs=90, warmup_epochs=10, base_lr=0.1, probe_batch=None, optimizer="sgd", seed=0)
+
+
 def run_linear(path, data: str | None = None, device: str = "auto", batch_size: int = 256, epochs: int = 90,
                warmup_epochs: int = 10, base_lr: float = 0.1, probe_batch: int | None = None,
                num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd") -> dict:
     """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
     from safetensors.torch import save_file
 
-    from unmasked.eval.common import evaluation_view, frozen_features, provenance, write_result
+    from unmasked.eval.common import (
+        evaluation_view,
+        frozen_features,
+        is_own_data,
+        provenance,
+        variant_name,
+        write_result,
+    )
     from unmasked.eval.pixels import pixel_linear
-    from unmasked.train.checkpoint import atomic_write
+    from unmasked.eval.run_files import save_in_run
 
     t0 = time.perf_counter()
     loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
@@ -146,20 +157,28 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         results[kind]["final_train_loss"] = info.pop("final_train_loss")
         folded = fold_batchnorm(head.cpu())
         heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
+    settings = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, probe_batch=probe_batch,
+                    optimizer=optimizer, seed=seed)
+    variant = [f"{k.replace('_', '')}{v:g}" if isinstance(v, float) else f"{k.replace('_', '')}{v}"
+               for k, v in settings.items() if DEFAULT_RECIPE[k] != v]
     recipe = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, batch_size=probe_batch, seed=seed,
                   optimizer=optimizer)
     pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), recipe, dev)
-    atomic_write(loaded.run_dir / "linear_heads.safetensors",
-                 lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
+    heads_problem = save_in_run(loaded.run_dir, variant_name("linear_heads", variant, loaded, ds, ".safetensors"),
+                                lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
     result = {
         "protocol": "linear",
         "description": f"frozen features, BatchNorm1d(affine=False) + Linear, {info['optimizer']}, warm-up + cosine",
         "recipe": info,
+        "default_protocol": is_own_data(loaded, ds) and not variant,
+        "file": variant_name("linear", variant, loaded, ds),
         "top1": {k: v["top1"] for k, v in results.items()},
         "results": results,
         "pixels": pixels,
         **provenance(loaded, ds),
         "time_s": round(time.perf_counter() - t0, 1),
     }
-    write_result(loaded, "linear.json", result)
+    if heads_problem:
+        result["not_saved"] = [heads_problem]
+    write_result(loaded, result["file"], result)
     return result

@@ -142,4 +142,8 @@ def load_encoder_file(path: Path) -> tuple[dict, dict]:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{path} cannot be read as safetensors ({e})") from None
-    return tensors, json.loads(info_path.read_text())
+    from unmasked.side_files import read_json, require_keys
+
+    info = require_keys(read_json(info_path, "it is written by `unmasked pretrain` beside the export"),
+                        ("spec", "mean", "std", "data"), info_path)
+    return tensors, info

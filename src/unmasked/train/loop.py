@@ -24,6 +24,7 @@ from unmasked.errors import TrainingStopped, UserError
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
 from unmasked.train.compiling import compile_objective, mark_step_begin
+from unmasked.train.data_fingerprint import check_same_data, data_fingerprint
 from unmasked.train.distributed import (
     all_mean,
     broadcast_flag,
@@ -155,8 +156,11 @@ class Pretrainer:
         self.data = load_data(
             cfg.data, base_size=base, channels=cfg.channels or cfg.in_chans, subset=cfg.subset,
             subset_seed=cfg.seed, cache_gb=cfg.cache_gb, num_workers=cfg.num_workers, strict=cfg.strict,
-            unlabeled=cfg.unlabeled, progress=self.progress,
+            unlabeled=cfg.unlabeled, progress=self.progress, max_image_pixels=cfg.max_image_pixels,
         )
+        self.data_record = data_fingerprint(self.data)  # kept in checkpoints
+        if resume_state is not None:
+            check_same_data(resume_state.get("data"), self.data_record, self.run_dir)
         if cfg.mean is None:
             cfg.in_chans = self.data.channels
             cfg.base_size = self.data.base_size
@@ -246,6 +250,7 @@ class Pretrainer:
             "state": self.state.__dict__.copy(),
             "rng": rng_ranks[0],
             "encoder_spec": spec_from_config(self.cfg).to_dict(),
+            "data": self.data_record,
         }
         if self.env.enabled:
             state["rng_ranks"] = rng_ranks

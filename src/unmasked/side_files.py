@@ -1,0 +1,31 @@
+"""Reading the small JSON files beside a run (config.json, encoder.json, knn.json, ...).
+
+A torn or hand-edited file is a one-line error naming it, never a JSONDecodeError traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unmasked.errors import UserError
+
+
+def read_json(path: Path, fix: str = "restore it, or delete it if it is a result that can be recomputed"):
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({type(e).__name__}: {str(e).splitlines()[0]}); the file is torn "
+                        f"or was edited; {fix}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def require_keys(data, keys: tuple[str, ...], path: Path) -> dict:
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise UserError(f"{path}: lacks {', '.join(missing)}; is it a file written by unmasked?")
+    return data
