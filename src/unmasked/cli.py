@@ -11,6 +11,7 @@ from dataclasses import MISSING
 from unmasked import __version__
 from unmasked.config import COMPILE_MODES, OPTION_FIELDS, PretrainConfig
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.lock import run_folder_of, run_lock
 
 GROUP_TITLES = {
     "objective": "objective",
@@ -62,6 +63,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _field_type(f):
+    if f.metadata.get("parse"):
+        return f.metadata["parse"]
     t = str(f.type)
     if "int" in t:
         return int
@@ -440,13 +443,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrain":
             return cmd_pretrain(args)
         if args.command == "eval":
-            return cmd_eval(args)
+            with run_lock(run_folder_of(args.run), f"eval {args.protocol}", must_write=False):
+                return cmd_eval(args)
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "analyze":
-            return cmd_analyze(args)
+            with run_lock(run_folder_of(args.run), "analyze", must_write=False):
+                return cmd_analyze(args)
         if args.command == "compare":
             return cmd_compare(args)
     except UserError as e:

@@ -10,6 +10,7 @@ import torch
 
 from unmasked.config import PretrainConfig
 from unmasked.errors import UserError
+from unmasked.lock import in_use_by
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that pretraining takes
 # about 6 minutes and kNN about 1. A higher base lr than the published 1.5e-4 suits so short a run
@@ -49,6 +50,10 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
+    holder = in_use_by(out)
+    if holder:
+        raise UserError(f"--out {out} is in use by another unmasked process ({holder}); the demo replaces its "
+                        "folder, so wait for that process to end or choose another --out")
     _clear_previous_demo(Path(out))
     cfg = demo_config(out, device)
     summary = pretrain(cfg, progress=progress)
