@@ -69,6 +69,14 @@ class TrainBatches:
         else:
             self.decoded = image_folder.DecodedImages(split.files, base_size, channels, strict=strict)
 
+    def set_accum(self, accum: int) -> None:
+        """Cut each global batch into `accum` micro-batches instead (--accum-steps auto)."""
+        if self.global_batch % (accum * self.world):
+            raise ValueError(f"batch size {self.global_batch} must be divisible by accumulation steps x "
+                             f"processes = {accum * self.world}")
+        self.accum, self.micro_global = accum, self.global_batch // accum
+        self.local = self.micro_global // self.world
+
     def _local_indices(self, epoch: int, start_step: int) -> list[int]:
         sampler = DistributedSampler(
             _Sized(len(self.split)), num_replicas=self.world, rank=self.rank, shuffle=True,
