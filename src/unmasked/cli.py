@@ -428,11 +428,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmasked.demo import run_demo
 
-    run_demo(args.out, device=args.device, progress=not args.no_progress)
-    return 0
+    return run_demo(args.out, device=args.device, progress=not args.no_progress).get("exit_code", 0)
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `unmasked ... | head -1`: the reader left; nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports a command ended by a closed pipe
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

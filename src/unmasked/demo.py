@@ -57,6 +57,12 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
     _clear_previous_demo(Path(out))
     cfg = demo_config(out, device)
     summary = pretrain(cfg, progress=progress)
+    if summary.get("interrupted_by"):  # SIGTERM / Ctrl-C: stop here, as `unmasked pretrain` does
+        print(f"demo interrupted by {summary['interrupted_by']}: pretraining checkpoint saved at step "
+              f"{summary['steps']}; continue with: unmasked pretrain --out {out} --resume, then: "
+              f"unmasked eval knn {out}")
+        return {"pretrain": summary, "knn": None,
+                "exit_code": 130 if summary["interrupted_by"] == "SIGINT" else 143}
     knn = run_knn(out, device=device, progress=progress)
     print()
     print_summary(summary, knn)

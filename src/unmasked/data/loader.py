@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from unmasked.data import image_folder
 from unmasked.data.dataset import Split
+from unmasked.data.workers import ignore_interrupts
 
 
 class _Sized(torch.utils.data.Dataset):
@@ -105,6 +106,7 @@ class TrainBatches:
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=image_folder.collate_decoded,
+            worker_init_fn=ignore_interrupts,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
