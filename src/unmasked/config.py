@@ -120,6 +120,7 @@ class PretrainConfig:
 
     # -- resolved from the data (not options) ------------------------------------------------
     in_chans: int | None = field(default=None, metadata={"resolved": True})
+    data_as_typed: str | None = field(default=None, metadata={"resolved": True})  # data is stored absolute
     base_size: int | None = field(default=None, metadata={"resolved": True})
     mean: list[float] | None = field(default=None, metadata={"resolved": True})
     std: list[float] | None = field(default=None, metadata={"resolved": True})

@@ -20,8 +20,10 @@ from unmasked.config import PretrainConfig, resolve_defaults, validate
 from unmasked.data.augment import BatchAugment
 from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
 from unmasked.data.loader import TrainBatches
+from unmasked.data.recipe import small_images
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import RunLock
+from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
@@ -138,6 +140,7 @@ class Pretrainer:
         auto_accum = cfg.accum_steps == "auto"  # the memory preflight picks it; a resumed run keeps its own
         if auto_accum:
             cfg.accum_steps, explicit, auto_accum = 1, (explicit or set()) - {"accum_steps"}, not resume
+        cfg = record_absolute_paths(cfg)  # resumable and evaluable from any folder
         resume_state = None
         if resume:
             if not self.ckpt_path.is_file():
@@ -151,7 +154,8 @@ class Pretrainer:
                     f"--out {self.run_dir} already holds a run ({self.ckpt_path.name}); continue it with --resume, "
                     "or choose another --out folder"
                 )
-            cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data))
+            fashion = is_fashion_mnist(cfg.data)
+            cfg = resolve_defaults(cfg, fashion or small_images(cfg))
         if cfg.fuse_views is None:  # fewer, larger kernels pay on a GPU; on one CPU process they cost ~10%
             cfg.fuse_views = self.device.type == "cuda" or self.env.enabled
         validate(cfg)
@@ -455,7 +459,7 @@ class Pretrainer:
         return {
             "objective": self.cfg.objective,
             "model": model_name(self.cfg),
-            "data": self.data.name,
+            "data": self.cfg.data_as_typed or self.data.name,
             "train_images": len(self.data.train),
             "device": _device_name(self.device),
             "world_size": self.env.world,
