@@ -11,6 +11,7 @@ from dataclasses import MISSING
 from unmasked import __version__
 from unmasked.config import COMPILE_MODES, OPTION_FIELDS, PretrainConfig
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.lock import run_folder_of, run_lock
 from unmasked.option_rules import check_values, command_of
 
 GROUP_TITLES = {
@@ -63,6 +64,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _field_type(f):
+    if f.metadata.get("parse"):
+        return f.metadata["parse"]
     t = str(f.type)
     if "int" in t:
         return int
@@ -448,11 +451,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmasked.demo import run_demo
 
-    run_demo(args.out, device=args.device, progress=not args.no_progress)
-    return 0
+    return run_demo(args.out, device=args.device, progress=not args.no_progress).get("exit_code", 0)
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `unmasked ... | head -1`: the reader left; nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 141  # 128 + SIGPIPE, as a shell reports a command ended by a closed pipe
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -469,13 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pretrain":
             return cmd_pretrain(args)
         if args.command == "eval":
-            return cmd_eval(args)
+            with run_lock(run_folder_of(args.run), f"eval {args.protocol}", must_write=False):
+                return cmd_eval(args)
         if args.command == "demo":
             return cmd_demo(args)
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "analyze":
-            return cmd_analyze(args)
+            with run_lock(run_folder_of(args.run), "analyze", must_write=False):
+                return cmd_analyze(args)
         if args.command == "compare":
             return cmd_compare(args)
     except UserError as e:

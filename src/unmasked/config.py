@@ -8,6 +8,7 @@ patch 16, 8 x 512 decoder). The resolved config is saved next to the run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -17,8 +18,19 @@ from pathlib import Path
 from unmasked.models.vit import PRESETS
 
 
-def opt(default, help: str, group: str = "training", choices=None, metavar=None):
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar})
+def opt(default, help: str, group: str = "training", choices=None, metavar=None, parse=None):
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar,
+                                            "parse": parse})
+
+
+def int_or_auto(text: str) -> int | str:
+    """--accum-steps: a number, or 'auto' (the memory preflight picks it)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two replay CUDA graphs
@@ -73,7 +85,9 @@ class PretrainConfig:
     warmup_epochs: float | None = opt(None, "linear warm-up epochs (default 5%% of the epochs, at least 1)")
     batch_size: int | None = opt(None, "images per optimiser step, over all processes and accumulation steps "
                                  "(default 256)")
-    accum_steps: int = opt(1, "gradient accumulation: micro-batches per optimiser step")
+    accum_steps: int | str = opt(1, "gradient accumulation: micro-batches per optimiser step; 'auto' = the fewest "
+                                 "whose step fits in memory (the global batch stays --batch-size)", metavar="N|auto",
+                                 parse=int_or_auto)
     base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling")
     lr: float | None = opt(None, "absolute peak learning rate (overrides --base-lr and scaling)")
     lr_scaling: str = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
@@ -104,6 +118,8 @@ class PretrainConfig:
                             choices=COMPILE_MODES)
     grad_checkpoint: bool = opt(False, "activation checkpointing in the encoder (less memory, more compute)",
                                 "performance")
+    memory_check: bool = opt(True, "before the first step, estimate its peak memory and refuse, naming the "
+                             "options that fit, when the device has not that much free", "performance")
     save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run", metavar="N")
     save_every_steps: int | None = opt(None, "also write a checkpoint every N optimiser steps", "run", metavar="N")
     log_every: int = opt(20, "log metrics every N optimiser steps", "run", metavar="N")
@@ -114,6 +130,7 @@ class PretrainConfig:
 
     # -- resolved from the data (not options) ------------------------------------------------
     in_chans: int | None = field(default=None, metadata={"resolved": True})
+    data_as_typed: str | None = field(default=None, metadata={"resolved": True})  # data is stored absolute
     base_size: int | None = field(default=None, metadata={"resolved": True})
     mean: list[float] | None = field(default=None, metadata={"resolved": True})
     std: list[float] | None = field(default=None, metadata={"resolved": True})

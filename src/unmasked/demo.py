@@ -8,6 +8,8 @@ import torch
 
 from unmasked.config import PretrainConfig
 from unmasked.demo_folder import clear_previous_demo, mark_as_demo
+from unmasked.errors import UserError
+from unmasked.lock import in_use_by
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that pretraining takes
 # about 6 minutes and kNN about 1. A higher base lr than the published 1.5e-4 suits so short a run
@@ -29,10 +31,20 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
+    holder = in_use_by(out)
+    if holder:
+        raise UserError(f"--out {out} is in use by another unmasked process ({holder}); the demo replaces its "
+                        "folder, so wait for that process to end or choose another --out")
     clear_previous_demo(Path(out))
     mark_as_demo(Path(out))
     cfg = demo_config(out, device)
     summary = pretrain(cfg, progress=progress)
+    if summary.get("interrupted_by"):  # SIGTERM / Ctrl-C: stop here, as `unmasked pretrain` does
+        print(f"demo interrupted by {summary['interrupted_by']}: pretraining checkpoint saved at step "
+              f"{summary['steps']}; continue with: unmasked pretrain --out {out} --resume, then: "
+              f"unmasked eval knn {out}")
+        return {"pretrain": summary, "knn": None,
+                "exit_code": 130 if summary["interrupted_by"] == "SIGINT" else 143}
     knn = run_knn(out, device=device, progress=progress)
     print()
     print_summary(summary, knn)

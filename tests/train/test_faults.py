@@ -216,3 +216,52 @@ def test_corrupt_latest_checkpoint_is_reported_on_resume(fm_root, tmp_path):
 
 if os.name != "posix":  # pragma: no cover
     pytest.skip("signals are POSIX", allow_module_level=True)
+
+
+def _file_size_limit(limit):
+    """For a child process: writes past `limit` bytes fail with EFBIG, as on a full disk (no SIGXFSZ)."""
+    import resource
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_torch_save_failing_mid_write_is_a_message_not_a_traceback(fm_root, tmp_path):
+    """torch.save's zip writer raises RuntimeError ('unexpected pos'), not OSError, when the disk fills."""
+    out = tmp_path / "run"
+    r = subprocess.run(_cli(out, "--steps", "2"), capture_output=True, text=True, timeout=600,
+                       preexec_fn=_file_size_limit(100_000))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"unmasked: training stopped: could not write checkpoint {out / 'checkpoint.pt'} at step 2 (File too " \
+           "large)" in r.stderr
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_safetensors_export_failing_is_a_message(fm_root, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def disk_full(*a, **kw):  # what safetensors raises on a full disk
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(ckpt, "save_file", disk_full)
+    with pytest.raises(TrainingStopped, match=r"could not write .*encoder.safetensors at step 2 \(No space left on "
+                                              r"device\); the last good checkpoint .* is kept"):
+        pretrain(tiny_config(tmp_path, steps=2), progress=False)
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 2
+
+
+def test_temp_files_of_a_killed_write_are_removed_on_the_next_start(fm_root, tmp_path):
+    pretrain(tiny_config(tmp_path, steps=1), progress=False)
+    run = tmp_path / "run"
+    left = run / ".checkpoint.pt.k2x9_q7a.tmp"  # atomic_write's name, as SIGKILL mid-write leaves it
+    left.write_bytes(b"\0" * 4096)
+    notes = run / "my.notes.tmp"  # not one of ours: kept
+    notes.write_text("mine")
+    with pytest.warns(UserWarning, match=r"removed 1 temp file\(s\) \(0.0 MB\) left by an interrupted write: "
+                                         r"\.checkpoint\.pt\.k2x9_q7a\.tmp"):
+        pretrain(tiny_config(tmp_path, steps=2), resume=True, explicit={"out", "steps"}, progress=False)
+    assert not left.exists() and notes.read_text() == "mine"

@@ -104,6 +104,16 @@ def _knn_cell(knn: dict) -> str:
     return f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %{k_note}"
 
 
+def _collect_locked(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
+    """collect() holding the run folder's lock when it may compute results into it."""
+    from unmasked.lock import run_folder_of, run_lock
+
+    if not compute:
+        return collect(run, compute, device, progress, notes)
+    with run_lock(run_folder_of(run), "compare", must_write=False):
+        return collect(run, compute, device, progress, notes)
+
+
 def table(entries: list[dict]) -> list[list[str]]:
     head = ["run", "objective", "model", "data", "images seen", "pretrain time", "training compute",
             "kNN k=20 CLS / mean",
@@ -202,7 +212,7 @@ def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    entries = [collect(Path(r), compute, device, progress, notes) for r in runs]
+    entries = [_collect_locked(Path(r), compute, device, progress, notes) for r in runs]
     figures = []
     with_ana = [e for e in entries if e["analysis"]]
     if with_ana:

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unmasked.data import fashion_mnist, image_folder
+from unmasked.data.workers import ignore_interrupts
 from unmasked.errors import UserError
 
 
@@ -155,7 +156,8 @@ def decode_all(files, base, channels, num_workers, strict, progress, desc):
     """Decode every file once into one uint8 tensor; returns (images, kept indices, bad messages)."""
     ds = image_folder.DecodedImages(files, base, channels, strict=strict, substitute=False)
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=64, num_workers=num_workers, collate_fn=image_folder.collate_keep_none
+        ds, batch_size=64, num_workers=num_workers, collate_fn=image_folder.collate_keep_none,
+        worker_init_fn=ignore_interrupts,
     )
     images = torch.empty(len(files), channels, base, base, dtype=torch.uint8)
     keep, bad, i = [], [], 0

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from unmasked.data import image_folder
 from unmasked.data.dataset import Split
+from unmasked.data.workers import ignore_interrupts
 
 
 class _Sized(torch.utils.data.Dataset):
@@ -69,6 +70,14 @@ class TrainBatches:
         else:
             self.decoded = image_folder.DecodedImages(split.files, base_size, channels, strict=strict)
 
+    def set_accum(self, accum: int) -> None:
+        """Cut each global batch into `accum` micro-batches instead (--accum-steps auto)."""
+        if self.global_batch % (accum * self.world):
+            raise ValueError(f"batch size {self.global_batch} must be divisible by accumulation steps x "
+                             f"processes = {accum * self.world}")
+        self.accum, self.micro_global = accum, self.global_batch // accum
+        self.local = self.micro_global // self.world
+
     def _local_indices(self, epoch: int, start_step: int) -> list[int]:
         sampler = DistributedSampler(
             _Sized(len(self.split)), num_replicas=self.world, rank=self.rank, shuffle=True,
@@ -97,6 +106,7 @@ class TrainBatches:
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=image_folder.collate_decoded,
+            worker_init_fn=ignore_interrupts,
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )

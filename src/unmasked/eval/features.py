@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 from unmasked.data import image_folder
 from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split
+from unmasked.data.workers import ignore_interrupts
 from unmasked.models.vit import ViTEncoder, pooled_features
 
 
@@ -19,7 +20,7 @@ def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_w
         return
     ds = image_folder.IndexedImages(split.files, base, channels)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=image_folder.collate_indexed)
+                                         collate_fn=image_folder.collate_indexed, worker_init_fn=ignore_interrupts)
     for images, idx, bad in loader:
         image_folder.warn_bad(bad)
         if images is not None:

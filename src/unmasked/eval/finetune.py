@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from unmasked.data import image_folder
 from unmasked.data.augment import default_pad, eval_view
 from unmasked.data.dataset import Split
+from unmasked.data.workers import ignore_interrupts
 from unmasked.errors import UserError
 from unmasked.eval.knn import topk_accuracy
 from unmasked.eval.view import eval_view_for
@@ -163,6 +164,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
         _AugmentedImages(train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
         drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(recipe.seed), persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_interrupts,
     )
     steps_per_epoch = len(loader)
     total = recipe.epochs * steps_per_epoch

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unmasked.errors import UserError
+from unmasked.train.write_errors import as_os_error
 
 FORMAT = "unmasked-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
@@ -55,12 +58,44 @@ def atomic_write(path: Path, write_fn) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
+        as_os = as_os_error(e, path, Path(tmp))  # before the temp file goes: it may name the reason
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if as_os is not None:
+            raise as_os from e
         raise
+
+
+# atomic_write's temp names: "." + file name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of writes that never finished (the writer was SIGKILLed: no handler ran).
+
+    Only call this while holding the folder's run lock: then no live process is writing them.
+    """
+    folder = Path(folder)
+    try:
+        stale = [p for p in folder.iterdir() if _TEMP_NAME.match(p.name) and p.is_file()]
+    except OSError:
+        return []
+    removed, size = [], 0
+    for p in stale:
+        try:
+            n = p.stat().st_size
+            p.unlink()
+        except OSError:
+            continue
+        removed.append(p)
+        size += n
+    if removed:
+        warnings.warn(f"{folder}: removed {len(removed)} temp file(s) ({size / 1e6:.1f} MB) left by an "
+                      f"interrupted write: {', '.join(p.name for p in removed)}", stacklevel=2)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -20,9 +20,13 @@ from unmasked.config import PretrainConfig, resolve_defaults, validate
 from unmasked.data.augment import BatchAugment
 from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
 from unmasked.data.loader import TrainBatches
+from unmasked.data.recipe import small_images
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.lock import RunLock
+from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
+from unmasked.train import memory
 from unmasked.train.compiling import compile_objective, mark_step_begin
 from unmasked.train.data_fingerprint import check_same_data, data_fingerprint
 from unmasked.train.distributed import (
@@ -39,7 +43,7 @@ from unmasked.train.schedules import lr_schedule, momentum_schedule
 # Options that may change when a run is resumed; any other change is refused.
 RESUME_OVERRIDABLE = {
     "out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps", "cache_gb",
-    "compile", "compile_mode", "nan", "strict", "precision", "grad_checkpoint", "fuse_views",
+    "compile", "compile_mode", "nan", "strict", "precision", "grad_checkpoint", "fuse_views", "memory_check",
 }
 RESUME_IGNORED = {"init_from"}  # a warm start only matters when the run begins
 CONFIG_FILE = "config.json"
@@ -128,8 +132,16 @@ class Pretrainer:
         self.env, self.device = init_distributed(cfg.device)
         self.progress = progress and self.env.is_main
         self.run_dir = Path(cfg.out)
+        # one process writes into a run folder at a time (under torchrun, rank 0 writes for all)
+        self._lock = RunLock(self.run_dir, "pretrain").acquire() if self.env.is_main else None
+        if self.env.is_main:
+            ckpt.remove_stale_temp_files(self.run_dir)
         self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
         self.state = RunState()
+        auto_accum = cfg.accum_steps == "auto"  # the memory preflight picks it; a resumed run keeps its own
+        if auto_accum:
+            cfg.accum_steps, explicit, auto_accum = 1, (explicit or set()) - {"accum_steps"}, not resume
+        cfg = record_absolute_paths(cfg)  # resumable and evaluable from any folder
         resume_state = None
         if resume:
             if not self.ckpt_path.is_file():
@@ -143,7 +155,8 @@ class Pretrainer:
                     f"--out {self.run_dir} already holds a run ({self.ckpt_path.name}); continue it with --resume, "
                     "or choose another --out folder"
                 )
-            cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data))
+            fashion = is_fashion_mnist(cfg.data)
+            cfg = resolve_defaults(cfg, fashion or small_images(cfg))
         if cfg.fuse_views is None:  # fewer, larger kernels pay on a GPU; on one CPU process they cost ~10%
             cfg.fuse_views = self.device.type == "cuda" or self.env.enabled
         validate(cfg)
@@ -192,6 +205,12 @@ class Pretrainer:
         self.momenta = momentum_schedule(cfg.ema_momentum, self.total_steps)
         self.augments = [BatchAugment(s) for s in self.objective.view_specs(augment_spec(cfg))]
         self.autocast_dtype = resolve_precision(cfg, self.device)
+        accum = memory.preflight(cfg, self.objective, self.augments, channels=self.data.channels,
+                                 base_size=self.data.base_size, device=self.device, env=self.env,
+                                 autocast_dtype=self.autocast_dtype, auto_accum=auto_accum)
+        if accum != cfg.accum_steps:
+            cfg.accum_steps = accum
+            self.batches.set_accum(accum)
         if resume_state is not None:
             self._load_state(resume_state)
         elif cfg.init_from:
@@ -348,7 +367,12 @@ class Pretrainer:
                 epoch, in_epoch = divmod(st.step, self.steps_per_epoch)
                 micro_batches = self.batches.epoch(epoch, in_epoch)
                 while in_epoch < self.steps_per_epoch and st.step < stop_at:
-                    loss, parts = self.train_step(st.step, micro_batches)
+                    try:
+                        loss, parts = self.train_step(st.step, micro_batches)
+                    except Exception as e:
+                        if not memory.is_out_of_memory(e):
+                            raise
+                        raise TrainingStopped(memory.out_of_memory_message(cfg, st.step, e, self.ckpt_path)) from None
                     window.append((st.step, loss, parts))
                     st.step += 1
                     st.images_seen += cfg.batch_size
@@ -441,7 +465,7 @@ class Pretrainer:
         return {
             "objective": self.cfg.objective,
             "model": model_name(self.cfg),
-            "data": self.data.name,
+            "data": self.cfg.data_as_typed or self.data.name,
             "train_images": len(self.data.train),
             "device": _device_name(self.device),
             "world_size": self.env.world,
@@ -460,6 +484,8 @@ class Pretrainer:
 
     def close(self) -> None:
         cleanup(self.env)
+        if self._lock is not None:
+            self._lock.release()
 
 
 def _fmt_parts(parts: dict) -> str:

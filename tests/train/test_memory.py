@@ -1,0 +1,167 @@
+"""The memory preflight: its estimate against a measured step, refusals, --accum-steps auto, OOM."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from unmasked.cli import main
+from unmasked.errors import TrainingStopped, UserError
+from unmasked.train import checkpoint as ckpt
+from unmasked.train import memory
+from unmasked.train.loop import Pretrainer, pretrain
+
+from ..conftest import tiny_config
+
+MEASURE = textwrap.dedent("""
+    import json, resource, sys, tempfile
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from conftest import tiny_config
+    from unmasked.train import memory
+    from unmasked.train.loop import Pretrainer
+    cfg = tiny_config(Path(tempfile.mkdtemp()), objective={objective!r}, width=128, depth=4, heads=4,
+                      proj_hidden=256, batch_size=64, subset=128, memory_check=False)
+    t = Pretrainer(cfg, progress=False)
+    mem = memory.measure(t.objective, t.augments, channels=t.data.channels, base_size=t.data.base_size,
+                         device=t.device, autocast_dtype=None)
+    batches = t.batches.epoch(0, 0)
+    before = int(open("/proc/self/statm").read().split()[1]) * 4096
+    t.train_step(0, batches)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({{"estimate": mem.need(64), "measured": peak - before}}))
+""")
+
+
+@pytest.mark.parametrize("objective", ["lut", "mae"])
+def test_estimate_is_close_above_a_measured_first_step(fm_root, tmp_path, objective):
+    """A fresh process: peak resident memory growth of the first step (activations, gradients and
+    AdamW state) against the preflight's estimate for that step."""
+    import pathlib
+
+    tests = str(pathlib.Path(__file__).parents[1])
+    r = subprocess.run([sys.executable, "-c", MEASURE.format(tests=tests, objective=objective)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["measured"] > 20e6  # activations dominate, not allocator noise
+    assert got["measured"] <= got["estimate"] <= 2.5 * got["measured"], got
+
+
+def _short_of_memory(monkeypatch, free, fixed=1e6, per_image=1e6, per_image_checkpointed=None):
+    """`free` bytes on the device, and a step estimated as fixed + 1.4 x per_image x micro-batch."""
+    def fake_measure(*a, grad_checkpoint=None, **kw):
+        checkpointed = per_image if per_image_checkpointed is None else per_image_checkpointed
+        return memory.StepMemory(fixed=fixed, per_image=checkpointed if grad_checkpoint else per_image)
+
+    monkeypatch.setattr(memory, "measure", fake_measure)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: free)
+
+
+def test_a_step_that_does_not_fit_is_refused_with_the_options_that_fit(fm_root, tmp_path, monkeypatch):
+    _short_of_memory(monkeypatch, 20e6, per_image_checkpointed=1e6)  # fits up to 12 images
+    with pytest.raises(UserError) as e:
+        pretrain(tiny_config(tmp_path, steps=1), progress=False)
+    msg = str(e.value)
+    assert "out of memory ahead: a step with micro-batches of 32 image(s)" in msg
+    assert "needs about 46 MB: 1 MB of gradients and optimiser state and 1 MB of activations per image" in msg
+    assert "the host has 20 MB free" in msg
+    assert "--accum-steps 4 (micro-batches of 8, the same global batch of 32; about 12 MB)" in msg
+    assert "--batch-size 8 (" in msg
+    assert "--grad-checkpoint" not in msg  # the fake says it would not help
+    assert "--accum-steps auto" in msg and "--no-memory-check" in msg
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything is written
+
+
+def test_grad_checkpoint_is_offered_when_it_fits(fm_root, tmp_path, monkeypatch):
+    # 4 blocks, whose activations are 99% of the total: checkpointed, ~half remains (two blocks' worth)
+    _short_of_memory(monkeypatch, 30e6, per_image_checkpointed=0.01e6)
+    with pytest.raises(UserError, match=r"--grad-checkpoint \(recomputes activations in the backward pass; about "
+                                        r"24 MB\)"):
+        pretrain(tiny_config(tmp_path, steps=1, depth=4), progress=False)
+
+
+def test_the_real_probe_of_the_tiny_model_refuses_too(fm_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1e6)
+    with pytest.raises(UserError, match=r"out of memory ahead: .*the host has 1 MB free"):
+        pretrain(tiny_config(tmp_path, steps=1), progress=False)
+
+
+def test_when_nothing_fits_a_smaller_model_is_named(fm_root, tmp_path, monkeypatch):
+    _short_of_memory(monkeypatch, 2e6)
+    with pytest.raises(UserError, match=r"nothing smaller of these fits: choose a smaller --model"):
+        pretrain(tiny_config(tmp_path, steps=1), progress=False)
+
+
+def test_accum_steps_auto_keeps_the_global_batch_and_says_so(fm_root, tmp_path, monkeypatch):
+    _short_of_memory(monkeypatch, 20e6)
+    with pytest.warns(UserWarning, match=r"--accum-steps auto: 4 micro-batches of 8 images per step \(the global "
+                                         r"batch stays 32\)"):
+        summary = pretrain(tiny_config(tmp_path, steps=2, accum_steps="auto"), progress=False)
+    assert summary["images_seen"] == 64
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["accum_steps"], saved["batch_size"]) == (4, 32)
+
+
+def test_accum_steps_auto_from_the_command_line(fm_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", "--no-progress", "--out", str(out), "--subset", "64", "--batch-size", "16", "--steps", "1",
+            "--width", "32", "--depth", "1", "--heads", "2", "--decoder-width", "32", "--decoder-depth", "1",
+            "--decoder-heads", "2", "--proj-hidden", "64", "--num-workers", "0", "--device", "cpu"]
+    assert main(args + ["--accum-steps", "auto"]) == 0  # fits: stays 1
+    assert json.loads((out / "config.json").read_text())["accum_steps"] == 1
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--accum-steps", "some"])
+    assert e.value.code == 2
+    assert "expected a positive integer or 'auto', got 'some'" in capsys.readouterr().err
+
+
+def test_no_memory_check_skips_the_estimate(fm_root, tmp_path, monkeypatch):
+    _short_of_memory(monkeypatch, 1e5)
+    summary = pretrain(tiny_config(tmp_path, steps=1, memory_check=False), progress=False)
+    assert summary["steps"] == 1
+
+
+def test_the_preflight_changes_nothing_in_training(fm_root, tmp_path):
+    """Probes run the forward pass (BatchNorm statistics, drop path's random numbers): all restored."""
+    weights = []
+    for check in (True, False):
+        pretrain(tiny_config(tmp_path / str(check), steps=3, drop_path=0.1, memory_check=check), progress=False)
+        weights.append(ckpt.load_checkpoint(tmp_path / str(check) / "run" / "checkpoint.pt")["objective"])
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_an_out_of_memory_error_in_training_is_named_and_the_checkpoint_kept(fm_root, tmp_path, monkeypatch):
+    real = Pretrainer.train_step
+
+    def oom_at_step_3(self, step, micro_batches):
+        if step == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, step, micro_batches)
+
+    monkeypatch.setattr(Pretrainer, "train_step", oom_at_step_3)
+    with pytest.raises(TrainingStopped, match=r"out of memory at step 3 \(OutOfMemoryError: CUDA out of memory.*\) "
+                                              r"with micro-batches of 32 image\(s\).*the last good checkpoint .* is "
+                                              r"kept\. To fit: --accum-steps 2 .*--batch-size 16; --grad-checkpoint"):
+        pretrain(tiny_config(tmp_path, save_every_steps=2), progress=False)
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 2
+
+
+def test_memory_error_on_the_host_is_named_too(fm_root, tmp_path, monkeypatch):
+    def no_memory(self, step, micro_batches):
+        raise MemoryError()
+
+    monkeypatch.setattr(Pretrainer, "train_step", no_memory)
+    with pytest.raises(TrainingStopped, match=r"out of memory at step 0 \(MemoryError: no details\).*no checkpoint "
+                                              r"had been written yet"):
+        pretrain(tiny_config(tmp_path), progress=False)
+
+
+def test_available_memory_is_read_from_the_host():
+    free = memory.available_bytes(torch.device("cpu"))
+    assert free is not None and free > 0
