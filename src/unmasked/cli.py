@@ -222,6 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "wall time spent in kernels")
     b.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
 
+    st = sub.add_parser("study", help="objectives x seeds x ablations from a TOML file -> one report",
+                        formatter_class=_Formatter,
+                        description="Runs every pretraining and evaluation a study file asks for as `unmasked` "
+                                    "subprocesses (one run folder each, under the study folder), skips what is "
+                                    "finished, resumes what is half done, then writes report.md, report.html and "
+                                    "study.json: mean and std over seeds, paired differences with 95% intervals, "
+                                    "attention distance and kNN-monitor curves. The study file's format is in "
+                                    "the docstring of unmasked/study/spec.py; examples in studies/.",
+                        epilog="examples:\n  unmasked study studies/fm-cpu.toml --dry-run\n"
+                               "  unmasked study studies/fm-cpu.toml\n"
+                               "  unmasked study studies/fm-cpu.toml --report-only\n"
+                               "  tensorboard --logdir runs/studies/fm-cpu   # with recipe tensorboard = true")
+    st.add_argument("file", metavar="STUDY.toml", help="the study file")
+    st.add_argument("--dry-run", action="store_true", help="list the runs, their budgets and the estimated time")
+    st.add_argument("--report-only", action="store_true", help="rebuild the report from what is finished; "
+                    "runs and computes nothing")
+    st.add_argument("--out", default=None, help="study folder (default: the file's out, else runs/studies/<name>)")
+    st.add_argument("--device", default=None, help="device for every run and evaluation (default: the recipe's)")
+    st.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
+
     d = sub.add_parser("demo", help="LUT on Fashion-MNIST, then kNN, with a summary (sized to the device)",
                        formatter_class=_Formatter,
                        description="Pretrains a small ViT with LUT on Fashion-MNIST and evaluates it with kNN. "
@@ -448,6 +468,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from unmasked.study.command import run_study
+
+    run_study(args.file, out=args.out, dry=args.dry_run, report_only=args.report_only, device=args.device,
+              progress=not args.no_progress)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmasked.demo import run_demo
 
@@ -491,6 +519,8 @@ def _main(argv: list[str] | None = None) -> int:
                 return cmd_analyze(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "study":
+            return cmd_study(args)
     except UserError as e:
         print(f"unmasked: error: {e}", file=sys.stderr)
         return 2

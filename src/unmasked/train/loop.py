@@ -37,13 +37,16 @@ from unmasked.train.distributed import (
     init_distributed,
 )
 from unmasked.train.metrics import JsonlWriter
+from unmasked.train.monitor import knn_monitor
 from unmasked.train.optim import build_optimizer, match_device, set_lr
 from unmasked.train.schedules import lr_schedule, momentum_schedule
+from unmasked.train.tensorboard import mirror_to_tensorboard
 
 # Options that may change when a run is resumed; any other change is refused.
 RESUME_OVERRIDABLE = {
     "out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps", "cache_gb",
     "compile", "compile_mode", "nan", "strict", "precision", "grad_checkpoint", "fuse_views", "memory_check",
+    "knn_every", "tensorboard",  # observers: they never change the training trajectory
 }
 RESUME_IGNORED = {"init_from"}  # a warm start only matters when the run begins
 CONFIG_FILE = "config.json"
@@ -230,6 +233,8 @@ class Pretrainer:
             with self._writing(self.run_dir / CONFIG_FILE):
                 self.metrics.truncate_after(self.state.step)
                 cfg.save(self.run_dir / CONFIG_FILE)
+        self.metrics = mirror_to_tensorboard(self.metrics, self.run_dir, self.state.step, cfg.tensorboard)
+        self.monitor = knn_monitor(self)
 
     # -- state --------------------------------------------------------------------------
     def _load_state(self, st: dict) -> None:
@@ -380,6 +385,9 @@ class Pretrainer:
                     in_epoch += 1
                     st.elapsed = elapsed0 + time.perf_counter() - t_run
                     bar.update(1)
+                    if self.monitor is not None:  # its time is not the run's: shift the clocks past it
+                        spent = self.monitor.after_step(st.step)
+                        t_run, t_window = t_run + spent, t_window + spent
                     at_log = st.step % cfg.log_every == 0 or st.step == stop_at
                     if at_log:
                         dt = time.perf_counter() - t_window
@@ -483,6 +491,8 @@ class Pretrainer:
         }
 
     def close(self) -> None:
+        if hasattr(self.metrics, "close"):
+            self.metrics.close()
         cleanup(self.env)
         if self._lock is not None:
             self._lock.release()

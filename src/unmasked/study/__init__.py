@@ -1,0 +1,1 @@
+"""`unmasked study`: objectives x seeds x ablations -> one resumable command and one report."""

@@ -1,0 +1,237 @@
+"""A study file (TOML) -> the list of runs it asks for, each with its `unmasked pretrain` options.
+
+    name = "fm-cpu"                 # optional; out defaults to runs/studies/<file name>
+    seeds = [0, 1, 2]
+    pairs = [["lut", "mae"]]        # optional: differences lut - mae (default: every later - earlier arm)
+    [recipe]                        # any `unmasked pretrain` option (snake or kebab case)
+    epochs = 2
+    [arms.mae]                      # one objective each, plus overrides
+    objective = "mae"
+    [arms.lut-w0]
+    objective = "lut"
+    lut_weight = 0.0
+    [grid]                          # optional ablations: every combination, for every arm
+    mask_ratio = [0.5, 0.75, 0.9]
+    [evals]                         # true, false or a table of the command's options
+    knn = true
+    linear = { epochs = 10 }
+    analyze = true
+    finetune = false
+
+Options are checked by the pretrain / eval parsers themselves, so whatever `unmasked pretrain`
+accepts (a new objective included) is accepted here, and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unmasked.errors import UserError
+
+TOP_KEYS = {"name", "out", "seeds", "pairs", "recipe", "arms", "grid", "evals"}
+MANAGED = {"out": "the study names each run folder", "seed": "use the study's seeds = [...]",
+           "resume": "the study resumes half-finished runs itself", "help": "not an option",
+           "no_progress": "pass --no-progress to `unmasked study`", "knn": "use [evals] knn = true"}
+EVALS = {"knn": ("eval", "knn"), "linear": ("eval", "linear"), "analyze": ("analyze",), "finetune": ("eval", "finetune")}
+EVAL_MANAGED = {"run", "help", "no_progress", "out"}
+DEFAULT_EVALS = {"knn": {}, "linear": {}, "analyze": {}}
+DEFAULT_KNN_EVERY = 0.5  # studies watch the features improve; pretrain alone leaves the monitor off
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
+
+
+@dataclass
+class Run:
+    name: str
+    arm: str
+    point: dict  # grid values of this run ({} without a grid)
+    seed: int
+    options: dict  # pretrain options (snake case, typed as the parser types them), without out
+    argv: list[str]  # the same options as command-line arguments
+    dir: Path
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    out: Path
+    seeds: list[int]
+    recipe: dict
+    arms: dict[str, dict]
+    grid: dict[str, list]
+    evals: dict[str, list[str]]  # protocol -> extra command-line arguments
+    pairs: list[tuple[str, str]]  # (b, a): report b - a
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def points(self) -> list[dict]:
+        keys = list(self.grid)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*self.grid.values())] or [{}]
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    if not path.is_file():
+        raise UserError(f"study file {path}: no such file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"study file {path}: not valid TOML: {e}") from None
+
+
+def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.option_strings}
+
+
+def to_argv(options: dict, actions: dict[str, argparse.Action]) -> list[str]:
+    argv = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) and isinstance(actions[key], argparse.BooleanOptionalAction):
+            argv.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, bool):  # store_true flags
+            if value:
+                argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def parse_with(parser: argparse.ArgumentParser, argv: list[str], where: str) -> argparse.Namespace:
+    """Let the command's own parser judge the values; its complaint becomes a UserError."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return parser.parse_args(argv)
+    except SystemExit:
+        msg = err.getvalue().strip().splitlines()
+        raise UserError(f"{where}: {msg[-1].split('error: ', 1)[-1] if msg else 'invalid options'}") from None
+
+
+def normalise_keys(table: dict, actions: dict, where: str, managed: dict | set) -> dict:
+    out = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name in managed:
+            why = managed[name] if isinstance(managed, dict) else "set by the study"
+            raise UserError(f"{where}: {key} cannot be set here ({why})")
+        if name not in actions:
+            raise UserError(f"{where}: unknown option {key!r}; expected an option of that command, e.g. "
+                            f"{', '.join(sorted(actions)[:6])}, ... (see its --help)")
+        out[name] = value
+    return out
+
+
+def run_name(arm: str, point: dict, seed: int) -> str:
+    def fmt(v):
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return arm + "".join(f"_{k.replace('_', '-')}{fmt(v)}" for k, v in point.items()) + f"_seed{seed}"
+
+
+def load_study(path: str | Path, out: str | None = None) -> Study:
+    from unmasked.cli import build_parser
+
+    path = Path(path)
+    raw = read_toml(path)
+    where = f"study file {path}"
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(TOP_KEYS))}")
+    parser = build_parser()
+    pre_parser = _subparser(parser, "pretrain")
+    actions = option_actions(pre_parser)
+    objectives = tuple(actions["objective"].choices or ())
+
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise UserError(f"{where}: seeds = {seeds!r}: expected a non-empty list of distinct integers, e.g. [0, 1, 2]")
+    recipe = normalise_keys(raw.get("recipe", {}), actions, f"{where}: [recipe]", MANAGED)
+    recipe.setdefault("knn_every", DEFAULT_KNN_EVERY)
+
+    arms_raw = raw.get("arms")
+    if not isinstance(arms_raw, dict) or not arms_raw:
+        raise UserError(f"{where}: no arms; add at least one [arms.NAME] table with objective = one of "
+                        f"{', '.join(objectives)}")
+    arms = {}
+    for arm, table in arms_raw.items():
+        if not NAME.match(arm):
+            raise UserError(f"{where}: arm name {arm!r}: use letters, digits, '-' and '.' (it names run folders)")
+        opts = normalise_keys(table, actions, f"{where}: [arms.{arm}]", MANAGED)
+        opts.setdefault("objective", arm if arm in objectives else None)
+        if opts["objective"] not in objectives:
+            raise UserError(f"{where}: [arms.{arm}] objective = {opts['objective']!r}: expected one of "
+                            f"{', '.join(objectives)}")
+        arms[arm] = opts
+
+    grid = normalise_keys(raw.get("grid", {}), actions, f"{where}: [grid]", MANAGED)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise UserError(f"{where}: [grid] {key} = {values!r}: expected a non-empty list of distinct values")
+        for arm, opts in arms.items():
+            if key in opts:
+                raise UserError(f"{where}: [grid] {key} is also set by [arms.{arm}]; set it in one place")
+
+    evals = {}
+    for proto, value in raw.get("evals", DEFAULT_EVALS).items():
+        if proto not in EVALS:
+            raise UserError(f"{where}: [evals] {proto}: unknown evaluation; expected {', '.join(EVALS)}")
+        if value is False:
+            continue
+        if value is True:
+            value = {}
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: [evals] {proto} = {value!r}: expected true, false or a table of options")
+        ev_parser = _subparser(parser, *EVALS[proto])
+        ev_actions = option_actions(ev_parser)
+        opts = normalise_keys(value, ev_actions, f"{where}: [evals] {proto}", EVAL_MANAGED)
+        argv = to_argv(opts, ev_actions)
+        parse_with(ev_parser, ["RUN", *argv], f"{where}: [evals] {proto}")
+        evals[proto] = argv
+
+    pairs_raw = raw.get("pairs")
+    names = list(arms)
+    if pairs_raw is None:
+        pairs = [(b, a) for i, a in enumerate(names) for b in names[i + 1:]]
+    else:
+        pairs = []
+        for p in pairs_raw:
+            if not (isinstance(p, list) and len(p) == 2 and all(x in arms for x in p) and p[0] != p[1]):
+                raise UserError(f"{where}: pairs entry {p!r}: expected [B, A] with two different arm names "
+                                f"({', '.join(names)}); the report gives B - A")
+            pairs.append((p[0], p[1]))
+
+    name = raw.get("name", path.stem)
+    study_out = Path(out or raw.get("out") or Path("runs") / "studies" / path.stem)
+    study = Study(path, name, study_out, seeds, recipe, arms, grid, evals, pairs)
+    for arm, arm_opts in arms.items():
+        for point in study.points:
+            for seed in seeds:
+                options = {**recipe, **arm_opts, **point, "seed": seed}
+                rname = run_name(arm, point, seed)
+                argv = to_argv(options, actions)
+                ns = parse_with(pre_parser, argv, f"{where}: run {rname}")
+                typed = {k: getattr(ns, k) for k in options}
+                study.runs.append(Run(rname, arm, point, seed, typed, argv, study_out / rname))
+    return study

@@ -1,0 +1,57 @@
+"""The study report from run folders written by hand: cells, differences, raw pixels, figures."""
+
+import json
+import math
+
+from unmasked.study.report import write_report
+from unmasked.study.spec import load_study
+
+from .helpers import tiny_study
+
+KNN = {"mae": {0: 80.0, 1: 81.0, 2: 82.0}, "lut": {0: 80.5, 1: 82.0, 2: 82.5}}
+
+
+def _fake_run(d, knn, dist):
+    d.mkdir(parents=True)
+    (d / "checkpoint.pt").write_bytes(b"x")
+    (d / "summary.json").write_text(json.dumps({"completed": True, "steps": 10, "time_s": 120.0}))
+    (d / "knn.json").write_text(json.dumps({"top1": {"cls": knn, "mean": knn + 1}}))
+    (d / "linear.json").write_text(json.dumps({"top1": {"cls": knn + 2, "mean": knn + 3}}))
+    (d / "analysis").mkdir()
+    (d / "analysis" / "analysis.json").write_text(json.dumps({
+        "attention_distance": {"last_layers": dist, "per_layer": [dist - 2, dist - 1, dist], "uniform": 14.4},
+        "spectrum": {"rankme": {"cls": 50.0, "mean": 60.0}}}))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "epoch": s / 10, "knn20_cls": knn - 5 + s})
+                                             + "\n" for s in (5, 10)))
+
+
+def test_report_from_finished_runs(tmp_path):
+    study = load_study(tiny_study(tmp_path, seeds="[0, 1, 2]", evals="knn = true\nlinear = true\nanalyze = true"))
+    for r in study.runs:
+        _fake_run(r.dir, KNN[r.arm][r.seed], 11.0 + r.seed if r.arm == "mae" else 12.0 + r.seed)
+    (study.out / "raw_pixels.json").write_text(json.dumps({"top1": {"20": 84.6}}))
+    res = write_report(study, "unmasked study tiny.toml")
+    mae = res["groups"][0]["summary"]["knn20_cls"]
+    assert mae["mean"] == 81.0 and mae["std"] == 1.0 and mae["values"] == [80.0, 81.0, 82.0]
+    d = next(x for x in res["differences"] if x["metric"] == "knn20_cls")
+    assert math.isclose(d["half_width"], 4.3027 / 6)  # hand-computed in test_stats
+    assert d["sentence"] == "lut − mae kNN20 CLS: +0.67 ± 0.72 points (3 seeds): not distinguishable"
+    dist = next(x for x in res["differences"] if x["metric"] == "attn_distance")
+    assert dist["mean"] == 1.0 and dist["half_width"] == 0.0 and dist["verdict"] == "higher"
+    md = (study.out / "report.md").read_text()
+    assert "| mae | 81.00 ± 1.00 (80.00, 81.00, 82.00) |" in md
+    assert "| raw pixels (no training) | 84.60 | 84.60 |" in md
+    assert "training FLOPs: n/a" in md or "training PFLOPs" in md
+    for name in ("attention_distance.png", "knn_monitor.png"):
+        assert (study.out / name).is_file() and name in md
+    assert (study.out / "report.html").read_text().count("data:image/png;base64,") == 2
+
+
+def test_grid_plots_and_unfinished_runs(tmp_path):
+    arms = '[arms.lut]\nobjective = "lut"\n[grid]\nmask_ratio = [0.5, 0.9]\n'
+    study = load_study(tiny_study(tmp_path, arms=arms, evals="knn = true"))
+    for r in study.runs[:-1]:
+        _fake_run(r.dir, 70.0 + 10 * r.point["mask_ratio"] + r.seed, 12.0)
+    res = write_report(study, "unmasked study x.toml")
+    assert "grid_mask_ratio_knn20_cls.png" in res["files"]
+    assert any("1 of 4 runs not finished: lut_mask-ratio0.9_seed1" in n for n in res["notes"])

@@ -1,0 +1,91 @@
+"""Study files: what they expand to, and every bad entry named."""
+
+from pathlib import Path
+
+import pytest
+
+from unmasked.cli import main
+from unmasked.errors import UserError
+from unmasked.study.spec import load_study, run_name
+
+from .helpers import tiny_study
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+
+def test_committed_studies_expand():
+    cpu = load_study(STUDIES / "fm-cpu.toml")
+    assert [r.name for r in cpu.runs][:3] == ["mae_seed0", "mae_seed1", "mae_seed2"]
+    assert len(cpu.runs) == 9 and cpu.pairs[0] == ("lut", "mae")
+    w0 = next(r for r in cpu.runs if r.arm == "lut-w0")
+    assert w0.options["lut_weight"] == 0.0 and w0.options["objective"] == "lut"
+    assert "--warmup-epochs" in cpu.evals["linear"]
+    ablation = load_study(STUDIES / "ablation-cpu.toml")
+    assert len(ablation.runs) == 12
+    assert {tuple(r.point.values()) for r in ablation.runs} == {(m, w) for m in (0.5, 0.75, 0.9) for w in (0.25, 1.0)}
+    gpu = load_study(STUDIES / "fm-gpu.toml")
+    assert all(r.options["batch_size"] == 512 and r.options["epochs"] == 40 for r in gpu.runs)
+    assert len(gpu.seeds) == 3 and "finetune" in gpu.evals
+
+
+def test_run_names_and_kebab_keys(tmp_path):
+    assert run_name("lut", {"mask_ratio": 0.9, "lut_weight": 1.0}, 2) == "lut_mask-ratio0.9_lut-weight1_seed2"
+    study = load_study(tiny_study(tmp_path, extra="mask-ratio = 0.6"))
+    assert all(r.options["mask_ratio"] == 0.6 and r.options["knn_every"] == 1.0 for r in study.runs)
+    assert study.runs[0].dir == tmp_path / "tiny" / "mae_seed0"
+
+
+@pytest.mark.parametrize("extra,arms,match", [
+    ("mask_ratioo = 0.5", None, r"\[recipe\]: unknown option 'mask_ratioo'"),
+    ("seed = 3", None, r"\[recipe\]: seed cannot be set here \(use the study's seeds"),
+    ("mask_ratio = 'lots'", None, r"run mae_seed0: argument --mask-ratio: invalid float value: 'lots'"),
+    ("", '[arms.x]\nobjective = "sim"\n', r"\[arms.x\] objective = 'sim': expected one of mae, lut"),
+    ("", '[arms."a b"]\nobjective = "mae"\n', r"arm name 'a b'"),
+    ("", '[arms.lut]\nlut_weight = 0.5\n[grid]\nlut_weight = [0.1, 0.2]\n',
+     r"\[grid\] lut_weight is also set by \[arms.lut\]"),
+])
+def test_bad_entries_are_named(tmp_path, extra, arms, match):
+    with pytest.raises(UserError, match=match):
+        load_study(tiny_study(tmp_path, extra=extra, arms=arms))
+
+
+def test_objective_choices_come_from_the_pretrain_parser(tmp_path, monkeypatch):
+    """A new objective needs no change here: the study asks `unmasked pretrain` what it accepts."""
+    import unmasked.cli as cli
+
+    real = cli._add_config_options
+
+    def with_extra_objective(parser):
+        real(parser)
+        action = next(a for a in parser._actions if a.dest == "objective")
+        action.choices = (*action.choices, "newobj")
+
+    monkeypatch.setattr(cli, "_add_config_options", with_extra_objective)
+    study = load_study(tiny_study(tmp_path, arms='[arms.newobj]\n'))
+    assert study.runs[0].options["objective"] == "newobj"
+
+
+@pytest.mark.parametrize("evals,match", [
+    ("knn = { kk = 3 }", r"\[evals\] knn: unknown option 'kk'"),
+    ("linear = { epochs = 'ten' }", r"\[evals\] linear: argument --epochs: invalid int value"),
+    ("probe = true", r"\[evals\] probe: unknown evaluation"),
+])
+def test_bad_evals_are_named(tmp_path, evals, match):
+    with pytest.raises(UserError, match=match):
+        load_study(tiny_study(tmp_path, evals=evals))
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert main(["study", str(tmp_path / "none.toml"), "--dry-run"]) == 2
+    assert "study file" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seeds = [0, 0]\n[arms.mae]\n")
+    assert main(["study", str(bad)]) == 2
+    assert "seeds = [0, 0]: expected a non-empty list of distinct integers" in capsys.readouterr().err
+
+
+def test_dry_run_lists_runs_budgets_and_estimate(capsys):
+    assert main(["study", str(STUDIES / "fm-cpu.toml"), "--dry-run", "--out", "/nonexistent/x"]) == 0
+    out = capsys.readouterr().out
+    assert "9 runs = 3 arm(s) x 1 grid point(s) x 3 seed(s)" in out
+    assert "lut-w0_seed2" in out and "119,808" in out and "estimated time left:" in out
