@@ -1,4 +1,4 @@
-"""`unmasked demo` / `make demo`: LUT on Fashion-MNIST, then kNN, sized to the device."""
+"""`unmasked demo` / `make demo`: an objective (LUT by default) on Fashion-MNIST, then kNN, sized to the device."""
 
 from __future__ import annotations
 
@@ -20,15 +20,22 @@ CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, patch_size=7, d
 GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2)
 
 
-def demo_config(out: str, device: str) -> PretrainConfig:
+def demo_config(out: str, device: str, objective: str = "lut") -> PretrainConfig:
+    """The preset's shared options, and its objective options where the objective has them (the
+    decoder settings are MAE/LUT's); the objective's `resolve` fills the rest for small data."""
+    from unmasked.objectives import registry
+
     use_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     preset = GPU_PRESET if use_gpu else CPU_PRESET
-    return PretrainConfig(objective="lut", data="fashion-mnist", out=out, device=device, **preset)
+    own = {f.name for f in registry.option_fields_of(registry.get(objective))}
+    objective_options = {f.name for f in registry.option_fields()}
+    preset = {k: v for k, v in preset.items() if k not in objective_options or k in own}
+    return PretrainConfig(objective=objective, data="fashion-mnist", out=out, device=device, **preset)
 
 
 def _clear_previous_demo(out: Path) -> None:
     """The demo starts afresh each time, but deletes only what an earlier demo wrote: a missing or
-    empty folder, or one whose config.json is a LUT run on Fashion-MNIST."""
+    empty folder, or one whose config.json is a run of a registered objective on Fashion-MNIST."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -38,19 +45,21 @@ def _clear_previous_demo(out: Path) -> None:
             cfg = json.loads((out / "config.json").read_text())
         except (OSError, ValueError):
             cfg = {}
-        if not (cfg.get("objective") == "lut" and cfg.get("data") == "fashion-mnist"):
+        from unmasked.objectives import registry
+
+        if not (cfg.get("objective") in registry.names() and cfg.get("data") == "fashion-mnist"):
             raise UserError(f"--out {out}: holds files that are not an earlier demo run; the demo replaces its "
                             "folder, so choose another --out or remove that folder yourself")
     shutil.rmtree(out)
 
 
-def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True) -> dict:
+def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True, objective: str = "lut") -> dict:
     from unmasked.cli import _print_knn, print_summary
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
     _clear_previous_demo(Path(out))
-    cfg = demo_config(out, device)
+    cfg = demo_config(out, device, objective)
     summary = pretrain(cfg, progress=progress)
     knn = run_knn(out, device=device, progress=progress)
     print()
