@@ -70,3 +70,20 @@ def test_cpu_preset_on_cpu():
     cfg = demo_config("runs/x", "cpu")
     assert (cfg.objective, cfg.data) == ("lut", "fashion-mnist")
     assert all(getattr(cfg, k) == v for k, v in CPU_PRESET.items())
+
+
+def test_demo_takes_any_registered_objective():
+    cfg = demo_config("runs/x", "cpu", "mae")
+    assert cfg.objective == "mae" and cfg.decoder_depth == CPU_PRESET["decoder_depth"]
+    import pytest
+
+    with pytest.raises(SystemExit):  # argparse refuses an unregistered objective
+        main(["demo", "--objective", "nope", "--no-progress"])
+
+
+def test_demo_clears_an_earlier_demo_of_another_objective(tmp_path):
+    old = tmp_path / "demo"
+    mark_as_demo(old)
+    (old / "config.json").write_text('{"objective": "mae", "data": "fashion-mnist"}')
+    clear_previous_demo(old)
+    assert not (old / "config.json").exists()

@@ -73,15 +73,21 @@ def device_name(device: torch.device) -> str:
 
 
 def _config(spec: BenchSpec, gpu: bool) -> PretrainConfig:
+    from unmasked.objectives import registry
+
     small = spec.img_size <= 64
+    entry = registry.get(spec.objective)
+    given = dict(decoder_width=spec.decoder_width, decoder_depth=spec.decoder_depth,
+                 decoder_heads=spec.decoder_heads,
+                 fuse_views=False if spec.path != "optimised" else (spec.fuse_views if spec.fuse_views is not None
+                                                                    else gpu))
+    own = {f.name for f in registry.option_fields_of(entry)}
     cfg = PretrainConfig(
         objective=spec.objective, model=spec.model, img_size=spec.img_size, patch_size=spec.patch_size,
-        decoder_width=spec.decoder_width or (128 if small else 512),
-        decoder_depth=spec.decoder_depth or (4 if small else 8),
-        decoder_heads=spec.decoder_heads or (4 if small else 16),
-        batch_size=spec.batch_size, seed=spec.seed,
-        fuse_views=False if spec.path != "optimised" else (spec.fuse_views if spec.fuse_views is not None else gpu),
+        batch_size=spec.batch_size, seed=spec.seed, **{k: v for k, v in given.items() if k in own},
     )
+    if entry.resolve is not None:  # the objective's own defaults for this data size (e.g. the decoder)
+        entry.resolve(cfg, small)
     cfg.in_chans = spec.channels
     cfg.mean, cfg.std = [0.5] * spec.channels, [0.25] * spec.channels
     cfg.crop, cfg.pad = "pad", max(1, spec.img_size // 8)
@@ -190,13 +196,15 @@ class _Runner:
             compile_objective(obj, obj.student, spec.compile_mode)
         b, c, s = spec.batch_size, spec.channels, spec.img_size
         g = torch.Generator(device=device).manual_seed(spec.seed)
-        views = [torch.randn(b, c, s, s, device=device, generator=g) for _ in range(2 if spec.objective == "lut" else 1)]
+        from unmasked.build import augment_spec
+
+        view_specs = obj.view_specs(augment_spec(cfg))  # one synthetic input per view, at the view's size
+        views = [torch.randn(b, c, v.img_size, v.img_size, device=device, generator=g) for v in view_specs]
         augments, images = None, None
         if spec.with_augment:
-            from unmasked.build import augment_spec
             from unmasked.data.augment import BatchAugment
 
-            augments = [BatchAugment(v) for v in obj.view_specs(augment_spec(cfg))]
+            augments = [BatchAugment(v) for v in view_specs]
             images = torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, device=device, generator=g)
 
         def step(i: int):
@@ -426,7 +434,10 @@ def busy_fraction(spans: list[tuple[float, float]], wall_us: float) -> float | N
 def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.device) -> str:
     """What the timed path does, read from the objective and device it ran with."""
     extra = ", with batched augmentation" if spec.with_augment else ""
-    lut = spec.objective == "lut"
+    from unmasked.objectives import registry
+
+    entry = registry.get(spec.objective)
+    lut = entry.views > 1 or entry.teacher  # separate view calls / an EMA step to describe
     if spec.path == "plain":
         return ("fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" if lut
                 else "fp32, explicit softmax attention, per-tensor AdamW") + extra
@@ -434,9 +445,9 @@ def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.d
         amp = "fp16 autocast + GradScaler" if precision == "fp16" else "fp32"
         return (f"published-style: {amp}, grad norm, " + (
             "separate view calls, SDPA, default AdamW, per-parameter EMA" if lut else "SDPA, default AdamW") + extra)
-    opts = [precision, "SDPA", ("fused views" if fused_views else "separate views") if spec.objective == "lut" else None,
+    opts = [precision, "SDPA", ("fused views" if fused_views else "separate views") if entry.views > 1 else None,
             "fused AdamW" if device.type == "cuda" else "foreach AdamW",
-            "foreach EMA" if spec.objective == "lut" else None]
+            "foreach EMA" if entry.teacher else None]
     if spec.compile:
         opts.append(f"torch.compile({spec.compile_mode})")
     if spec.grad_checkpoint:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from unmasked.config import PretrainConfig
 from unmasked.data.augment import AugmentSpec, default_blur_sigma
-from unmasked.models import MAEDecoder, build_encoder, encoder_spec
+from unmasked.models import encoder_spec
 from unmasked.models.vit import EncoderSpec
-from unmasked.objectives import LUT, MAE, Objective
+from unmasked.objectives import Objective
 
 
 def spec_from_config(cfg: PretrainConfig) -> EncoderSpec:
@@ -17,18 +17,9 @@ def spec_from_config(cfg: PretrainConfig) -> EncoderSpec:
 
 
 def build_objective(cfg: PretrainConfig) -> Objective:
-    spec = spec_from_config(cfg)
-    encoder = build_encoder(spec)
-    decoder = MAEDecoder(
-        grid=spec.grid, embed_dim=spec.embed_dim, decoder_dim=cfg.decoder_width, depth=cfg.decoder_depth,
-        num_heads=cfg.decoder_heads, patch_dim=spec.patch_dim,
-    )
-    if cfg.objective == "mae":
-        return MAE(encoder, decoder, cfg.mask_ratio, cfg.norm_pix_loss)
-    if cfg.objective == "lut":
-        return LUT(encoder, decoder, cfg.mask_ratio, cfg.norm_pix_loss, cfg.lut_weight, cfg.proj_hidden,
-                   fuse_views=True if cfg.fuse_views is None else cfg.fuse_views, teacher_mode=cfg.teacher_mode)
-    raise ValueError(f"unknown objective {cfg.objective!r}")
+    from unmasked.objectives import registry
+
+    return registry.get(cfg.objective).build(cfg)
 
 
 def augment_spec(cfg: PretrainConfig) -> AugmentSpec:

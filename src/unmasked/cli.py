@@ -9,7 +9,7 @@ import warnings
 from dataclasses import MISSING
 
 from unmasked import __version__
-from unmasked.config import COMPILE_MODES, OPTION_FIELDS, PretrainConfig
+from unmasked.config import COMPILE_MODES, PretrainConfig, all_option_fields
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import run_folder_of, run_lock
 from unmasked.option_rules import check_values, command_of
@@ -40,10 +40,21 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=34, width=100)
 
 
+def _objective_group_title(group: str, option: str) -> str:
+    """An objective's options form their own --help group, titled by the objectives that have them."""
+    from unmasked.objectives import registry
+
+    return f"options of {' and '.join(registry.option_owners(option))}"
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    from unmasked.objectives import registry
+
     groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
-    for f in OPTION_FIELDS:
+    for f in all_option_fields():
         meta = f.metadata
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(_objective_group_title(meta["group"], f.name))
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         help_text = meta["help"]
@@ -58,6 +69,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = _field_type(f)
             if meta.get("choices"):
                 kwargs["choices"] = meta["choices"]
+            if f.name == "objective":
+                kwargs["choices"] = registry.names()
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
         groups[meta["group"]].add_argument(flag, **kwargs)
@@ -75,17 +88,20 @@ def _field_type(f):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from unmasked.objectives import registry
+
+    objective_names = registry.names()
     parser = argparse.ArgumentParser(
         prog="unmasked",
-        description="Pretrain Vision Transformer encoders with masked image modeling (MAE, LUT) and measure "
-                    "what they learned.",
+        description="Pretrain Vision Transformer encoders with self-supervised objectives "
+                    f"({', '.join(objective_names)}) and measure what they learned.",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"unmasked {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("pretrain", help="pretrain an encoder (MAE or LUT)", formatter_class=_Formatter,
-                       description="Pretrain a ViT encoder with MAE or LUT. Writes config.json, checkpoint.pt "
+    p = sub.add_parser("pretrain", help=f"pretrain an encoder ({', '.join(objective_names)})", formatter_class=_Formatter,
+                       description=f"Pretrain a ViT encoder with {' or '.join(objective_names)}. Writes config.json, checkpoint.pt "
                                    "(atomically, every --save-every epochs and at the end), metrics.jsonl, "
                                    "encoder.safetensors (loads into timm) and summary.json into --out.",
                        epilog=EPILOG_PRETRAIN)
@@ -180,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--channels 1 --batch-size 512 --compile --compile-mode reduce-overhead\n"
                               "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run\n"
                               "  unmasked bench --compare-reference ... # the published code's step vs optimised")
-    b.add_argument("--objective", choices=("mae", "lut"), default="lut", help="objective (default: lut)")
+    b.add_argument("--objective", choices=objective_names, default="lut", help="objective (default: lut)")
     b.add_argument("--model", choices=("vit_tiny", "vit_small", "vit_base", "vit_large"), default="vit_base",
                    help="encoder size (default: vit_base)")
     b.add_argument("--img-size", type=int, default=224, help="input size (default: 224)")
@@ -242,11 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--device", default=None, help="device for every run and evaluation (default: the recipe's)")
     st.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
 
-    d = sub.add_parser("demo", help="LUT on Fashion-MNIST, then kNN, with a summary (sized to the device)",
+    d = sub.add_parser("demo", help="an objective (default LUT) on Fashion-MNIST, then kNN, with a summary (sized to the device)",
                        formatter_class=_Formatter,
-                       description="Pretrains a small ViT with LUT on Fashion-MNIST and evaluates it with kNN. "
+                       description="Pretrains a small ViT with --objective (default LUT) on Fashion-MNIST and evaluates it with kNN. "
                                    "On a CPU it fits in about 10 minutes on 2 cores; on a GPU it trains a "
                                    "larger model for longer.")
+    d.add_argument("--objective", choices=objective_names, default="lut",
+                   help="objective to pretrain (default: lut)")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, nothing else")
     d.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -294,7 +312,7 @@ def _unsaved(result: dict) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from unmasked.train.loop import pretrain
 
-    explicit = {f.name for f in OPTION_FIELDS if hasattr(args, f.name)}
+    explicit = {f.name for f in all_option_fields() if hasattr(args, f.name)}
     cfg = PretrainConfig(**{name: getattr(args, name) for name in explicit})
     summary = pretrain(cfg, resume=args.resume, explicit=explicit, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:

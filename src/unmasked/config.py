@@ -1,9 +1,11 @@
 """The pretraining configuration: one flat dataclass, its defaults, and how they are resolved.
 
 Every field is a command-line option of `unmasked pretrain` (the help text lives here, next to
-the default). Fields left as None are resolved from the data: Fashion-MNIST gets a small recipe
-(ViT-Tiny, 28 px, patch 4, 4 x 128 decoder), image folders the published ViT recipe (224 px,
-patch 16, 8 x 512 decoder). The resolved config is saved next to the run.
+the default). The shared options are the dataclass's fields; each registered objective adds its
+own options (its `ObjectiveEntry.options` dataclass) as flat attributes and config.json keys.
+Fields left as None are resolved from the data: Fashion-MNIST gets a small recipe (ViT-Tiny,
+28 px, patch 4), image folders the published ViT recipe (224 px, patch 16); the objective's
+`resolve` fills its own (e.g. the MAE decoder). The resolved config is saved next to the run.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two r
 @dataclass
 class PretrainConfig:
     # -- what to train ----------------------------------------------------------------------
-    objective: str = opt("lut", "pretraining objective", "objective", choices=("mae", "lut"))
+    objective: str = opt("lut", "pretraining objective (the registered ones; see unmasked.objectives)", "objective")
     data: str = opt("fashion-mnist", "'fashion-mnist' (Debian's dataset-fashion-mnist or a folder with its IDX "
                     "files) or an image folder: root/train/<class>/ + root/val/<class>/, root/<class>/, "
                     "or a folder of unlabeled images", "data", metavar="DATA")
@@ -52,27 +54,13 @@ class PretrainConfig:
     width: int | None = opt(None, "override the preset's embedding width", "model")
     depth: int | None = opt(None, "override the preset's number of blocks", "model")
     heads: int | None = opt(None, "override the preset's attention heads", "model")
-    decoder_width: int | None = opt(None, "MAE decoder width (default 128 on Fashion-MNIST, 512 otherwise)", "model")
-    decoder_depth: int | None = opt(None, "MAE decoder blocks (default 4 on Fashion-MNIST, 8 otherwise)", "model")
-    decoder_heads: int | None = opt(None, "MAE decoder heads (default 4 on Fashion-MNIST, 16 otherwise)", "model")
     drop_path: float = opt(0.0, "stochastic depth rate of the encoder", "model")
     init_from: str | None = opt(None, "warm start: load the encoder weights of this run folder, checkpoint or "
                                 "encoder.safetensors (same encoder shape); decoder, heads and optimiser start "
                                 "fresh", "model", metavar="RUN")
-    # -- objective --------------------------------------------------------------------------
-    mask_ratio: float = opt(0.75, "fraction of patches hidden from the encoder, in (0, 1); LUT needs >= 0.5",
-                            "objective")
-    norm_pix_loss: bool = opt(True, "regress per-patch normalised pixels (MAE's norm_pix_loss)", "objective")
-    lut_weight: float = opt(0.25, "LUT: weight w of the global-context loss", "objective")
-    ema_momentum: float = opt(0.996, "LUT: EMA teacher momentum at the start (cosine to 1.0 per step)", "objective")
-    proj_hidden: int = opt(4096, "LUT: hidden width of projector and predictor", "objective")
-    teacher_mode: str = opt("eval", "LUT: 'eval' keeps the EMA teacher in eval mode (projector BatchNorm uses "
-                            "EMA-averaged running statistics, no drop path), as the authors' code does; 'train' "
-                            "runs it in train mode (batch statistics, as BYOL; drop path when --drop-path > 0)",
-                            "objective", choices=("eval", "train"))
-    fuse_views: bool | None = opt(None, "LUT: run both student views (and both teacher views) in one encoder "
-                                  "call (default: on with CUDA or torchrun, where it halves kernel launches and "
-                                  "collectives; off for one CPU process, where it measured about 10%% slower)", "performance")
+    # -- objective (its own options: see the objective's group) -----------------------------
+    ema_momentum: float = opt(0.996, "objectives with an EMA teacher: its momentum at the start (cosine to 1.0 "
+                              "per step)", "objective")
     # -- augmentation -----------------------------------------------------------------------
     crop: str | None = opt(None, "random crop: 'rrc' RandomResizedCrop (MAE), 'pad' reflect-pad crop (LUT), "
                            "'none'; default 'pad' on Fashion-MNIST, else rrc for MAE / pad for LUT", "data",
@@ -97,6 +85,11 @@ class PretrainConfig:
     decay_tokens: bool = opt(True, "weight decay on the CLS and mask tokens too, as the published MAE/LUT code "
                              "does (timm's add_weight_decay exempts only 1-D tensors); --no-decay-tokens exempts "
                              "them")
+    weight_decay_end: float | None = opt(None, "cosine the weight decay from --weight-decay to this value over the "
+                                         "run (default: constant)")
+    layer_decay: float | None = opt(None, "layer-wise lr decay of the encoder: block l of L gets lr x "
+                                    "decay^(L - l) (default: off)")
+    patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)")
     clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)")
     # -- data handling ----------------------------------------------------------------------
     subset: int | None = opt(None, "use only N training images (a reproducible random subset)", "data", metavar="N")
@@ -147,11 +140,13 @@ class PretrainConfig:
 
     # ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.update({name: getattr(self, name) for name in _objective_defaults()})
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(_objective_defaults())
         # a run saved before an option existed resumes with the behaviour it was trained with
         legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}
         return cls(**legacy, **{k: v for k, v in d.items() if k in known})
@@ -180,8 +175,37 @@ class PretrainConfig:
 # teacher. Their optimiser state has the old parameter groups, so a resume must keep them.
 LEGACY_DEFAULTS = {"decay_tokens": False, "teacher_mode": "train"}
 
-OPTION_FIELDS = [f for f in fields(PretrainConfig) if not f.metadata.get("resolved")]
+CORE_FIELDS = list(fields(PretrainConfig))
+OPTION_FIELDS = [f for f in CORE_FIELDS if not f.metadata.get("resolved")]  # the shared options
 DEFAULTS = {f.name: f.default for f in OPTION_FIELDS if f.default is not MISSING}
+
+
+def _objective_defaults() -> dict:
+    from unmasked.objectives import registry  # registers the built-in objectives on first import
+
+    return registry.option_defaults()
+
+
+def all_option_fields() -> list:
+    """The shared options, then every registered objective's options (the CLI's flags)."""
+    from unmasked.objectives import registry
+
+    return OPTION_FIELDS + registry.option_fields()
+
+
+_dataclass_init = PretrainConfig.__init__
+
+
+def _init_with_objective_options(self, **kwargs):
+    """The dataclass's __init__ for the shared fields; objective options are flat attributes too."""
+    defaults = _objective_defaults()
+    extra = {k: kwargs.pop(k) for k in list(kwargs) if k in defaults}
+    _dataclass_init(self, **kwargs)  # an unknown keyword is still a TypeError
+    for name, default in defaults.items():
+        setattr(self, name, extra.get(name, default))
+
+
+PretrainConfig.__init__ = _init_with_objective_options
 
 
 def resolve_defaults(cfg: PretrainConfig, fashion: bool) -> PretrainConfig:
@@ -193,13 +217,15 @@ def resolve_defaults(cfg: PretrainConfig, fashion: bool) -> PretrainConfig:
     cfg.model = pick(cfg.model, "vit_tiny", "vit_base")
     cfg.img_size = pick(cfg.img_size, 28, 224)
     cfg.patch_size = pick(cfg.patch_size, 4, 16)
-    cfg.decoder_width = pick(cfg.decoder_width, 128, 512)
-    cfg.decoder_depth = pick(cfg.decoder_depth, 4, 8)
-    cfg.decoder_heads = pick(cfg.decoder_heads, 4, 16)
     cfg.epochs = pick(cfg.epochs, 40, 100)
     cfg.batch_size = pick(cfg.batch_size, 256, 256)
+    from unmasked.objectives import registry
+
+    entry = registry.get(cfg.objective)
+    if entry.resolve is not None:  # the objective's own defaults (it may also choose e.g. the crop)
+        entry.resolve(cfg, small)
     if cfg.crop is None:
-        cfg.crop = "pad" if small else ("rrc" if cfg.objective == "mae" else "pad")
+        cfg.crop = "pad"
     if cfg.pad is None:
         cfg.pad = 4
     if cfg.warmup_epochs is None:
@@ -220,44 +246,34 @@ def validate(cfg: PretrainConfig) -> None:
     def bad(name, allowed):
         raise UserError(f"{_flag(name)} {getattr(cfg, name)}: {allowed}")
 
+    from unmasked.objectives import registry
     from unmasked.option_rules import check_values
 
+    entry = registry.get(cfg.objective)
     check_values("pretrain", cfg)  # each option on its own (NaN, infinities, signs, ranges); then combinations
-    if not 0.0 < cfg.mask_ratio < 1.0:
-        bad("mask_ratio", "must be in the open interval (0, 1)")
-    if cfg.objective == "lut" and cfg.mask_ratio < 0.5:
-        bad("mask_ratio", "LUT needs a mask ratio in [0.5, 1) so that its two views' visible tokens are disjoint")
     if cfg.compile and cfg.compile_mode != "default" and cfg.accum_steps > 1:
         # CUDA graphs keep gradients in their memory pool, which the next micro-batch's replay
         # overwrites before the gradients are accumulated
         bad("compile_mode", "CUDA graphs (reduce-overhead, max-autotune) cannot accumulate gradients over "
                             f"--accum-steps {cfg.accum_steps}; use --compile-mode default or --accum-steps 1")
-    for name in ("epochs", "batch_size", "accum_steps", "img_size", "patch_size", "save_every", "log_every",
-                 "proj_hidden"):
+    for name in ("epochs", "batch_size", "accum_steps", "img_size", "patch_size", "save_every", "log_every"):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             bad(name, "must be a positive integer")
-    for name in ("steps", "subset", "save_every_steps", "width", "depth", "heads", "decoder_width",
-                 "decoder_depth", "decoder_heads"):
+    for name in ("steps", "subset", "save_every_steps", "width", "depth", "heads"):
         v = getattr(cfg, name)
         if v is not None and v < 1:
             bad(name, "must be a positive integer when given")
     if cfg.img_size % cfg.patch_size:
         raise UserError(f"--img-size {cfg.img_size} is not divisible by --patch-size {cfg.patch_size}; "
                         "choose sizes where img_size = k * patch_size")
-    grid = cfg.img_size // cfg.patch_size
-    if grid * grid * (1 - cfg.mask_ratio) < 1:
-        bad("mask_ratio", f"leaves no visible patch out of {grid * grid}")
     if cfg.batch_size % cfg.accum_steps:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by --accum-steps {cfg.accum_steps}")
     width, _, heads = PRESETS[cfg.model]
     width, heads = cfg.width or width, cfg.heads or heads
     if width % heads or width % 4:
         raise UserError(f"--width {width} must be divisible by --heads {heads} and by 4")
-    if cfg.decoder_width % cfg.decoder_heads or cfg.decoder_width % 4:
-        raise UserError(f"--decoder-width {cfg.decoder_width} must be divisible by --decoder-heads "
-                        f"{cfg.decoder_heads} and by 4")
-    for name in ("base_lr", "weight_decay", "min_lr", "drop_path", "lut_weight", "warmup_epochs", "cache_gb"):
+    for name in ("base_lr", "weight_decay", "min_lr", "drop_path", "warmup_epochs", "cache_gb"):
         if getattr(cfg, name) < 0:
             bad(name, "must not be negative")
     if cfg.lr is not None and cfg.lr <= 0:
@@ -269,6 +285,12 @@ def validate(cfg: PretrainConfig) -> None:
                       "--batch-size)")
     if not 0.0 <= cfg.ema_momentum <= 1.0:
         bad("ema_momentum", "must be in [0, 1]")
+    if cfg.weight_decay_end is not None and cfg.weight_decay_end < 0:
+        bad("weight_decay_end", "must not be negative")
+    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
+        bad("layer_decay", "must be in (0, 1]")
+    if cfg.patch_embed_lr_mult < 0:
+        bad("patch_embed_lr_mult", "must not be negative")
     if not 0.0 < cfg.crop_scale_min <= 1.0:
         bad("crop_scale_min", "must be in (0, 1]")
     if cfg.crop == "pad" and not 0 <= cfg.pad < cfg.img_size:
@@ -279,3 +301,5 @@ def validate(cfg: PretrainConfig) -> None:
         bad("num_workers", "must not be negative")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         bad("device", "use auto, cpu, cuda or cuda:N")
+    if entry.validate is not None:
+        entry.validate(cfg)

@@ -1,4 +1,4 @@
-"""`unmasked demo` / `make demo`: LUT on Fashion-MNIST, then kNN, sized to the device."""
+"""`unmasked demo` / `make demo`: an objective (LUT by default) on Fashion-MNIST, then kNN, sized to the device."""
 
 from __future__ import annotations
 
@@ -20,13 +20,20 @@ CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, patch_size=7, d
 GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2)
 
 
-def demo_config(out: str, device: str) -> PretrainConfig:
+def demo_config(out: str, device: str, objective: str = "lut") -> PretrainConfig:
+    """The preset's shared options, and its objective options where the objective has them (the
+    decoder settings are MAE/LUT's); the objective's `resolve` fills the rest for small data."""
+    from unmasked.objectives import registry
+
     use_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     preset = GPU_PRESET if use_gpu else CPU_PRESET
-    return PretrainConfig(objective="lut", data="fashion-mnist", out=out, device=device, **preset)
+    own = {f.name for f in registry.option_fields_of(registry.get(objective))}
+    objective_options = {f.name for f in registry.option_fields()}
+    preset = {k: v for k, v in preset.items() if k not in objective_options or k in own}
+    return PretrainConfig(objective=objective, data="fashion-mnist", out=out, device=device, **preset)
 
 
-def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True) -> dict:
+def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True, objective: str = "lut") -> dict:
     from unmasked.cli import _print_knn, print_summary
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
@@ -37,7 +44,7 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
                         "folder, so wait for that process to end or choose another --out")
     clear_previous_demo(Path(out))
     mark_as_demo(Path(out))
-    cfg = demo_config(out, device)
+    cfg = demo_config(out, device, objective)
     summary = pretrain(cfg, progress=progress)
     if summary.get("interrupted_by"):  # SIGTERM / Ctrl-C: stop here, as `unmasked pretrain` does
         print(f"demo interrupted by {summary['interrupted_by']}: pretraining checkpoint saved at step "

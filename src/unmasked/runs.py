@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,25 @@ def _from_checkpoint(path: Path) -> LoadedEncoder:
     cfg = PretrainConfig.from_dict(state["config"])
     spec = EncoderSpec(**state["encoder_spec"])
     enc = ViTEncoder(spec)
-    prefix = "student.encoder."
+    prefix = export_prefix(cfg)
     sd = {k[len(prefix):]: v for k, v in state["objective"].items() if k.startswith(prefix)}
     _load(enc, sd, path)
     return LoadedEncoder(enc, spec, cfg.mean, cfg.std, cfg.crop_pct, cfg.data, cfg.objective, path.parent, cfg, path)
+
+
+def export_prefix(cfg: PretrainConfig) -> str:
+    """Where the objective's exported encoder sits in its state dict ("student.encoder." for MAE and
+    LUT); found by building the objective on the meta device, which allocates no memory."""
+    from unmasked.build import build_objective
+
+    try:
+        with torch.device("meta"):
+            obj = build_objective(cfg)
+        target = obj.export_encoder()
+        name = next(n for n, m in obj.named_modules() if m is target)
+        return name + "."
+    except Exception:  # noqa: BLE001 - an objective that cannot be built on meta: the usual place
+        return "student.encoder."
 
 
 def _from_export(path: Path) -> LoadedEncoder:
@@ -89,3 +105,17 @@ def load_run_objective(path: str | Path, device: torch.device):
     obj = build_objective(cfg)
     obj.load_state_dict(state["objective"])
     return obj.to(device).eval(), cfg
+
+
+def run_reconstructs(checkpoint: str | Path) -> bool:
+    """Whether the run's objective can draw reconstructions (a registry capability), read from the
+    config.json beside the checkpoint (or the checkpoint itself)."""
+    from unmasked.objectives import registry
+
+    checkpoint = Path(checkpoint)
+    cfg_file = checkpoint.parent / "config.json"
+    try:
+        objective = json.loads(cfg_file.read_text())["objective"]
+    except (OSError, ValueError, KeyError):
+        objective = ckpt.load_checkpoint(checkpoint)["config"]["objective"]
+    return objective in registry.names() and registry.get(objective).reconstructs

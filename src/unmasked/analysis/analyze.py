@@ -121,10 +121,10 @@ def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_la
 
 def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: str) -> str | None:
     from unmasked.analysis.reconstruct import reconstructions, to_display
-    from unmasked.runs import load_run_objective
+    from unmasked.runs import load_run_objective, run_reconstructs
 
     ckpt_file = run / "checkpoint.pt" if run.is_dir() else run
-    if not ckpt_file.is_file() or ckpt_file.suffix != ".pt":
+    if not ckpt_file.is_file() or ckpt_file.suffix != ".pt" or not run_reconstructs(ckpt_file):
         return None
     obj, cfg = load_run_objective(ckpt_file, device)
     rec = reconstructions(obj, x.to(device), cfg.norm_pix_loss)

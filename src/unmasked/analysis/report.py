@@ -164,7 +164,7 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
     from unmasked.data.dataset import load_data
     from unmasked.devices import resolve_device
     from unmasked.eval.common import base_size_for, evaluation_view
-    from unmasked.runs import load_encoder, load_run_objective
+    from unmasked.runs import load_encoder, load_run_objective, run_reconstructs
 
     dev = resolve_device(device)
     att_cols, rec_cols, inputs = [], [], None
@@ -184,7 +184,7 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
             last = attention_weights(enc, x, layers=[len(enc.blocks) - 1])[0].mean(1)
         att_cols.append([_upsample(last[b, 0, 1:], loaded.spec.grid, loaded.spec.patch_size) for b in range(len(x))])
         ckpt = e["run"] / "checkpoint.pt"
-        if ckpt.is_file():
+        if ckpt.is_file() and run_reconstructs(ckpt):
             obj, cfg = load_run_objective(ckpt, dev)
             rec = reconstructions(obj, x, cfg.norm_pix_loss)
             if not rec_cols:  # every run draws the same mask (same seed, grid and ratio): show it once

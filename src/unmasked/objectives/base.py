@@ -54,3 +54,25 @@ class Objective(nn.Module):
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA step; objectives without a teacher do nothing."""
+
+    # -- per-step values the loop hands over (see unmasked.train.schedules) -----------------
+    def schedules(self, total_steps: int, steps_per_epoch: int) -> dict:
+        """Objective-specific per-step values, {name: Schedule}; the loop evaluates each at every
+        optimiser step and passes the values to `set_step_values` before the forward pass."""
+        return {}
+
+    def set_step_values(self, values: dict[str, float]) -> None:
+        self.__dict__["step_values"] = dict(values)
+
+    def last_layer_params(self) -> list[nn.Parameter]:
+        """Parameters the loop holds at lr 0 for the first `freeze_last_layer_steps` steps."""
+        return []
+
+    def freeze_last_layer_steps(self, steps_per_epoch: int) -> int:
+        return 0
+
+    def export_encoder(self) -> nn.Module:
+        """The encoder that is exported and evaluated (default: the student's)."""
+        return self.encoder
+
+    export_network = "student"  # what encoder.json names as the exported network

@@ -12,17 +12,20 @@ weights, and it drops no paths. teacher_mode="train" gives the batch-statistics 
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 
+from unmasked.config import opt
 from unmasked.data.augment import AugmentSpec
-from unmasked.models import MAEDecoder, MLPHead, ViTEncoder
+from unmasked.models import MAEDecoder, MLPHead, ViTEncoder, build_encoder
 from unmasked.models.patches import patchify
 from unmasked.objectives.base import Objective
 from unmasked.objectives.losses import cross_view_loss, masked_mse, reconstruction_target
+from unmasked.objectives.mae import MAEOptions, build_decoder, resolve_decoder, validate_masked
 from unmasked.objectives.masking import check_lut_mask_ratio, lut_masks
+from unmasked.objectives.registry import ObjectiveEntry
 from unmasked.rng import BatchRandom
 
 TEACHER_MODES = ("eval", "train")
@@ -170,3 +173,50 @@ class LUT(Objective):
         mask, _ = lut_masks(rng.uniform(patches.shape[1]), self.mask_ratio)
         latent = self.encoder.forward_visible(patches, mask.ids_keep)
         return self.student.decoder(latent, mask.ids_restore), mask, patches
+
+
+# -- options and registration ---------------------------------------------------------------------
+@dataclass
+class LUTOptions(MAEOptions):
+    lut_weight: float = opt(0.25, "weight w of the global-context loss", "lut")
+    proj_hidden: int = opt(4096, "hidden width of projector and predictor", "lut")
+    teacher_mode: str = opt("eval", "'eval' keeps the EMA teacher in eval mode (projector BatchNorm uses "
+                            "EMA-averaged running statistics, no drop path), as the authors' code does; 'train' "
+                            "runs it in train mode (batch statistics, as BYOL; drop path when --drop-path > 0)",
+                            "lut", choices=("eval", "train"))
+    fuse_views: bool | None = opt(None, "run both student views (and both teacher views) in one encoder "
+                                  "call (default: on with CUDA or torchrun, where it halves kernel launches and "
+                                  "collectives; off for one CPU process, where it measured about 10%% slower)", "lut")
+
+
+def resolve(cfg, small: bool) -> None:
+    resolve_decoder(cfg, small)  # LUT keeps the reflect-pad crop of its code on every dataset
+
+
+def validate(cfg) -> None:
+    from unmasked.errors import UserError
+
+    validate_masked(cfg)
+    if cfg.mask_ratio < 0.5:
+        raise UserError(f"--mask-ratio {cfg.mask_ratio}: LUT needs a mask ratio in [0.5, 1) so that its two views' "
+                        "visible tokens are disjoint")
+    if cfg.proj_hidden < 1:
+        raise UserError(f"--proj-hidden {cfg.proj_hidden}: must be a positive integer")
+    if cfg.lut_weight < 0:
+        raise UserError(f"--lut-weight {cfg.lut_weight}: must not be negative")
+
+
+def build(cfg) -> LUT:
+    from unmasked.build import spec_from_config
+
+    spec = spec_from_config(cfg)
+    return LUT(build_encoder(spec), build_decoder(cfg, spec), cfg.mask_ratio, cfg.norm_pix_loss, cfg.lut_weight,
+               cfg.proj_hidden, fuse_views=True if cfg.fuse_views is None else cfg.fuse_views,
+               teacher_mode=cfg.teacher_mode)
+
+
+ENTRY = ObjectiveEntry(
+    name="lut", build=build, options=LUTOptions, views=2, teacher=True, reconstructs=True,
+    description="MAE plus a global-context loss against an EMA teacher (Kim et al., ECCV 2024)",
+    resolve=resolve, validate=validate,
+)

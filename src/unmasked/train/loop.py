@@ -38,8 +38,8 @@ from unmasked.train.distributed import (
 )
 from unmasked.train.metrics import JsonlWriter
 from unmasked.train.monitor import knn_monitor
-from unmasked.train.optim import build_optimizer, match_device, set_lr
-from unmasked.train.schedules import lr_schedule, momentum_schedule
+from unmasked.train.optim import build_optimizer, load_optimizer_state, set_step_hyperparameters
+from unmasked.train.step_values import StepSchedules
 from unmasked.train.tensorboard import mirror_to_tensorboard
 
 # Options that may change when a run is resumed; any other change is refused.
@@ -132,6 +132,19 @@ class _StopRequest:
 class Pretrainer:
     def __init__(self, cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
                  progress: bool = True):
+        self._setup_device(cfg, progress)
+        self.cfg, resume_state = self._resolve_config(cfg, resume, explicit or set())
+        self._load_data(resume_state)
+        self._build_objective()
+        self._check_memory()  # before the first step: a clear refusal instead of the OOM killer
+        self._build_optimizer()
+        self._build_schedules()
+        self._restore(resume_state)
+        self._wrap_for_training()  # DDP and torch.compile
+        self._open_logs()
+
+    # -- the assembly steps, in order ----------------------------------------------------
+    def _setup_device(self, cfg: PretrainConfig, progress: bool) -> None:
         self.env, self.device = init_distributed(cfg.device)
         self.progress = progress and self.env.is_main
         self.run_dir = Path(cfg.out)
@@ -141,9 +154,12 @@ class Pretrainer:
             ckpt.remove_stale_temp_files(self.run_dir)
         self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
         self.state = RunState()
-        auto_accum = cfg.accum_steps == "auto"  # the memory preflight picks it; a resumed run keeps its own
-        if auto_accum:
-            cfg.accum_steps, explicit, auto_accum = 1, (explicit or set()) - {"accum_steps"}, not resume
+
+    def _resolve_config(self, cfg: PretrainConfig, resume: bool, explicit: set[str]) -> tuple[PretrainConfig, dict | None]:
+        """The saved config on --resume (with the options safe to change), else the defaults resolved."""
+        self._auto_accum = cfg.accum_steps == "auto"  # the memory preflight picks it; a resumed run keeps its own
+        if self._auto_accum:
+            cfg.accum_steps, explicit, self._auto_accum = 1, explicit - {"accum_steps"}, not resume
         cfg = record_absolute_paths(cfg)  # resumable and evaluable from any folder
         resume_state = None
         if resume:
@@ -151,23 +167,23 @@ class Pretrainer:
                 raise UserError(f"--resume: no checkpoint to resume in {self.run_dir} (expected {self.ckpt_path})")
             resume_state = ckpt.load_checkpoint(self.ckpt_path)
             saved = PretrainConfig.from_dict(resume_state["config"])
-            cfg = merge_resume_config(saved, cfg, explicit or set())
+            cfg = merge_resume_config(saved, cfg, explicit)
         else:
             if self.ckpt_path.exists():
                 raise UserError(
                     f"--out {self.run_dir} already holds a run ({self.ckpt_path.name}); continue it with --resume, "
                     "or choose another --out folder"
                 )
-            fashion = is_fashion_mnist(cfg.data)
-            cfg = resolve_defaults(cfg, fashion or small_images(cfg))
-        if cfg.fuse_views is None:  # fewer, larger kernels pay on a GPU; on one CPU process they cost ~10%
+            cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data) or small_images(cfg))
+        if getattr(cfg, "fuse_views", False) is None:  # fewer, larger kernels pay on a GPU; ~10% cost on one CPU
             cfg.fuse_views = self.device.type == "cuda" or self.env.enabled
         validate(cfg)
         if self.env.is_main:
             check_writable(self.run_dir)
-        self.cfg = cfg
+        return cfg, resume_state
 
-        # -- data -------------------------------------------------------------------------
+    def _load_data(self, resume_state: dict | None) -> None:
+        cfg = self.cfg
         base = 28 if is_fashion_mnist(cfg.data) else round(cfg.img_size / cfg.crop_pct)
         self.data = load_data(
             cfg.data, base_size=base, channels=cfg.channels or cfg.in_chans, subset=cfg.subset,
@@ -193,47 +209,62 @@ class Pretrainer:
             world=self.env.world, base_size=self.data.base_size, channels=self.data.channels,
             num_workers=cfg.num_workers, strict=cfg.strict,
         )
-
-        # -- model, optimiser, schedules -------------------------------------------------
-        torch.manual_seed(cfg.seed)
-        self.objective = build_objective(cfg).to(self.device)
-        if cfg.grad_checkpoint:
-            self.objective.encoder.set_grad_checkpointing(True)
-        self.optimizer = build_optimizer(self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device,
-                                         cfg.decay_tokens)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.lrs = lr_schedule(cfg.peak_lr(), self.total_steps, round(cfg.warmup_epochs * self.steps_per_epoch),
-                               cfg.min_lr)
-        self.momenta = momentum_schedule(cfg.ema_momentum, self.total_steps)
-        self.augments = [BatchAugment(s) for s in self.objective.view_specs(augment_spec(cfg))]
-        self.autocast_dtype = resolve_precision(cfg, self.device)
+
+    def _build_objective(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        self.objective = build_objective(self.cfg).to(self.device)
+        if self.cfg.grad_checkpoint:
+            self.objective.encoder.set_grad_checkpointing(True)
+        self.augments = [BatchAugment(s) for s in self.objective.view_specs(augment_spec(self.cfg))]
+
+    def _check_memory(self) -> None:
+        """Refuse (or, with --accum-steps auto, split the batch) before a step the device cannot hold."""
+        cfg = self.cfg
         accum = memory.preflight(cfg, self.objective, self.augments, channels=self.data.channels,
                                  base_size=self.data.base_size, device=self.device, env=self.env,
-                                 autocast_dtype=self.autocast_dtype, auto_accum=auto_accum)
+                                 autocast_dtype=resolve_precision(cfg, self.device), auto_accum=self._auto_accum)
         if accum != cfg.accum_steps:
             cfg.accum_steps = accum
             self.batches.set_accum(accum)
+
+    def _build_optimizer(self) -> None:
+        cfg = self.cfg
+        self.optimizer = build_optimizer(
+            self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device, decay_tokens=cfg.decay_tokens,
+            layer_decay=cfg.layer_decay, patch_embed_lr_mult=cfg.patch_embed_lr_mult,
+            num_blocks=len(self.objective.encoder.blocks), last_layer=self.objective.last_layer_params(),
+        )
+
+    def _build_schedules(self) -> None:
+        self.schedules = StepSchedules.for_run(self.cfg, self.objective, self.total_steps, self.steps_per_epoch)
+
+    def _restore(self, resume_state: dict | None) -> None:
         if resume_state is not None:
             self._load_state(resume_state)
-        elif cfg.init_from:
-            self._warm_start(cfg.init_from)
+        elif self.cfg.init_from:
+            self._warm_start(self.cfg.init_from)
 
+    def _wrap_for_training(self) -> None:
+        self.autocast_dtype = resolve_precision(self.cfg, self.device)
         student_call = self.objective.student
         if self.env.enabled:
             student_call = DDP(self.objective.student, device_ids=[self.device.index] if self.device.type == "cuda"
                                else None, broadcast_buffers=False)
         self.ddp = student_call if self.env.enabled else None
-        if cfg.compile:
-            compile_objective(self.objective, student_call, cfg.compile_mode)
+        if self.cfg.compile:
+            compile_objective(self.objective, student_call, self.cfg.compile_mode)
         else:
             self.objective.set_student_call(student_call)
+
+    def _open_logs(self) -> None:
         self.metrics = JsonlWriter(self.run_dir / METRICS_FILE, enabled=self.env.is_main)
         if self.env.is_main:
             with self._writing(self.run_dir / CONFIG_FILE):
                 self.metrics.truncate_after(self.state.step)
-                cfg.save(self.run_dir / CONFIG_FILE)
-        self.metrics = mirror_to_tensorboard(self.metrics, self.run_dir, self.state.step, cfg.tensorboard)
+                self.cfg.save(self.run_dir / CONFIG_FILE)
+        self.metrics = mirror_to_tensorboard(self.metrics, self.run_dir, self.state.step, self.cfg.tensorboard)
         self.monitor = knn_monitor(self)
 
     # -- state --------------------------------------------------------------------------
@@ -242,8 +273,7 @@ class Pretrainer:
             self.objective.load_state_dict(st["objective"])
         except RuntimeError as e:
             raise UserError(f"checkpoint {self.ckpt_path} does not match the model of its config: {e}") from None
-        self.optimizer.load_state_dict(st["optimizer"])
-        match_device(self.optimizer, self.device)
+        load_optimizer_state(self.optimizer, st["optimizer"], self.device)
         self.state = RunState(**st["state"])
         ckpt.set_rng_state(ckpt.rng_state_for(st, self.env.rank, self.env.world))
 
@@ -292,6 +322,7 @@ class Pretrainer:
         info = {
             "format": "unmasked-encoder/1",
             "objective": self.cfg.objective,
+            "network": self.objective.export_network,
             "spec": spec_from_config(self.cfg).to_dict(),
             "timm_kwargs": spec_from_config(self.cfg).timm_kwargs(),
             "mean": self.cfg.mean,
@@ -301,7 +332,7 @@ class Pretrainer:
             "step": self.state.step,
         }
         with self._writing(self.run_dir / "encoder.safetensors"):
-            return ckpt.export_encoder(self.objective.encoder, info, self.run_dir)
+            return ckpt.export_encoder(self.objective.export_encoder(), info, self.run_dir)
 
     @contextmanager
     def _writing(self, path: Path):
@@ -317,8 +348,10 @@ class Pretrainer:
 
     # -- one optimiser step ---------------------------------------------------------------
     def train_step(self, step: int, micro_batches) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg = self.cfg
-        set_lr(self.optimizer, float(self.lrs[step]))
+        cfg, sched = self.cfg, self.schedules
+        set_step_hyperparameters(self.optimizer, sched.lr[step], sched.weight_decay[step],
+                                 sched.frozen_last_layer(step))
+        self.objective.set_step_values(sched.objective_values(step))
         if cfg.compile:
             mark_step_begin(cfg.compile_mode)
         total = torch.zeros((), device=self.device)
@@ -352,7 +385,7 @@ class Pretrainer:
             parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.objective.student.parameters(), cfg.clip_grad)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.objective.update_teacher(float(self.momenta[step]))
+        self.objective.update_teacher(sched.ema_momentum[step])
         return total, parts
 
     # -- the loop -----------------------------------------------------------------------
@@ -457,12 +490,16 @@ class Pretrainer:
         rec = {
             "step": st.step,
             "epoch": round(st.step / self.steps_per_epoch, 4),
-            "lr": float(self.lrs[min(st.step, self.total_steps) - 1]),
+            "lr": self.schedules.lr[min(st.step, self.total_steps) - 1],
         }
         for j, k in enumerate(names):
             rec[k] = float(table[:, j].mean())
-        if self.cfg.objective == "lut":
-            rec["ema_momentum"] = float(self.momenta[st.step - 1])
+        last = min(st.step, self.total_steps) - 1
+        if self.objective.teacher is not None:
+            rec["ema_momentum"] = self.schedules.ema_momentum[last]
+        if self.cfg.weight_decay_end is not None:
+            rec["weight_decay"] = self.schedules.weight_decay[last]
+        rec.update(self.schedules.objective_values(last))
         rec.update(images_per_s=round(images_per_s, 1), images_seen=st.images_seen, time_s=round(st.elapsed, 2))
         with self._writing(self.metrics.path):
             self.metrics.write(rec)
