@@ -11,6 +11,7 @@ from unmasked.data.augment import (
     eval_view,
     gaussian_blur,
     pad_crop,
+    solarize,
 )
 from unmasked.rng import BatchRandom
 
@@ -104,3 +105,36 @@ def test_eval_view_centre_crop():
     v = eval_view(x, 28, (0.0,), (1.0,), crop_pct=28 / 32)
     assert v.shape == (1, 1, 28, 28)
     assert torch.allclose(v[0, 0], x[0, 0, 2:30, 2:30].float() / 255)
+
+
+def _dino_spec(**kw):
+    base = dict(img_size=28, mean=(0.5,) * 3, std=(0.25,) * 3, crop="rrc", color_dino=True, jitter_p=0.0,
+                grayscale_p=0.0)
+    base.update(kw)
+    return AugmentSpec(**base)
+
+
+def test_dino_photometry_with_every_probability_zero_is_the_plain_crop():
+    x = _images(c=3)
+    plain = BatchAugment(_dino_spec(color_dino=False))(x, BatchRandom(0, 1, 0, 8))
+    assert torch.equal(BatchAugment(_dino_spec())(x, BatchRandom(0, 1, 0, 8)), plain)
+
+
+def test_dino_grayscale_blur_and_solarize_apply_with_their_probabilities():
+    x = _images(b=64, c=3)
+    grey = BatchAugment(_dino_spec(grayscale_p=1.0))(x, BatchRandom(0, 1, 0, 64))
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    plain = BatchAugment(_dino_spec())(x, BatchRandom(0, 1, 0, 64))
+    solar = BatchAugment(_dino_spec(solarize_p=1.0))(x, BatchRandom(0, 1, 0, 64))
+    assert torch.allclose(solar, solarize(plain * 0.25 + 0.5) * 4 - 2, atol=1e-5)
+    for p in (0.1, 0.5):
+        blurred = BatchAugment(_dino_spec(blur_p=p))(x, BatchRandom(0, 1, 0, 64))
+        changed = (blurred != plain).flatten(1).any(dim=1).float().mean().item()
+        assert abs(changed - p) < 0.2
+    with pytest.raises(ValueError, match="one photometry"):
+        _dino_spec(color=True)
+
+
+def test_local_crops_have_their_own_output_size():
+    out = BatchAugment(_dino_spec(img_size=12, rrc_scale=(0.1, 0.4)))(_images(c=3), BatchRandom(0, 1, 0, 8))
+    assert out.shape == (8, 3, 12, 12)

@@ -52,3 +52,44 @@ def test_positions_fixed_sincos_and_frozen():
     assert torch.equal(enc.pos_embed, sincos_2d(32, 7))
     assert torch.count_nonzero(enc.pos_embed[0, 0]) == 0  # CLS position is zero
     assert enc.pos_embed[0, 1:].norm(dim=-1).std() < 1e-5  # every position has the same norm
+
+
+def test_pos_embed_interpolation_is_the_identity_at_the_native_grid():
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=1, num_heads=2)).eval()
+    assert enc.patch_pos_embed(7, 7) is not None
+    assert torch.equal(enc.patch_pos_embed(7, 7), enc.pos_embed[:, 1:])
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(enc.forward_image(x), enc.forward_visible(patchify(x, 4)))
+        assert torch.allclose(enc.forward_image(x), enc.forward_features(x), atol=1e-5)
+
+
+def test_pos_embed_is_resampled_bicubically_to_other_grids():
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=1, num_heads=2))
+    grid = enc.pos_embed[:, 1:].reshape(1, 7, 7, 32).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(grid, size=(3, 5), mode="bicubic", align_corners=False)
+    assert torch.allclose(enc.patch_pos_embed(3, 5), want.flatten(2).transpose(1, 2), atol=1e-6)
+
+
+def test_a_12px_local_crop_and_a_larger_image_run_through_the_encoder():
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=2, num_heads=2)).eval()
+    assert enc.forward_image(torch.randn(3, 1, 12, 12)).shape == (3, 1 + 9, 32)
+    assert enc.forward_image(torch.randn(1, 1, 40, 40)).shape == (1, 1 + 100, 32)  # evaluation at 40 px
+    with pytest.raises(ValueError, match="not divisible"):
+        enc.forward_image(torch.randn(1, 1, 13, 13))
+
+
+def test_mask_token_replaces_masked_embeddings_before_positions_and_stays_out_of_the_state_dict():
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=1, num_heads=2))
+    keys = set(enc.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    masks = torch.zeros(2, 49, dtype=torch.bool)
+    masks[0, [0, 5]] = True
+    token = torch.randn(1, 1, 32)
+    got = enc.embed_image(x, masks, token)
+    plain = enc.embed_image(x)
+    pos = enc.pos_embed[:, 1:]
+    assert torch.allclose(got[0, 0], token[0, 0] + pos[0, 0], atol=1e-6)
+    assert torch.allclose(got[0, 5], token[0, 0] + pos[0, 5], atol=1e-6)
+    assert torch.equal(got[1], plain[1]) and torch.equal(got[0, 1:5], plain[0, 1:5])
+    assert set(enc.state_dict()) == keys and not any("mask" in k for k in keys)

@@ -11,6 +11,11 @@ split across processes. The operations follow torchvision's definitions:
 - color=True adds LUT's second-view photometry: ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8
   (the order of the four jitters is drawn once per batch rather than per image), then exactly
   one of {grayscale, solarize, Gaussian blur}, chosen per image.
+- color_dino=True gives DINO's photometry instead: the same ColorJitter with p = jitter_p, then
+  grayscale with p = grayscale_p, Gaussian blur with p = blur_p, solarize with p = solarize_p,
+  each drawn per image (DINO v1: blur 1.0 / 0.1 / 0.5 for global 1 / global 2 / local crops,
+  solarize 0.2 on global 2 only). The output size is `img_size`, so local crops are views of
+  their own, smaller size.
 """
 
 from __future__ import annotations
@@ -41,10 +46,16 @@ class AugmentSpec:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     jitter_p: float = 0.8
     blur_sigma: tuple[float, float] = field(default=(0.1, 2.0))
+    color_dino: bool = False
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    solarize_p: float = 0.0
 
     def __post_init__(self):
         if self.crop not in CROP_MODES:
             raise ValueError(f"unknown crop mode {self.crop!r}; choose one of {', '.join(CROP_MODES)}")
+        if self.color and self.color_dino:
+            raise ValueError("choose one photometry: color (LUT) or color_dino (DINO), not both")
 
 
 def default_pad(img_size: int) -> int:
@@ -237,7 +248,8 @@ def blur_kernel_size(img_size: int) -> int:
     return k if k % 2 else k + 1
 
 
-def color_view(x: torch.Tensor, rng: BatchRandom, spec: AugmentSpec) -> torch.Tensor:
+def random_jitter(x: torch.Tensor, rng: BatchRandom, spec: AugmentSpec) -> torch.Tensor:
+    """ColorJitter(spec.jitter) applied to each image with probability spec.jitter_p."""
     bri, con, sat, hue = spec.jitter
     apply = rng.uniform() < spec.jitter_p
     fb = rng.uniform(low=1 - bri, high=1 + bri)
@@ -255,12 +267,34 @@ def color_view(x: torch.Tensor, rng: BatchRandom, spec: AugmentSpec) -> torch.Te
             y = adjust_saturation(y, fs)
         else:
             y = adjust_hue(y, fh)
-    x = torch.where(apply.view(-1, 1, 1, 1), y, x)
+    return torch.where(apply.view(-1, 1, 1, 1), y, x)
+
+
+def color_view(x: torch.Tensor, rng: BatchRandom, spec: AugmentSpec) -> torch.Tensor:
+    x = random_jitter(x, rng, spec)
     # exactly one of grayscale / solarize / blur per image
     choice = rng.randint(3).view(-1, 1, 1, 1)
     sigma = rng.uniform(low=spec.blur_sigma[0], high=spec.blur_sigma[1])
     blurred = gaussian_blur(x, sigma, blur_kernel_size(x.shape[-1]))
     return torch.where(choice == 0, grayscale(x), torch.where(choice == 1, solarize(x), blurred))
+
+
+def _with_p(x: torch.Tensor, rng: BatchRandom, p: float, op) -> torch.Tensor:
+    """op(x) for each image with probability p (nothing drawn when p is 0)."""
+    if p <= 0:
+        return x
+    apply = (rng.uniform() < p).view(-1, 1, 1, 1)
+    return torch.where(apply, op(x), x)
+
+
+def dino_color_view(x: torch.Tensor, rng: BatchRandom, spec: AugmentSpec) -> torch.Tensor:
+    """DINO's photometry: jitter, grayscale, blur, solarize, each with its own probability."""
+    x = random_jitter(x, rng, spec)
+    x = _with_p(x, rng, spec.grayscale_p, grayscale)
+    if spec.blur_p > 0:
+        sigma = rng.uniform(low=spec.blur_sigma[0], high=spec.blur_sigma[1])
+        x = _with_p(x, rng, spec.blur_p, lambda y: gaussian_blur(y, sigma, blur_kernel_size(y.shape[-1])))
+    return _with_p(x, rng, spec.solarize_p, solarize)
 
 
 class BatchAugment:
@@ -280,4 +314,6 @@ class BatchAugment:
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if s.color:
             x = color_view(x, rng, s)
+        elif s.color_dino:
+            x = dino_color_view(x, rng, s)
         return _normalize(x, s.mean, s.std)

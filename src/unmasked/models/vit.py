@@ -13,6 +13,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.checkpoint import checkpoint
 
@@ -162,6 +163,41 @@ class ViTEncoder(VisionTransformer):
     def forward_visible(self, patches: torch.Tensor, ids_keep: torch.Tensor | None = None):
         """Encoder on the visible patches (all patches when ids_keep is None)."""
         return self.forward_tokens(self.embed_patches(patches, ids_keep))
+
+    def patch_pos_embed(self, rows: int, cols: int) -> torch.Tensor:
+        """Patch position embeddings for a rows x cols grid, (1, rows*cols, D).
+
+        The native grid returns the stored embedding itself; other grids are resampled bicubically
+        (as DINOv2 and timm do; without antialiasing, as in DINOv2's ViTs), so local crops and
+        evaluation at another resolution share the positions learned at the native size.
+        """
+        g = self.spec.grid
+        if (rows, cols) == (g, g):
+            return self.pos_embed[:, 1:, :]
+        pos = resample_abs_pos_embed(self.pos_embed.float(), new_size=[rows, cols], old_size=[g, g],
+                                     num_prefix_tokens=1, interpolation="bicubic", antialias=False)
+        return pos[:, 1:, :].to(self.pos_embed.dtype)
+
+    def embed_image(self, x: torch.Tensor, masks: torch.Tensor | None = None,
+                    mask_token: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) images of any size divisible by the patch -> (B, L, D) tokens with positions.
+
+        Where `masks` (B, L) is True the patch embedding is replaced by `mask_token` (1, 1, D)
+        before the positions are added (DINOv2/iBOT). The mask token belongs to the objective,
+        not to the encoder, so the encoder's state dict stays a plain timm ViT.
+        """
+        p = self.spec.patch_size
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(f"image size {x.shape[-2]}x{x.shape[-1]} is not divisible by patch size {p}")
+        tokens = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        if masks is not None:
+            tokens = torch.where(masks.unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
+        return tokens + self.patch_pos_embed(x.shape[-2] // p, x.shape[-1] // p)
+
+    def forward_image(self, x: torch.Tensor, masks: torch.Tensor | None = None,
+                      mask_token: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder at any input size (positions interpolated): (B, C, H, W) -> (B, 1 + L, D)."""
+        return self.forward_tokens(self.embed_image(x, masks, mask_token))
 
 
 def build_encoder(spec: EncoderSpec) -> ViTEncoder:

@@ -1,0 +1,136 @@
+"""DINOv2's options (one `--help` group), their data-dependent defaults and their validation.
+
+Defaults follow method.md's DINOv2 section (DINOv2's default config, DINO v1 where it says so);
+fields left as None are filled by `resolve_options`: image folders get the published recipe,
+Fashion-MNIST-sized data method.md's "Small-image recipe".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from unmasked.config import opt
+
+GROUP = "dinov2"
+CENTERINGS = ("centering", "sinkhorn")
+
+
+@dataclass
+class DINOv2Options:
+    dino_heads_k: int | None = opt(None, "DINOv2: prototypes K of the DINO head (default 65536 on image folders, "
+                                   "4096 on small images, where 65536 barely learns)", GROUP)
+    dino_head_hidden: int = opt(2048, "DINOv2: hidden width of the head's 3-layer MLP", GROUP)
+    dino_head_bottleneck: int = opt(256, "DINOv2: bottleneck width before the L2 norm and the prototypes", GROUP)
+    ibot_separate_head: bool = opt(False, "DINOv2: give iBOT its own head instead of sharing the DINO head "
+                                   "(as the ViT-L/g configs do)", GROUP)
+    ibot_heads_k: int | None = opt(None, "DINOv2: prototypes of the separate iBOT head (default --dino-heads-k)",
+                                   GROUP)
+    dino_student_temp: float = opt(0.1, "DINOv2: student temperature", GROUP)
+    dino_teacher_temp: float = opt(0.07, "DINOv2: teacher temperature after the warm-up (above 0.07 is "
+                                   "unstable)", GROUP)
+    dino_teacher_temp_start: float = opt(0.04, "DINOv2: teacher temperature at step 0, raised linearly to "
+                                         "--dino-teacher-temp", GROUP)
+    dino_teacher_temp_warmup_epochs: float | None = opt(None, "DINOv2: epochs of teacher-temperature warm-up "
+                                                        "(default 30, or 30%% of a shorter run)", GROUP)
+    dino_centering: str = opt("centering", "DINOv2: teacher targets by 'centering' (EMA centre, momentum "
+                              "--dino-center-momentum) or 'sinkhorn' (Sinkhorn-Knopp, 3 iterations; ViT-L/g)",
+                              GROUP, choices=CENTERINGS)
+    dino_center_momentum: float = opt(0.9, "DINOv2: momentum of the teacher centres (DINO and iBOT), one "
+                                      "update per optimiser step", GROUP)
+    dino_weight: float = opt(1.0, "DINOv2: weight of the DINO (CLS) loss", GROUP)
+    ibot_weight: float = opt(1.0, "DINOv2: weight of the iBOT (masked patch) loss", GROUP)
+    koleo_weight: float = opt(0.1, "DINOv2: weight of the KoLeo regulariser (0 turns it off)", GROUP)
+    ibot_mask_prob: float = opt(0.5, "DINOv2: fraction of the student's global-crop images that get a block "
+                                "mask", GROUP)
+    ibot_mask_ratio_min: float = opt(0.1, "DINOv2: smallest mask ratio (ratios are stratified over [min, max])",
+                                     GROUP)
+    ibot_mask_ratio_max: float = opt(0.5, "DINOv2: largest mask ratio", GROUP)
+    ibot_mask_min_patches: int | None = opt(None, "DINOv2: smallest mask block in patches (default BEiT's 4 at "
+                                            "14 x 14 tokens, scaled to the grid's token count, at least 1)", GROUP)
+    dino_local_crops: int = opt(8, "DINOv2: number of local crops (0 for global crops only)", GROUP)
+    dino_local_size: int | None = opt(None, "DINOv2: local crop size in pixels, a multiple of --patch-size "
+                                      "(default 3/7 of --img-size: 96 at 224, 12 at 28)", GROUP)
+    dino_global_scale_min: float | None = opt(None, "DINOv2: smallest area fraction of a global crop (default "
+                                              "0.32; 0.4 on small images)", GROUP)
+    dino_local_scale_min: float | None = opt(None, "DINOv2: smallest area fraction of a local crop (default "
+                                             "0.05; 0.1 on small images)", GROUP)
+    dino_local_scale_max: float | None = opt(None, "DINOv2: largest area fraction of a local crop (default "
+                                             "--dino-global-scale-min)", GROUP)
+    dino_blur: bool | None = opt(None, "DINOv2: Gaussian blur with DINO v1's probabilities 1.0 / 0.1 / 0.5 "
+                                 "(global 1 / global 2 / local); default on, off on small images", GROUP)
+    dino_freeze_last_layer_epochs: float = opt(1.0, "DINOv2: epochs during which the heads' prototype layer "
+                                               "keeps lr 0", GROUP)
+
+
+OPTION_NAMES = tuple(f.name for f in fields(DINOv2Options))
+
+
+def options_from(cfg) -> DINOv2Options:
+    """The DINOv2 fields of a (resolved) PretrainConfig or any object carrying them."""
+    return DINOv2Options(**{name: getattr(cfg, name) for name in OPTION_NAMES})
+
+
+def default_local_size(img_size: int, patch_size: int) -> int:
+    """DINOv2's local/global size ratio (96 / 224), rounded to whole patches, at least one patch."""
+    return max(1, round(img_size * 96 / 224 / patch_size)) * patch_size
+
+
+def resolve_options(o: DINOv2Options, img_size: int, patch_size: int, epochs: float, small: bool) -> DINOv2Options:
+    """Fill the fields left as None (in place; also returned)."""
+    def pick(value, small_default, big_default):
+        return value if value is not None else (small_default if small else big_default)
+
+    o.dino_heads_k = pick(o.dino_heads_k, 4096, 65536)
+    o.ibot_heads_k = o.ibot_heads_k if o.ibot_heads_k is not None else o.dino_heads_k
+    o.dino_local_size = o.dino_local_size or default_local_size(img_size, patch_size)
+    o.dino_global_scale_min = pick(o.dino_global_scale_min, 0.4, 0.32)
+    o.dino_local_scale_min = pick(o.dino_local_scale_min, 0.1, 0.05)
+    o.dino_local_scale_max = o.dino_local_scale_max or o.dino_global_scale_min
+    o.dino_blur = pick(o.dino_blur, False, True)  # a blur of sigma >= 0.1 px erases a 12-px crop
+    if o.dino_teacher_temp_warmup_epochs is None:
+        o.dino_teacher_temp_warmup_epochs = min(30.0, 0.3 * epochs)  # 30 of DINOv2's 100 epochs
+    if o.ibot_mask_min_patches is None:
+        from unmasked.objectives.dino.block_mask import default_min_patches
+
+        o.ibot_mask_min_patches = default_min_patches((img_size // patch_size) ** 2)
+    return o
+
+
+def check_options(o: DINOv2Options, img_size: int, patch_size: int, micro_batch: int | None = None) -> None:
+    """Raise UserError naming the option, its value and what is allowed."""
+    from unmasked.errors import UserError
+
+    def bad(name, allowed):
+        raise UserError(f"--{name.replace('_', '-')} {getattr(o, name)}: {allowed}")
+
+    for name in ("dino_heads_k", "ibot_heads_k", "dino_head_hidden", "dino_head_bottleneck", "dino_local_size",
+                 "ibot_mask_min_patches"):
+        if getattr(o, name) is not None and getattr(o, name) < 1:
+            bad(name, "must be a positive integer")
+    for name in ("dino_student_temp", "dino_teacher_temp", "dino_teacher_temp_start"):
+        if not getattr(o, name) > 0:
+            bad(name, "must be positive")
+    for name in ("dino_weight", "ibot_weight", "koleo_weight", "dino_local_crops", "dino_freeze_last_layer_epochs",
+                 "dino_teacher_temp_warmup_epochs"):
+        if getattr(o, name) is not None and getattr(o, name) < 0:
+            bad(name, "must not be negative")
+    if not 0.0 <= o.dino_center_momentum < 1.0:
+        bad("dino_center_momentum", "must be in [0, 1)")
+    if o.dino_centering not in CENTERINGS:
+        bad("dino_centering", f"choose one of {', '.join(CENTERINGS)}")
+    if not 0.0 <= o.ibot_mask_prob <= 1.0:
+        bad("ibot_mask_prob", "must be in [0, 1]")
+    if not 0.0 <= o.ibot_mask_ratio_min <= o.ibot_mask_ratio_max < 1.0:
+        bad("ibot_mask_ratio_max", f"needs 0 <= --ibot-mask-ratio-min ({o.ibot_mask_ratio_min}) <= max < 1")
+    for name in ("dino_global_scale_min", "dino_local_scale_min", "dino_local_scale_max"):
+        v = getattr(o, name)
+        if v is not None and not 0.0 < v <= 1.0:
+            bad(name, "must be in (0, 1]")
+    if o.dino_local_scale_min is not None and o.dino_local_scale_max is not None \
+            and o.dino_local_scale_min > o.dino_local_scale_max:
+        bad("dino_local_scale_min", f"must not exceed --dino-local-scale-max {o.dino_local_scale_max}")
+    if o.dino_local_size is not None and (o.dino_local_size % patch_size or o.dino_local_size > img_size):
+        bad("dino_local_size", f"must be a multiple of --patch-size {patch_size} and at most --img-size {img_size}")
+    if micro_batch is not None and o.koleo_weight > 0 and micro_batch < 2:
+        raise UserError(f"--koleo-weight {o.koleo_weight}: KoLeo needs at least 2 images per micro-batch (got "
+                        f"{micro_batch}); raise --batch-size or set --koleo-weight 0")

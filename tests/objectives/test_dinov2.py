@@ -1,0 +1,222 @@
+"""The DINOv2 objective: forward contract, teacher, schedules, export, options, exact resume."""
+
+from dataclasses import fields
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from tests.conftest import tiny_config
+from tests.objectives.dinov2_loop import HandLoop, one_thread, tiny_dinov2  # noqa: F401 (fixture)
+from unmasked.data.augment import AugmentSpec, BatchAugment
+from unmasked.errors import UserError
+from unmasked.objectives import dinov2 as dinov2_module
+from unmasked.objectives.dino.options import DINOv2Options
+from unmasked.rng import BatchRandom
+
+BASE = AugmentSpec(img_size=28, mean=(0.5,), std=(0.25,))
+
+
+def _views(obj, b=6, step=0):
+    g = torch.Generator().manual_seed(step)
+    images = torch.randint(0, 256, (b, 1, 28, 28), dtype=torch.uint8, generator=g)
+    rng = BatchRandom(0, step, 0, b)
+    return [BatchAugment(s)(images, rng) for s in obj.view_specs(BASE)], rng
+
+
+def test_views_are_two_global_and_n_local_crops_with_dino_v1_blur():
+    obj = tiny_dinov2(local_crops=3, dino_blur=True)
+    specs = obj.view_specs(BASE)
+    assert [s.img_size for s in specs] == [28, 28, 12, 12, 12]
+    assert [s.blur_p for s in specs] == [1.0, 0.1, 0.5, 0.5, 0.5]  # v1, not DINOv2's inverted ones
+    assert [s.solarize_p for s in specs] == [0.0, 0.2, 0.0, 0.0, 0.0]
+    assert all(s.color_dino and not s.color and s.crop == "rrc" and s.grayscale_p == 0.2 for s in specs)
+    assert specs[0].rrc_scale == (0.4, 1.0) and specs[2].rrc_scale == (0.1, 0.4)  # small-image recipe
+    assert [s.blur_p for s in tiny_dinov2().view_specs(BASE)] == [0.0, 0.0, 0.0, 0.0]  # small: blur off
+
+
+def test_forward_sums_weighted_losses_and_only_the_student_learns():
+    obj = tiny_dinov2(koleo_weight=0.3, ibot_weight=0.5).train()
+    views, rng = _views(obj)
+    loss, m = obj(views, rng)
+    assert torch.allclose(loss, m["loss_dino"] + 0.5 * m["loss_ibot"] + 0.3 * m["loss_koleo"], atol=1e-5)
+    assert 0 < m["masked_share"] < 0.5
+    loss.backward()
+    assert all(p.grad is not None for n, p in obj.student.named_parameters() if p.requires_grad)
+    assert all(p.grad is None for p in obj.teacher.parameters())
+    assert obj.student.encoder.pos_embed.grad is None  # fixed sin-cos positions stay fixed
+
+
+def test_teacher_stays_in_eval_mode_and_ema_covers_backbone_and_heads():
+    obj = tiny_dinov2(ibot_separate_head=True)
+    obj.train()
+    assert obj.student.training and not obj.teacher.training
+    assert not any(m.training for m in obj.teacher.modules())
+    names = {n.split(".")[0] for n, _ in obj.teacher.named_parameters()}
+    assert names == {"encoder", "dino_head", "ibot_head"}
+    with torch.no_grad():
+        for p in obj.student.parameters():
+            p.fill_(1.0)
+        for p in obj.teacher.parameters():
+            p.fill_(3.0)
+    obj.update_teacher(0.9)
+    assert all(torch.allclose(p, torch.full_like(p, 2.8)) for p in obj.teacher.parameters())
+
+
+def test_centre_moves_once_per_optimiser_step_not_per_micro_batch():
+    """Two micro-batches then one update equal one forward of the whole batch then one update."""
+    whole, micro = tiny_dinov2().train(), tiny_dinov2().train()
+    views, rng = _views(whole, b=8)
+    whole(views, rng)
+    for half in (slice(0, 4), slice(4, 8)):
+        micro([v[half] for v in views], BatchRandom(0, 0, half.start // 4, 4))
+    assert torch.count_nonzero(micro.dino_center.center) == 0  # not before the optimiser step
+    whole.update_teacher(0.99)
+    micro.update_teacher(0.99)
+    assert torch.count_nonzero(whole.dino_center.center) > 0
+    assert torch.allclose(whole.dino_center.center, micro.dino_center.center, atol=1e-6)
+
+
+def test_teacher_temperature_schedule_is_lazy_and_reaches_the_step():
+    obj = tiny_dinov2(dino_teacher_temp_warmup_epochs=2.0)
+    sched = obj.schedules(total_steps=10**12, steps_per_epoch=10)["teacher_temp"]
+    assert sched[0] == pytest.approx(0.04) and sched(10) == pytest.approx(0.055) and sched[10**11] == 0.07
+    views, rng = _views(obj)
+    obj.set_step_values({"teacher_temp": sched[10]})
+    assert obj(views, rng)[1]["teacher_temp"].item() == pytest.approx(0.055)
+
+
+def test_last_layer_is_the_prototype_layer_frozen_for_an_epoch():
+    obj = tiny_dinov2(ibot_separate_head=True)
+    ids = {id(p) for p in obj.last_layer_params()}
+    want = {id(p) for h in (obj.student.dino_head, obj.student.ibot_head) for p in h.last_layer.parameters()}
+    assert ids == want and len(ids) == 4
+    assert obj.freeze_last_layer_steps(37) == 37
+
+
+def test_export_is_the_teacher_backbone_and_loads_into_timm_strictly():
+    obj = tiny_dinov2()
+    enc = obj.export_encoder()
+    assert enc is obj.teacher.encoder and obj.export_network == "teacher"
+    ref = VisionTransformer(**enc.spec.timm_kwargs())
+    ref.load_state_dict(enc.state_dict(), strict=True)  # no mask token in the export
+    assert "mask_token" in dict(obj.student.named_parameters())
+
+
+def test_sinkhorn_option_runs_without_torch_distributed_and_has_no_centre_update():
+    obj = tiny_dinov2(dino_centering="sinkhorn").train()
+    views, rng = _views(obj)
+    loss, _ = obj(views, rng)
+    loss.backward()
+    obj.update_teacher(0.99)
+    assert torch.isfinite(loss) and torch.count_nonzero(obj.dino_center.center) == 0
+
+
+def test_options_are_prefixed_documented_and_grouped():
+    for f in fields(DINOv2Options):
+        assert f.name.split("_")[0] in ("dino", "ibot", "koleo"), f.name
+        assert f.metadata["help"].startswith("DINOv2: ") and f.metadata["group"] == "dinov2"
+
+
+def _cfg(tmp_path, **overrides):
+    cfg = tiny_config(tmp_path, objective="dinov2", img_size=28, patch_size=4, in_chans=1)
+    for f in fields(DINOv2Options):
+        setattr(cfg, f.name, f.default)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_resolve_fills_small_and_folder_defaults(tmp_path):
+    small = _cfg(tmp_path)
+    dinov2_module.resolve(small, small=True)
+    assert (small.dino_heads_k, small.dino_local_size, small.dino_blur) == (4096, 12, False)
+    assert small.ibot_mask_min_patches == 1 and small.dino_teacher_temp_warmup_epochs == pytest.approx(0.6)
+    assert (small.base_lr, small.weight_decay, small.clip_grad, small.lr_scaling) == (5e-4, 0.04, 3.0, "linear")
+    big = _cfg(tmp_path, img_size=224, patch_size=16, epochs=100)
+    dinov2_module.resolve(big, small=False)
+    assert (big.dino_heads_k, big.dino_local_size, big.dino_blur, big.dino_global_scale_min) == (65536, 96, True, 0.32)
+    assert big.ibot_mask_min_patches == 4 and big.dino_teacher_temp_warmup_epochs == 30
+    assert big.lr_scaling == "sqrt"
+    typed = _cfg(tmp_path, dino_heads_k=1024, base_lr=1e-3)
+    dinov2_module.resolve(typed, small=True)
+    assert typed.dino_heads_k == 1024 and typed.base_lr == 1e-3
+
+
+def test_build_gives_a_working_objective(tmp_path):
+    cfg = _cfg(tmp_path, dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=1)
+    dinov2_module.resolve(cfg, small=True)
+    obj = dinov2_module.build(cfg)
+    assert obj.student.dino_head.last_layer.weight_v.shape == (64, 16)
+    loss, _ = obj(*_views(obj))
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("dino_local_size", 10, "multiple of --patch-size 4"),
+    ("dino_local_size", 32, "at most --img-size 28"),
+    ("dino_teacher_temp", 0.0, "must be positive"),
+    ("dino_center_momentum", 1.0, r"in \[0, 1\)"),
+    ("ibot_mask_ratio_max", 0.05, "ibot-mask-ratio-min"),
+    ("dino_heads_k", 0, "positive integer"),
+    ("koleo_weight", -1.0, "must not be negative"),
+    ("dino_local_scale_min", 0.5, "must not exceed --dino-local-scale-max"),
+])
+def test_validate_names_the_option_and_what_is_allowed(tmp_path, field, value, match):
+    cfg = _cfg(tmp_path)
+    dinov2_module.resolve(cfg, small=True)
+    setattr(cfg, field, value)
+    with pytest.raises(UserError, match=match) as e:
+        dinov2_module.validate(cfg)
+    assert f"--{field.replace('_', '-')}" in str(e.value)
+
+
+def test_validate_refuses_koleo_on_a_micro_batch_of_one(tmp_path):
+    cfg = _cfg(tmp_path, batch_size=4, accum_steps=4)
+    dinov2_module.resolve(cfg, small=True)
+    with pytest.raises(UserError, match="KoLeo needs at least 2 images"):
+        dinov2_module.validate(cfg)
+
+
+def _images(step, b=8):
+    return torch.randint(0, 256, (b, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(step))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_exact_resume_mid_training_includes_the_centres():
+    """Steps 0-5 uninterrupted equal steps 0-2, a state-dict round trip, then steps 3-5."""
+    total, spe = 6, 2  # the last layer is frozen for step 0-1 and trains after
+
+    def fresh():
+        obj = tiny_dinov2(k=32, local_crops=1)
+        return obj, HandLoop(obj, total, spe, batch=8, lr=1e-3)
+
+    obj, loop = fresh()
+    for s in range(total):
+        loop.step(s, _images(s))
+    straight = {k: v.clone() for k, v in obj.state_dict().items()}
+
+    obj, loop = fresh()
+    for s in range(3):
+        loop.step(s, _images(s))
+    saved = {"objective": obj.state_dict(), "optimizer": loop.opt.state_dict()}
+    assert torch.count_nonzero(saved["objective"]["dino_center.center"]) > 0
+    assert torch.count_nonzero(saved["objective"]["ibot_center.center"]) > 0
+    torch.manual_seed(123)  # the objective draws nothing from the global generator
+    obj, loop = fresh()
+    obj.load_state_dict(saved["objective"])
+    loop.opt.load_state_dict(saved["optimizer"])
+    for s in range(3, total):
+        loop.step(s, _images(s))
+    resumed = obj.state_dict()
+    assert set(resumed) == set(straight)
+    for k in straight:
+        assert torch.equal(resumed[k], straight[k]), k
+
+    # without the centres the run would differ: the test can fail
+    obj, loop = fresh()
+    saved["objective"]["dino_center.center"].zero_()
+    obj.load_state_dict(saved["objective"])
+    loop.opt.load_state_dict(saved["optimizer"])
+    loop.step(3, _images(3))
+    assert not torch.equal(obj.state_dict()["dino_center.center"], straight["dino_center.center"])
