@@ -29,6 +29,7 @@ from unmasked.objectives.dino.options import (
 )
 from unmasked.objectives.dino.targets import Centering, sinkhorn_knopp
 from unmasked.objectives.dino.temperature import WarmupConstant
+from unmasked.objectives.registry import ObjectiveEntry
 from unmasked.rng import BatchRandom
 
 __all__ = ["DINOv2", "DINOv2Options", "build", "resolve", "validate"]
@@ -203,7 +204,7 @@ class DINOv2(Objective):
         return super()._apply(fn, *args, **kwargs)
 
 
-# -- registry hooks (the lead adds: ENTRY = ObjectiveEntry(...)) ------------------------------
+# -- registry hooks -----------------------------------------------------------------------------
 def build(cfg) -> DINOv2:
     """The objective for a resolved PretrainConfig."""
     from unmasked.build import spec_from_config  # here: unmasked.build imports the objectives
@@ -239,3 +240,11 @@ def resolve(cfg, small: bool) -> None:
 
 def validate(cfg) -> None:
     check_options(options_from(cfg), cfg.img_size, cfg.patch_size, cfg.batch_size // cfg.accum_steps)
+
+
+ENTRY = ObjectiveEntry(
+    name="dinov2", build=build, options=DINOv2Options, views=2 + 8, teacher=True, reconstructs=False,
+    description="DINOv2-style self-distillation: DINO + iBOT + KoLeo on multi-crop views; exports the EMA "
+                "teacher's backbone (Oquab et al., 2023)",
+    resolve=resolve, validate=validate,
+)
