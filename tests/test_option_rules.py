@@ -13,7 +13,7 @@ import pytest
 from unmasked.cli import build_parser, main
 from unmasked.config import PretrainConfig, resolve_defaults, validate
 from unmasked.errors import UserError
-from unmasked.option_rules import RULES, check_values, command_of
+from unmasked.option_rules import RULES, check_values, command_of, rules
 
 PROBES = ("nan", "inf", "-1", "0")
 
@@ -51,7 +51,7 @@ COMMANDS = list(_commands(build_parser()))
 def test_every_subcommand_and_every_option_has_a_rule():
     assert {" ".join(w) for w, _ in COMMANDS} == set(RULES)
     missing = [f"{' '.join(w)} {a.option_strings[0] if a.option_strings else a.dest}"
-               for w, p in COMMANDS for a in _options(p) if a.dest not in RULES[" ".join(w)]]
+               for w, p in COMMANDS for a in _options(p) if a.dest not in rules(" ".join(w))]
     assert not missing, f"options without a validation rule in unmasked/option_rules.py: {missing}"
 
 
@@ -64,7 +64,7 @@ def test_nan_inf_negative_and_zero_exit_2_naming_the_option_or_have_a_documented
     parser_ = build_parser()
     command = " ".join(words)
     for action in _numeric(parser):
-        flag, rule = action.option_strings[0], RULES[command][action.dest]
+        flag, rule = action.option_strings[0], rules(command)[action.dest]
         for value in PROBES:
             argv = _minimal_argv(words, parser, action) + [flag, value]
             err = io.StringIO()

@@ -84,13 +84,14 @@ def _config(spec: BenchSpec, gpu: bool) -> PretrainConfig:
     own = {f.name for f in registry.option_fields_of(entry)}
     cfg = PretrainConfig(
         objective=spec.objective, model=spec.model, img_size=spec.img_size, patch_size=spec.patch_size,
-        batch_size=spec.batch_size, seed=spec.seed, **{k: v for k, v in given.items() if k in own},
+        batch_size=spec.batch_size, seed=spec.seed, epochs=100,  # epochs only size schedules
+        **{k: v for k, v in given.items() if k in own},
     )
     if entry.resolve is not None:  # the objective's own defaults for this data size (e.g. the decoder)
         entry.resolve(cfg, small)
     cfg.in_chans = spec.channels
     cfg.mean, cfg.std = [0.5] * spec.channels, [0.25] * spec.channels
-    cfg.crop, cfg.pad = "pad", max(1, spec.img_size // 8)
+    cfg.crop, cfg.pad = "pad", 4  # LUT's 4-px reflect pad at every size
     return cfg
 
 

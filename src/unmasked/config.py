@@ -20,9 +20,11 @@ from pathlib import Path
 from unmasked.models.vit import PRESETS
 
 
-def opt(default, help: str, group: str = "training", choices=None, metavar=None, parse=None):
+def opt(default, help: str, group: str = "training", choices=None, metavar=None, parse=None, rule=None):
+    """A config field and its command-line option; `rule` (an option_rules.Rule) says which values it
+    accepts, so an objective's own options carry their validation with them."""
     return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar,
-                                            "parse": parse})
+                                            "parse": parse, "rule": rule})
 
 
 def int_or_auto(text: str) -> int | str:

@@ -26,8 +26,9 @@ def demo_config(out: str, device: str, objective: str = "lut") -> PretrainConfig
     from unmasked.objectives import registry
 
     use_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    preset = GPU_PRESET if use_gpu else CPU_PRESET
-    own = {f.name for f in registry.option_fields_of(registry.get(objective))}
+    entry = registry.get(objective)
+    preset = GPU_PRESET if use_gpu else {**CPU_PRESET, **entry.cpu_demo}
+    own = {f.name for f in registry.option_fields_of(entry)}
     objective_options = {f.name for f in registry.option_fields()}
     preset = {k: v for k, v in preset.items() if k not in objective_options or k in own}
     return PretrainConfig(objective=objective, data="fashion-mnist", out=out, device=device, **preset)

@@ -88,7 +88,10 @@ PRETRAIN = {
     "seed": count("seed 0, like any other seed"), "device": DEVICE, "precision": CHOICE, "compile": FLAG,
     "compile_mode": CHOICE, "grad_checkpoint": FLAG, "save_every": positive_int(),
     "save_every_steps": positive_int(), "log_every": positive_int(), "steps": positive_int(), "nan": CHOICE,
-    "max_image_pixels": PIXELS,
+    "max_image_pixels": PIXELS, "decay_tokens": FLAG, "teacher_mode": CHOICE, "memory_check": FLAG,
+    "weight_decay_end": non_negative("the weight decay falls to zero by the end"),
+    "layer_decay": up_to_one(), "patch_embed_lr_mult": non_negative("the patch embedding is not trained"),
+    "knn_every": positive(), "tensorboard": FLAG,
     # command-line only
     "resume": FLAG, "knn": FLAG, "no_progress": FLAG,
 }
@@ -116,8 +119,23 @@ RULES: dict[str, dict[str, Rule]] = {
               "device": DEVICE, "precision": CHOICE, "compile": FLAG, "compile_mode": CHOICE,
               "grad_checkpoint": FLAG, "with_augment": FLAG, "fuse_views": FLAG, "path": FLAG, "baseline": FLAG,
               "profile": PATH, "json": PATH},
-    "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG},
+    "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE},
+    "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "device": DEVICE,
+              "no_progress": FLAG},
 }
+
+
+def rules(command: str) -> dict[str, Rule]:
+    """The rules of `command`; pretrain's include those each registered objective declares on its
+    own options (`config.opt(..., rule=...)`), so a plug-in objective brings its validation along."""
+    table = dict(RULES[command])
+    if command == "pretrain":
+        from unmasked.objectives import registry
+
+        for f in registry.option_fields():
+            if f.name not in table and f.metadata.get("rule") is not None:
+                table[f.name] = f.metadata["rule"]
+    return table
 
 
 def flag(dest: str) -> str:
@@ -130,7 +148,7 @@ def check_values(command: str, values) -> None:
     from unmasked.devices import resolve_device
     from unmasked.errors import UserError
 
-    for dest, rule in RULES[command].items():
+    for dest, rule in rules(command).items():
         value = getattr(values, dest, None)
         if value is None:
             continue

@@ -7,7 +7,7 @@ from unmasked.eval.view import eval_view_for
 
 from ..data.helpers import class_folder
 
-# method.md: L2-normalised [0,1] pixels, weighted kNN with T = 0.07, full train -> test split
+# The reference protocol: L2-normalised [0,1] pixels, weighted kNN with T = 0.07, full train -> test split
 RAW_PIXEL_KNN = {10: 85.6, 20: 84.6, 100: 80.9, 200: 79.1}
 
 

@@ -1,6 +1,6 @@
 """No collapse on a short CPU run (about 30 s): the teacher's outputs stay sharp and varied.
 
-DINO collapses in two ways (method.md): every image gets the uniform distribution (per-image
+DINO collapses in two ways: every image gets the uniform distribution (per-image
 entropy -> ln K, loss pinned at ln K), or every image gets the same peaked one (entropy of the
 batch-mean output -> 0). Both carry no information about the image: mean-output entropy minus
 per-image entropy (the mutual information between image and prototype) goes to 0. The

@@ -8,7 +8,7 @@ one `register(...)` line in `unmasked/objectives/__init__.py`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 
@@ -19,7 +19,8 @@ class ObjectiveEntry:
     --help group and flat keys of PretrainConfig / config.json (names unique across objectives);
     views: augmented views per image; teacher: keeps an EMA teacher; reconstructs: has
     `reconstruct()` (reconstruction figures); resolve(cfg, small): fills this objective's
-    data-dependent defaults; validate(cfg): raises UserError on bad values."""
+    data-dependent defaults; validate(cfg): raises UserError on bad values; cpu_demo: what
+    `unmasked demo --objective NAME` changes in the shared CPU preset to fit its time budget."""
 
     name: str
     build: Callable[[Any], Any]
@@ -30,6 +31,7 @@ class ObjectiveEntry:
     description: str
     resolve: Callable[[Any, bool], None] | None = None
     validate: Callable[[Any], None] | None = None
+    cpu_demo: dict = field(default_factory=dict)
 
 
 _ENTRIES: dict[str, ObjectiveEntry] = {}

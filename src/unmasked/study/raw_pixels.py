@@ -2,7 +2,7 @@
 
 Pixels in [0, 1] at the encoders' input size (the same resize and centre crop as evaluation),
 flattened and L2-normalised by the kNN code. No training: the floor any encoder should beat
-(method.md: 84.6% kNN20 on Fashion-MNIST).
+(84.6% kNN20 on Fashion-MNIST).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """DINOv2's options (one `--help` group), their data-dependent defaults and their validation.
 
-Defaults follow method.md's DINOv2 section (DINOv2's default config, DINO v1 where it says so);
+Defaults follow docs/objectives.md (DINOv2) (DINOv2's default config, DINO v1 where it says so);
 fields left as None are filled by `resolve_options`: image folders get the published recipe,
-Fashion-MNIST-sized data method.md's "Small-image recipe".
+Fashion-MNIST-sized data its small-image recipe.
 """
 
 from __future__ import annotations
@@ -10,6 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from unmasked.config import opt
+from unmasked.option_rules import (
+    CHOICE,
+    FLAG,
+    non_negative,
+    open_unit,
+    positive,
+    positive_int,
+    unit,
+    up_to_one,
+)
 
 GROUP = "dinov2"
 CENTERINGS = ("centering", "sinkhorn")
@@ -18,48 +28,48 @@ CENTERINGS = ("centering", "sinkhorn")
 @dataclass
 class DINOv2Options:
     dino_heads_k: int | None = opt(None, "DINOv2: prototypes K of the DINO head (default 65536 on image folders, "
-                                   "4096 on small images, where 65536 barely learns)", GROUP)
-    dino_head_hidden: int = opt(2048, "DINOv2: hidden width of the head's 3-layer MLP", GROUP)
-    dino_head_bottleneck: int = opt(256, "DINOv2: bottleneck width before the L2 norm and the prototypes", GROUP)
+                                   "4096 on small images, where 65536 barely learns)", GROUP, rule=positive_int())
+    dino_head_hidden: int = opt(2048, "DINOv2: hidden width of the head's 3-layer MLP", GROUP, rule=positive_int())
+    dino_head_bottleneck: int = opt(256, "DINOv2: bottleneck width before the L2 norm and the prototypes", GROUP, rule=positive_int())
     ibot_separate_head: bool = opt(False, "DINOv2: give iBOT its own head instead of sharing the DINO head "
-                                   "(as the ViT-L/g configs do)", GROUP)
+                                   "(as the ViT-L/g configs do)", GROUP, rule=FLAG)
     ibot_heads_k: int | None = opt(None, "DINOv2: prototypes of the separate iBOT head (default --dino-heads-k)",
-                                   GROUP)
-    dino_student_temp: float = opt(0.1, "DINOv2: student temperature", GROUP)
+                                   GROUP, rule=positive_int())
+    dino_student_temp: float = opt(0.1, "DINOv2: student temperature", GROUP, rule=positive())
     dino_teacher_temp: float = opt(0.07, "DINOv2: teacher temperature after the warm-up (above 0.07 is "
-                                   "unstable)", GROUP)
+                                   "unstable)", GROUP, rule=positive())
     dino_teacher_temp_start: float = opt(0.04, "DINOv2: teacher temperature at step 0, raised linearly to "
-                                         "--dino-teacher-temp", GROUP)
+                                         "--dino-teacher-temp", GROUP, rule=positive())
     dino_teacher_temp_warmup_epochs: float | None = opt(None, "DINOv2: epochs of teacher-temperature warm-up "
-                                                        "(default 30, or 30%% of a shorter run)", GROUP)
+                                                        "(default 30, or 30%% of a shorter run)", GROUP, rule=non_negative("the teacher temperature starts at --dino-teacher-temp"))
     dino_centering: str = opt("centering", "DINOv2: teacher targets by 'centering' (EMA centre, momentum "
                               "--dino-center-momentum) or 'sinkhorn' (Sinkhorn-Knopp, 3 iterations; ViT-L/g)",
-                              GROUP, choices=CENTERINGS)
+                              GROUP, choices=CENTERINGS, rule=CHOICE)
     dino_center_momentum: float = opt(0.9, "DINOv2: momentum of the teacher centres (DINO and iBOT), one "
-                                      "update per optimiser step", GROUP)
-    dino_weight: float = opt(1.0, "DINOv2: weight of the DINO (CLS) loss", GROUP)
-    ibot_weight: float = opt(1.0, "DINOv2: weight of the iBOT (masked patch) loss", GROUP)
-    koleo_weight: float = opt(0.1, "DINOv2: weight of the KoLeo regulariser (0 turns it off)", GROUP)
+                                      "update per optimiser step", GROUP, rule=unit("the centre is the current batch mean"))
+    dino_weight: float = opt(1.0, "DINOv2: weight of the DINO (CLS) loss", GROUP, rule=non_negative("no DINO loss"))
+    ibot_weight: float = opt(1.0, "DINOv2: weight of the iBOT (masked patch) loss", GROUP, rule=non_negative("no iBOT loss"))
+    koleo_weight: float = opt(0.1, "DINOv2: weight of the KoLeo regulariser (0 turns it off)", GROUP, rule=non_negative("no KoLeo regulariser"))
     ibot_mask_prob: float = opt(0.5, "DINOv2: fraction of the student's global-crop images that get a block "
-                                "mask", GROUP)
+                                "mask", GROUP, rule=unit("no image is masked"))
     ibot_mask_ratio_min: float = opt(0.1, "DINOv2: smallest mask ratio (ratios are stratified over [min, max])",
-                                     GROUP)
-    ibot_mask_ratio_max: float = opt(0.5, "DINOv2: largest mask ratio", GROUP)
+                                     GROUP, rule=open_unit())
+    ibot_mask_ratio_max: float = opt(0.5, "DINOv2: largest mask ratio", GROUP, rule=open_unit())
     ibot_mask_min_patches: int | None = opt(None, "DINOv2: smallest mask block in patches (default BEiT's 4 at "
-                                            "14 x 14 tokens, scaled to the grid's token count, at least 1)", GROUP)
-    dino_local_crops: int = opt(8, "DINOv2: number of local crops (0 for global crops only)", GROUP)
+                                            "14 x 14 tokens, scaled to the grid's token count, at least 1)", GROUP, rule=positive_int())
+    dino_local_crops: int = opt(8, "DINOv2: number of local crops (0 for global crops only)", GROUP, rule=non_negative("global crops only"))
     dino_local_size: int | None = opt(None, "DINOv2: local crop size in pixels, a multiple of --patch-size "
-                                      "(default 3/7 of --img-size: 96 at 224, 12 at 28)", GROUP)
+                                      "(default 3/7 of --img-size: 96 at 224, 12 at 28)", GROUP, rule=positive_int())
     dino_global_scale_min: float | None = opt(None, "DINOv2: smallest area fraction of a global crop (default "
-                                              "0.32; 0.4 on small images)", GROUP)
+                                              "0.32; 0.4 on small images)", GROUP, rule=up_to_one())
     dino_local_scale_min: float | None = opt(None, "DINOv2: smallest area fraction of a local crop (default "
-                                             "0.05; 0.1 on small images)", GROUP)
+                                             "0.05; 0.1 on small images)", GROUP, rule=up_to_one())
     dino_local_scale_max: float | None = opt(None, "DINOv2: largest area fraction of a local crop (default "
-                                             "--dino-global-scale-min)", GROUP)
+                                             "--dino-global-scale-min)", GROUP, rule=up_to_one())
     dino_blur: bool | None = opt(None, "DINOv2: Gaussian blur with DINO v1's probabilities 1.0 / 0.1 / 0.5 "
-                                 "(global 1 / global 2 / local); default on, off on small images", GROUP)
+                                 "(global 1 / global 2 / local); default on, off on small images", GROUP, rule=FLAG)
     dino_freeze_last_layer_epochs: float = opt(1.0, "DINOv2: epochs during which the heads' prototype layer "
-                                               "keeps lr 0", GROUP)
+                                               "keeps lr 0", GROUP, rule=non_negative("the prototype layer trains from the first step"))
 
 
 OPTION_NAMES = tuple(f.name for f in fields(DINOv2Options))
