@@ -35,8 +35,9 @@ def count_flops_per_image(cfg: PretrainConfig) -> float:
 
     torch.manual_seed(cfg.seed)
     obj = build_objective(cfg).train()
-    s, c = cfg.img_size, cfg.in_chans or 1
-    views = [torch.randn(COUNT_BATCH, c, s, s) for _ in obj.view_specs(augment_spec(cfg))]
+    c = cfg.in_chans or 1
+    # each view at its own size (multi-crop objectives have smaller local crops)
+    views = [torch.randn(COUNT_BATCH, c, v.img_size, v.img_size) for v in obj.view_specs(augment_spec(cfg))]
     old = _use_explicit_attention(obj)  # as bench: the counter does not see every fused SDPA kernel
     try:
         with FlopCounterMode(display=False) as counter:
