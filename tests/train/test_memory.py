@@ -17,21 +17,25 @@ from unmasked.train.loop import Pretrainer, pretrain
 from ..conftest import tiny_config
 
 MEASURE = textwrap.dedent("""
-    import json, resource, sys, tempfile
+    import json, sys, tempfile
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     from conftest import tiny_config
     from unmasked.train import memory
     from unmasked.train.loop import Pretrainer
-    cfg = tiny_config(Path(tempfile.mkdtemp()), objective={objective!r}, width=128, depth=4, heads=4,
+    cfg = tiny_config(Path(tempfile.mkdtemp()), objective={objective!r}, width=192, depth=6, heads=4,
                       proj_hidden=256, batch_size=64, subset=128, memory_check=False)
     t = Pretrainer(cfg, progress=False)
+    batches = t.batches.epoch(0, 0)
+    def status(key):
+        return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+    open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) restarts from the current size
+    before = status("VmRSS:")
+    t.train_step(0, batches)
+    peak = status("VmHWM:")
+    # probed after the step: memory the probe frees stays with the allocator and would hide the step's
     mem = memory.measure(t.objective, t.augments, channels=t.data.channels, base_size=t.data.base_size,
                          device=t.device, autocast_dtype=None)
-    batches = t.batches.epoch(0, 0)
-    before = int(open("/proc/self/statm").read().split()[1]) * 4096
-    t.train_step(0, batches)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({{"estimate": mem.need(64), "measured": peak - before}}))
 """)
 

@@ -148,10 +148,7 @@ class Pretrainer:
         self.env, self.device = init_distributed(cfg.device)
         self.progress = progress and self.env.is_main
         self.run_dir = Path(cfg.out)
-        # one process writes into a run folder at a time (under torchrun, rank 0 writes for all)
-        self._lock = RunLock(self.run_dir, "pretrain").acquire() if self.env.is_main else None
-        if self.env.is_main:
-            ckpt.remove_stale_temp_files(self.run_dir)
+        self._lock = None
         self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
         self.state = RunState()
 
@@ -180,6 +177,10 @@ class Pretrainer:
         validate(cfg)
         if self.env.is_main:
             check_writable(self.run_dir)
+            # one process writes into a run folder at a time (under torchrun, rank 0 writes for all);
+            # nothing is written before this point
+            self._lock = RunLock(self.run_dir, "pretrain").acquire()
+            ckpt.remove_stale_temp_files(self.run_dir)
         return cfg, resume_state
 
     def _load_data(self, resume_state: dict | None) -> None:
