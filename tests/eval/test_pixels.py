@@ -11,7 +11,8 @@ from ..data.helpers import class_folder
 RAW_PIXEL_KNN = {10: 85.6, 20: 84.6, 100: 80.9, 200: 79.1}
 
 
-def test_raw_pixel_knn_on_fashion_mnist_matches_the_reference(fm_root):
+def test_raw_pixel_knn_on_fashion_mnist_matches_the_reference(fm_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNMASKED_CACHE", str(tmp_path / "cache"))  # computed here, not by an earlier test
     ds = load_data("fashion-mnist", base_size=28, channels=1, progress=False)
     view = eval_view_for("fashion-mnist", 28)
     first = pixel_knn(ds, view, KS, 0.07)

@@ -73,8 +73,8 @@ def test_monitor_subsets_are_fixed_and_bounded(fm_root, tmp_path):
         trainer.close()
 
 
-@pytest.mark.parametrize("value,match", [(0.0, "--knn-every 0.0: must be a positive"),
-                                         (-1.0, "--knn-every -1.0: must be a positive")])
+@pytest.mark.parametrize("value,match", [(0.0, "--knn-every 0.0: must be a finite number above 0"),
+                                         (-1.0, "--knn-every -1.0: must be a finite number above 0")])
 def test_bad_knn_every_is_refused(fm_root, tmp_path, value, match):
     with pytest.raises(UserError, match=match):
         pretrain(tiny_config(tmp_path, knn_every=value, steps=1), progress=False)

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from unmasked.config import DEFAULTS, OPTION_FIELDS
 from unmasked.errors import UserError
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study
@@ -82,21 +81,38 @@ def _same(a, b, name: str) -> bool:
     return False
 
 
+def _expected_config(run: Run):
+    """What `unmasked pretrain` resolves the run's options to on Fashion-MNIST (objectives fill some
+    shared defaults, e.g. DINOv2's weight decay), or None on image folders, where defaults depend on
+    the images and only the study's explicit options pin a value."""
+    from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
+    from unmasked.data.dataset import is_fashion_mnist
+
+    known = {f.name for f in all_option_fields()}
+    cfg = PretrainConfig(**{k: v for k, v in run.options.items() if k in known})
+    if not is_fashion_mnist(cfg.data):
+        return None
+    return resolve_defaults(cfg, True)
+
+
 def config_mismatches(run: Run) -> list[str]:
     """Fields where the run's config.json differs from what the study asks for now."""
+    from unmasked.config import all_option_fields
+
     saved = read_json(run.dir / "config.json")
     if saved is None:
         return []
     free = _resume_free()
+    expected = _expected_config(run)
     out = []
-    for f in OPTION_FIELDS:
+    for f in all_option_fields():
         name = f.name
         if name in free or name not in saved:
             continue
         if name in run.options:
             want = run.options[name]
-        elif DEFAULTS.get(name) is not None:
-            want = DEFAULTS[name]
+        elif expected is not None and getattr(expected, name, None) is not None:
+            want = getattr(expected, name)
         else:
             continue  # resolved from the data: only an explicit value pins it
         if not _same(saved[name], want, name):

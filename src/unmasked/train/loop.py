@@ -136,9 +136,9 @@ class Pretrainer:
         self.cfg, resume_state = self._resolve_config(cfg, resume, explicit or set())
         self._load_data(resume_state)
         self._build_objective()
-        self._check_memory()  # before the first step: a clear refusal instead of the OOM killer
         self._build_optimizer()
         self._build_schedules()
+        self._check_memory()  # before the first step: a clear refusal instead of the OOM killer
         self._restore(resume_state)
         self._wrap_for_training()  # DDP and torch.compile
         self._open_logs()
@@ -223,6 +223,7 @@ class Pretrainer:
     def _check_memory(self) -> None:
         """Refuse (or, with --accum-steps auto, split the batch) before a step the device cannot hold."""
         cfg = self.cfg
+        self.objective.set_step_values(self.schedules.objective_values(0))  # the probe runs a real forward
         accum = memory.preflight(cfg, self.objective, self.augments, channels=self.data.channels,
                                  base_size=self.data.base_size, device=self.device, env=self.env,
                                  autocast_dtype=resolve_precision(cfg, self.device), auto_accum=self._auto_accum)
