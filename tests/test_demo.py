@@ -87,3 +87,13 @@ def test_demo_clears_an_earlier_demo_of_another_objective(tmp_path):
     (old / "config.json").write_text('{"objective": "mae", "data": "fashion-mnist"}')
     clear_previous_demo(old)
     assert not (old / "config.json").exists()
+
+
+def test_the_command_line_demo_trains_the_objective_it_is_given(monkeypatch):
+    import unmasked.demo
+
+    seen = {}
+    monkeypatch.setattr(unmasked.demo, "run_demo", lambda out, device, progress, objective: seen.update(
+        objective=objective) or {})
+    assert main(["demo", "--objective", "dinov2", "--no-progress", "--out", "somewhere"]) == 0
+    assert seen["objective"] == "dinov2"

@@ -11,7 +11,7 @@ TFLOP/s, peak memory, device and dtype. Three paths:
 - reference: the step as the published MAE/LUT code runs it with a current timm (fp16 autocast
   with a gradient scaler and the per-step gradient norm, separate view calls, SDPA, torch's
   default AdamW, a per-parameter EMA loop), the step behind the "fused attention" anchors of
-  docs/performance.md, so that the 2x target is a ratio measured side by side on any GPU.
+  docs/speed.md, so that the 2x target is a ratio measured side by side on any GPU.
 
 `--compare-plain` / `--compare-reference` time a baseline and the optimised path in one process.
 """
@@ -137,7 +137,11 @@ def _published_ema(obj, momentum: float) -> None:
     (three kernels each); buffers copied as in `LUT.update_teacher`. MAE has no teacher."""
     if obj.teacher is None:
         return
-    tp, sp, tb, sb = obj.teacher.pairs(obj.student)
+    lists = obj.teacher.pairs(obj.student)
+    if len(lists) != 4:  # an objective without a published per-parameter loop: its own update
+        obj.update_teacher(momentum)
+        return
+    tp, sp, tb, sb = lists
     for t, s in zip(tp, sp):
         t.mul_(momentum).add_((1.0 - momentum) * s.detach())
     for t, s in zip(tb, sb):

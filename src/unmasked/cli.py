@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the other model is not resident)")
     paths.add_argument("--compare-reference", dest="baseline", action="store_const", const="reference",
                        help="as --compare-plain, with the reference path as the baseline: the side-by-side form "
-                            "of the speed targets (docs/performance.md)")
+                            "of the speed targets (docs/speed.md)")
     paths.add_argument("--compare-eager", dest="baseline", action="store_const", const="eager",
                        help="with --compile: the optimised path without compile beside the compiled one (what "
                             "compile and CUDA graphs add)")
@@ -497,7 +497,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from unmasked.demo import run_demo
 
-    return run_demo(args.out, device=args.device, progress=not args.no_progress).get("exit_code", 0)
+    return run_demo(args.out, device=args.device, progress=not args.no_progress,
+                    objective=args.objective).get("exit_code", 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from unmasked.config import PretrainConfig
-from unmasked.demo_folder import clear_previous_demo, mark_as_demo
+from unmasked.demo_folder import clear_previous_demo, mark_as_demo, refuse_foreign_folder
 from unmasked.errors import UserError
-from unmasked.lock import in_use_by
+from unmasked.lock import in_use_by, run_lock
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that pretraining takes
 # about 6 minutes and kNN about 1. A higher base lr than the published 1.5e-4 suits so short a run
@@ -35,16 +35,24 @@ def demo_config(out: str, device: str, objective: str = "lut") -> PretrainConfig
 
 
 def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True, objective: str = "lut") -> dict:
+    folder = Path(out)
+    holder = in_use_by(out)
+    if holder:
+        raise UserError(f"--out {out} is in use by another unmasked process ({holder}); the demo replaces its "
+                        "run files, so wait for that process to end or choose another --out")
+    refuse_foreign_folder(folder)  # before the lock file is written into it
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, "demo"):  # held from the clean-up to the kNN result (re-entrant for pretrain)
+        return _demo_in(folder, out, device, progress, objective)
+
+
+def _demo_in(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
     from unmasked.cli import _print_knn, print_summary
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
-    holder = in_use_by(out)
-    if holder:
-        raise UserError(f"--out {out} is in use by another unmasked process ({holder}); the demo replaces its "
-                        "folder, so wait for that process to end or choose another --out")
-    clear_previous_demo(Path(out))
-    mark_as_demo(Path(out))
+    clear_previous_demo(folder)
+    mark_as_demo(folder)
     cfg = demo_config(out, device, objective)
     summary = pretrain(cfg, progress=progress)
     if summary.get("interrupted_by"):  # SIGTERM / Ctrl-C: stop here, as `unmasked pretrain` does

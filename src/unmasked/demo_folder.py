@@ -17,12 +17,13 @@ MARKER = ".unmasked-demo"
 RUN_FILES = {
     MARKER, "config.json", "checkpoint.pt", "metrics.jsonl", "summary.json", "encoder.safetensors",
     "encoder.json", "knn.json", "linear.json", "linear_heads.safetensors", "finetune.json",
-    "finetuned.safetensors",
+    "finetuned.safetensors", "compute.json",
 }
 # Temp files of interrupted atomic writes (".checkpoint.pt.x1y2.tmp") and the run lock.
-RUN_PATTERNS = (".*.tmp", ".lock", "*.lock")
+RUN_PATTERNS = (".*.tmp", ".lock", "*.lock", "knn-*.json", "linear-*.json", "linear_heads-*.safetensors")
+LOCK_FILE = ".lock"  # held by the demo itself while it clears the folder: never removed
 RUN_SUBFOLDERS = {"features": ("train-*.pt", "heldout-*.pt", ".*.tmp"),
-                  "analysis": ("*.json", "*.png", ".*.tmp")}
+                  "analysis": ("*.json", "*.png", ".*.tmp"), "tensorboard": ("events.out.tfevents.*",)}
 
 
 def _is_run_file(path: Path) -> bool:
@@ -48,7 +49,7 @@ def clear_previous_demo(out: Path) -> None:
         return
     if not out.is_dir():
         raise UserError(f"--out {out}: is a file, expected a folder for the demo run")
-    if not any(out.iterdir()):
+    if not any(e.name != LOCK_FILE for e in out.iterdir()):  # empty, or only the lock the demo holds
         return
     if not (out / MARKER).is_file():
         raise UserError(f"--out {out}: holds files that are not an earlier demo run (no {MARKER} marker); the "
@@ -63,9 +64,18 @@ def clear_previous_demo(out: Path) -> None:
             for f in entry.iterdir():
                 f.unlink()
             entry.rmdir()
-        elif entry.name != MARKER:
+        elif entry.name not in (MARKER, LOCK_FILE):
             entry.unlink()
     (out / MARKER).unlink()  # last: an interrupted clean-up still carries the marker
+
+
+def refuse_foreign_folder(out: Path) -> None:
+    """Before anything is written into `out` (even a lock file): refuse a folder that is not a demo's."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, expected a folder for the demo run")
+    if out.is_dir() and any(e.name != LOCK_FILE for e in out.iterdir()) and not (out / MARKER).is_file():
+        raise UserError(f"--out {out}: holds files that are not an earlier demo run (no {MARKER} marker); the "
+                        "demo deletes only its own files, so choose another --out or empty that folder yourself")
 
 
 def mark_as_demo(out: Path) -> None:

@@ -6,7 +6,7 @@ from unmasked.eval.knn import knn_accuracy, knn_predict
 
 
 def test_one_hot_features_give_perfect_accuracy_for_every_k():
-    """analysis.md: test vectors equal to a training vector of their class -> 100% for every k."""
+    """Test vectors equal to a training vector of their class -> 100% for every k."""
     classes = 4
     train_labels = torch.arange(classes).repeat_interleave(60)
     train = torch.nn.functional.one_hot(train_labels, classes).float()

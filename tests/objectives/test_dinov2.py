@@ -220,3 +220,26 @@ def test_exact_resume_mid_training_includes_the_centres():
     loop.opt.load_state_dict(saved["optimizer"])
     loop.step(3, _images(3))
     assert not torch.equal(obj.state_dict()["dino_center.center"], straight["dino_center.center"])
+
+
+def test_a_dinov2_run_is_evaluated_on_its_teacher_backbone(fm_root, tmp_path):
+    """Through the loop: the checkpoint, the export and the monitor all give the EMA teacher's backbone."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import tiny_config
+    from unmasked.runs import load_encoder
+    from unmasked.train import checkpoint as ckpt
+    from unmasked.train.loop import pretrain
+
+    cfg = tiny_config(tmp_path, objective="dinov2", dino_heads_k=32, dino_head_hidden=32, dino_head_bottleneck=16,
+                      dino_local_crops=2, steps=2, log_every=1)
+    pretrain(cfg, progress=False)
+    run = tmp_path / "run"
+    state = ckpt.load_checkpoint(run / "checkpoint.pt")["objective"]
+    teacher = {k[len("teacher.encoder."):]: v for k, v in state.items() if k.startswith("teacher.encoder.")}
+    student = {k[len("student.encoder."):]: v for k, v in state.items() if k.startswith("student.encoder.")}
+    assert any(not torch.equal(teacher[k], student[k]) for k in teacher)  # two different networks by now
+    for source in (run / "checkpoint.pt", run / "encoder.safetensors"):
+        loaded = load_encoder(source).encoder.state_dict()
+        assert all(torch.equal(loaded[k], teacher[k]) for k in teacher), source
+    assert set(load_file(run / "encoder.safetensors")) == set(teacher)  # no mask token in the export

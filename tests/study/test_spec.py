@@ -89,3 +89,13 @@ def test_dry_run_lists_runs_budgets_and_estimate(capsys):
     out = capsys.readouterr().out
     assert "12 runs = 4 arm(s) x 1 grid point(s) x 3 seed(s)" in out
     assert "lut-w0_seed2" in out and "119,808" in out and "estimated time left:" in out
+
+
+def test_the_study_reads_the_file_its_evaluation_options_write():
+    """A cheaper probe (another recipe) writes its own file; the study must look for that one."""
+    from unmasked.study.runner import result_file
+
+    assert result_file("linear", []) == "linear.json" and result_file("knn", []) == "knn.json"
+    assert result_file("linear", ["--epochs", "30", "--warmup-epochs", "3"]) == "linear-epochs30-warmupepochs3.json"
+    assert result_file("knn", ["--k", "1", "5"]) == "knn-k1-5.json"
+    assert result_file("analyze", []) == "analysis/analysis.json"

@@ -19,7 +19,7 @@ from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
-from unmasked.eval.common import base_size_for, evaluation_view
+from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features
 from unmasked.runs import load_encoder
 from unmasked.train.checkpoint import atomic_write_text
@@ -174,6 +174,7 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     ranks = {k: rankme(feats[k]) for k in ("cls", "mean")}
 
     results = {
+        "transform": eval_transform(loaded, ds),  # the evaluation view, as in knn.json
         "encoder": str(loaded.source),
         "objective": loaded.objective,
         "label": label,

@@ -57,6 +57,17 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
     return out
 
 
+def protocol_variant(ks=KS, temperature: float = TEMPERATURE) -> list[str]:
+    """What differs from the default protocol (k = 20 among the ks, T = 0.07), as file-name parts."""
+    return ([] if 20 in ks else ["k" + "-".join(map(str, ks))]) + \
+        ([] if temperature == TEMPERATURE else [f"T{temperature:g}"])
+
+
+def result_file(ks=KS, temperature: float = TEMPERATURE) -> str:
+    """knn.json for the default protocol on the run's own data, else the variant's own file."""
+    return "knn" + "".join(f"-{p}" for p in protocol_variant(ks, temperature)) + ".json"
+
+
 def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int = 256, ks=KS,
             temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True) -> dict:
     """kNN of a run's encoder on the held-out split, beside the same kNN on raw pixels; writes
@@ -85,8 +96,7 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
     pixels["top1"] = pixels["results"][str(head_k)]["top1"]
     # what `compare` shows under "kNN k=20" is k = 20 at T = 0.07 on the encoder's own data (knn.json);
     # other settings go to their own file (knn-k1.json, knn-T0.5-on-<data>.json) and never replace it
-    variant = ([] if 20 in ks else ["k" + "-".join(map(str, ks))]) + \
-              ([] if temperature == TEMPERATURE else [f"T{temperature:g}"])
+    variant = protocol_variant(ks, temperature)
     result = {
         "protocol": "knn",
         "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",

@@ -127,6 +127,17 @@ def evaluate_probe(head: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
 DEFAULT_RECIPE = dict(epochs=90, warmup_epochs=10, base_lr=0.1, probe_batch=None, optimizer="sgd", seed=0)
 
 
+def recipe_variant(**settings) -> list[str]:
+    """The settings that differ from the default recipe, as file-name parts ("epochs30")."""
+    return [f"{k.replace('_', '')}{v:g}" if isinstance(v, float) else f"{k.replace('_', '')}{v}"
+            for k, v in {**DEFAULT_RECIPE, **settings}.items() if DEFAULT_RECIPE[k] != v]
+
+
+def result_file(**settings) -> str:
+    """linear.json for the default recipe on the run's own data, else the variant's own file."""
+    return "linear" + "".join(f"-{p}" for p in recipe_variant(**settings)) + ".json"
+
+
 def run_linear(path, data: str | None = None, device: str = "auto", batch_size: int = 256, epochs: int = 90,
                warmup_epochs: int = 10, base_lr: float = 0.1, probe_batch: int | None = None,
                num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd") -> dict:
@@ -159,8 +170,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
     settings = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, probe_batch=probe_batch,
                     optimizer=optimizer, seed=seed)
-    variant = [f"{k.replace('_', '')}{v:g}" if isinstance(v, float) else f"{k.replace('_', '')}{v}"
-               for k, v in settings.items() if DEFAULT_RECIPE[k] != v]
+    variant = recipe_variant(**settings)
     recipe = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, batch_size=probe_batch, seed=seed,
                   optimizer=optimizer)
     pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), recipe, dev)

@@ -129,7 +129,11 @@ class DINOv2(Objective):
         return {"teacher_temp": WarmupConstant(o.dino_teacher_temp_start, o.dino_teacher_temp, warm)}
 
     def set_step_values(self, values: dict[str, float]) -> None:
+        """Called at the start of every optimiser step: a step skipped by `--nan skip` never reached
+        `update_teacher`, so its pending centre sums are dropped here rather than folded in later."""
         self.step_values = dict(values)
+        self.dino_center.pending.zero_()
+        self.ibot_center.pending.zero_()
 
     def teacher_temp(self) -> float:
         """This step's value from the loop; the warm-up's start if the loop gave none (e.g. bench)."""
@@ -254,4 +258,5 @@ ENTRY = ObjectiveEntry(
     cpu_demo=dict(epochs=1, warmup_epochs=0.1, base_lr=5e-4, dino_local_crops=4, dino_local_size=14,
                   dino_head_hidden=512, dino_head_bottleneck=128, dino_heads_k=1024, dino_teacher_temp=0.04,
                   ema_momentum=0.99, dino_freeze_last_layer_epochs=0.1),
+    step_cost=6.0,  # with the demo's 4 local crops about two LUT steps (more with the default 8)
 )

@@ -219,4 +219,5 @@ ENTRY = ObjectiveEntry(
     name="lut", build=build, options=LUTOptions, views=2, teacher=True, reconstructs=True,
     description="MAE plus a global-context loss against an EMA teacher (Kim et al., ECCV 2024)",
     resolve=resolve, validate=validate,
+    step_cost=3.0,  # two views and a teacher: ~6 min against MAE's ~2 for the CPU demo's 2 epochs
 )

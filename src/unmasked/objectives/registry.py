@@ -20,7 +20,8 @@ class ObjectiveEntry:
     views: augmented views per image; teacher: keeps an EMA teacher; reconstructs: has
     `reconstruct()` (reconstruction figures); resolve(cfg, small): fills this objective's
     data-dependent defaults; validate(cfg): raises UserError on bad values; cpu_demo: what
-    `unmasked demo --objective NAME` changes in the shared CPU preset to fit its time budget."""
+    `unmasked demo --objective NAME` changes in the shared CPU preset to fit its time budget;
+    step_cost: a training image's time relative to MAE's (measured on the CPU demo model)."""
 
     name: str
     build: Callable[[Any], Any]
@@ -32,6 +33,7 @@ class ObjectiveEntry:
     resolve: Callable[[Any, bool], None] | None = None
     validate: Callable[[Any], None] | None = None
     cpu_demo: dict = field(default_factory=dict)
+    step_cost: float = 1.0  # a training image's cost relative to MAE's, for time estimates (study --dry-run)
 
 
 _ENTRIES: dict[str, ObjectiveEntry] = {}

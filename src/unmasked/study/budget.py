@@ -14,8 +14,9 @@ from unmasked.data.dataset import is_fashion_mnist
 from unmasked.models.vit import PRESETS
 
 FASHION_TRAIN, FASHION_TEST = 60_000, 10_000
-# seconds per pretraining image for the anchor model on 2 CPU cores (other objectives: as LUT)
-TRAIN_S_PER_IMAGE = {"mae": 120 / 120_000, "lut": 360 / 120_000}
+# seconds per pretraining image of MAE on the anchor model on 2 CPU cores; other objectives scale it
+# by their registry entry's step_cost
+MAE_S_PER_IMAGE = 120 / 120_000
 FORWARD_S_PER_IMAGE = 20 / 70_000  # kNN: 70,000 images embedded once
 ANCHOR_COST = 128**2 * 6 * 17
 MONITOR_IMAGES = 6_000
@@ -60,7 +61,10 @@ def run_budget(o: dict, evals: dict) -> dict:
         steps = min(steps, o["steps"])
     seen = steps * batch
     scale = model_scale(o, fashion)
-    per_image = TRAIN_S_PER_IMAGE.get(o.get("objective"), TRAIN_S_PER_IMAGE["lut"])
+    from unmasked.objectives import registry
+
+    name = o.get("objective") or DEFAULTS["objective"]
+    per_image = MAE_S_PER_IMAGE * (registry.get(name).step_cost if name in registry.names() else 3.0)
     checks = 0
     if o.get("knn_every"):
         checks = int(steps / max(1, round(o["knn_every"] * (n // batch)))) + 1

@@ -49,11 +49,16 @@ def training_flops(run_dir: Path) -> float | None:
     return float(flops) if isinstance(flops, (int, float)) else None
 
 
-def run_values(run: Run) -> dict:
-    """Every metric of one run that its files hold, plus the curves for the plots."""
+def run_values(run: Run, evals: dict | None = None) -> dict:
+    """Every metric of one run that its files hold, plus the curves for the plots (kNN and linear
+    results read from the files the study's evaluation options write)."""
+    from unmasked.study.runner import result_file
+
     d = run.dir
     v: dict = {}
-    knn, lin, ft = read_json(d / "knn.json"), read_json(d / "linear.json"), read_json(d / "finetune.json")
+    evals = evals or {}
+    knn, lin = read_json(d / result_file("knn", evals.get("knn", ()))), read_json(d / result_file("linear", evals.get("linear", ())))
+    ft = read_json(d / "finetune.json")
     ana, summary = read_json(d / "analysis" / "analysis.json"), read_json(d / "summary.json")
     if knn:
         v["knn20_cls"], v["knn20_mean"] = knn["top1"]["cls"], knn["top1"]["mean"]
@@ -94,7 +99,7 @@ def _cell(s: dict | None, digits: int) -> str:
 
 
 def build(study: Study) -> dict:
-    per_run = {r.name: run_values(r) for r in study.runs}
+    per_run = {r.name: run_values(r, study.evals) for r in study.runs}
     groups = []
     for arm in study.arms:
         for point in study.points:

@@ -54,8 +54,26 @@ def is_finished(run: Run) -> bool:
     return bool(s.get("completed")) or (run.options.get("steps") is not None and s.get("steps", 0) >= run.options["steps"])
 
 
-def eval_done(run: Run, proto: str) -> bool:
-    result, ckpt = run.dir / RESULT_FILES[proto], run.dir / "checkpoint.pt"
+def result_file(proto: str, extra: list[str] | tuple = ()) -> str:
+    """The file an evaluation writes with the study's options: kNN and linear-probe variants (other k,
+    T or probe recipe) go to their own file, never knn.json / linear.json."""
+    if proto not in ("knn", "linear"):
+        return RESULT_FILES[proto]
+    from unmasked.cli import build_parser
+
+    args = build_parser().parse_args([*EVAL_COMMANDS[proto], "RUN", *extra])
+    if proto == "knn":
+        from unmasked.eval.knn import result_file as knn_file
+
+        return knn_file(args.k, args.temperature)
+    from unmasked.eval.linear import result_file as linear_file
+
+    return linear_file(epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.base_lr,
+                       probe_batch=args.probe_batch, optimizer=args.optimizer)
+
+
+def eval_done(run: Run, proto: str, extra: list[str] | tuple = ()) -> bool:
+    result, ckpt = run.dir / result_file(proto, extra), run.dir / "checkpoint.pt"
     return result.is_file() and ckpt.is_file() and result.stat().st_mtime >= ckpt.stat().st_mtime
 
 
@@ -169,7 +187,7 @@ class Progress:
 
 def _estimate(b: dict, run: Run, study: Study) -> float:
     if is_finished(run):
-        return 0.0 if all(eval_done(run, p) for p in study.evals) else (b["evals_s"] or 0)
+        return 0.0 if all(eval_done(run, p, x) for p, x in study.evals.items()) else (b["evals_s"] or 0)
     return (b["pretrain_s"] or 0) + (b["evals_s"] or 0)
 
 
@@ -198,7 +216,7 @@ def execute(study: Study, device: str | None, progress: bool) -> None:
                 raise UserError(f"pretraining of {run.name} ended without finishing ({run.dir / 'summary.json'})")
         bar.planned_done += b["pretrain_s"] or 0
         for proto, extra in study.evals.items():
-            if eval_done(run, proto):
+            if eval_done(run, proto, extra):
                 continue
             bar.line(i, run, f"{' '.join(EVAL_COMMANDS[proto])}")
             argv = [*EVAL_COMMANDS[proto], str(run.dir), *extra, *quiet]

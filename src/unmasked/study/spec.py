@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import itertools
 import re
@@ -169,6 +170,9 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
         raise UserError(f"{where}: seeds = {seeds!r}: expected a non-empty list of distinct integers, e.g. [0, 1, 2]")
     recipe = normalise_keys(raw.get("recipe", {}), actions, f"{where}: [recipe]", MANAGED)
     recipe.setdefault("knn_every", DEFAULT_KNN_EVERY)
+    # one TensorBoard log per run, so `tensorboard --logdir <study>` shows every arm, when the optional
+    # extra is installed (`tensorboard = false` in the recipe turns it off)
+    recipe.setdefault("tensorboard", importlib.util.find_spec("tensorboard") is not None)
 
     arms_raw = raw.get("arms")
     if not isinstance(arms_raw, dict) or not arms_raw:

@@ -73,7 +73,8 @@ class KnnMonitor:
         return out
 
     def _features(self, split: Split):
-        f = extract_features(self.objective.encoder, split, self.mean, self.std, self.crop_pct, self.device,
+        # the network that is exported and evaluated (DINOv2: the EMA teacher's backbone)
+        f = extract_features(self.objective.export_encoder(), split, self.mean, self.std, self.crop_pct, self.device,
                              batch_size=self.batch_size, base=self.base, channels=self.channels, progress=False)
         return f, split.labels[f["index"]]
 
@@ -95,5 +96,11 @@ def knn_monitor(trainer) -> KnnMonitor | None:
         with trainer._writing(trainer.metrics.path):
             trainer.metrics.write(record)
 
-    return KnnMonitor(trainer.objective, data, cfg.mean, cfg.std, cfg.crop_pct, trainer.device, interval,
+    from unmasked.eval.view import eval_view_for
+
+    # the evaluation view of `eval knn` where the training images were decoded at its size (always on
+    # small data); otherwise the training decode, centre-cropped as the training crop suggests
+    view = eval_view_for(cfg.data, cfg.img_size)
+    crop_pct = view.crop_pct if view.base_size == data.base_size else cfg.crop_pct
+    return KnnMonitor(trainer.objective, data, cfg.mean, cfg.std, crop_pct, trainer.device, interval,
                       trainer.total_steps, trainer.steps_per_epoch, write)
