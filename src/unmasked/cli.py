@@ -35,6 +35,11 @@ multi-GPU / multi-node (one process per GPU, PyTorch DDP):
 """
 
 
+EVAL_SIZE_HELP = ("evaluate at this input size, a multiple of the patch size; the position embedding is "
+                  "resampled bicubically to the grid (default: the encoder's own size; another size writes "
+                  "its own result file)")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog):
         super().__init__(prog, max_help_position=34, width=100)
@@ -122,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200], metavar="K",
                    help="neighbour counts (default: 10 20 100 200; k = 20 is the headline)")
     k.add_argument("--temperature", type=float, default=0.07, help="vote temperature T (default: 0.07)")
+    k.add_argument("--img-size", type=int, default=None, metavar="PX", help=EVAL_SIZE_HELP)
 
     lin = ev_sub.add_parser("linear", help="linear probe on frozen CLS and mean-pooled features (MAE protocol)",
                             formatter_class=_Formatter,
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "suit ImageNet-sized datasets but under-train small ones")
     lin.add_argument("--base-lr", type=float, default=0.1, help="base lr, scaled by batch / 256 (default: 0.1)")
     lin.add_argument("--probe-batch", type=int, default=None, help="probe batch size (default: sized to the data)")
+    lin.add_argument("--img-size", type=int, default=None, metavar="PX", help=EVAL_SIZE_HELP)
 
     ft = ev_sub.add_parser("finetune", help="full fine-tuning with layer-wise lr decay (MAE recipe)",
                            formatter_class=_Formatter,
@@ -366,7 +373,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be a positive integer")
         result = run_knn(args.run, data=args.data, device=args.device, batch_size=args.batch_size, ks=args.k,
-                         temperature=args.temperature, num_workers=args.num_workers, progress=not args.no_progress)
+                         temperature=args.temperature, num_workers=args.num_workers, progress=not args.no_progress,
+                         img_size=args.img_size)
         _print_knn(result)
         return _unsaved(result)
     if args.batch_size < 1:
@@ -382,7 +390,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError(f"--warmup-epochs {args.warmup_epochs}: must be in [0, --epochs {args.epochs}]")
         r = run_linear(args.run, data=args.data, device=args.device, batch_size=args.batch_size, epochs=args.epochs,
                        warmup_epochs=args.warmup_epochs, base_lr=args.base_lr, probe_batch=args.probe_batch,
-                       num_workers=args.num_workers, progress=not args.no_progress, optimizer=args.optimizer)
+                       num_workers=args.num_workers, progress=not args.no_progress, optimizer=args.optimizer,
+                       img_size=args.img_size)
         print(f"linear probe on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}; "
               f"{args.optimizer.upper()}, batch {r['recipe']['batch_size']}, {r['recipe']['epochs']} epochs)")
         for kind, label in (("cls", "CLS"), ("mean", "mean-pool")):

@@ -103,9 +103,10 @@ EVAL_COMMON = {"run": PATH, "data": TEXT, "device": DEVICE, "batch_size": positi
 
 RULES: dict[str, dict[str, Rule]] = {
     "pretrain": PRETRAIN,
-    "eval knn": {**EVAL_COMMON, "k": positive_int(), "temperature": positive()},
+    "eval knn": {**EVAL_COMMON, "k": positive_int(), "temperature": positive(), "img_size": positive_int()},
     "eval linear": {**EVAL_COMMON, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
-                    "optimizer": CHOICE, "base_lr": positive(), "probe_batch": positive_int()},
+                    "optimizer": CHOICE, "base_lr": positive(), "probe_batch": positive_int(),
+                    "img_size": positive_int()},
     "eval finetune": {**EVAL_COMMON, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
                       "base_lr": positive(), "layer_decay": up_to_one(), "drop_path": fraction("no stochastic depth"),
                       "mixup": non_negative("mixup off"), "cutmix": non_negative("cutmix off"),

@@ -27,6 +27,7 @@ class LoadedEncoder:
     run_dir: Path  # where evaluation results are written
     config: PretrainConfig | None  # present when loaded from a run folder or checkpoint
     source: Path
+    eval_size: int | None = None  # evaluate at another input size (positions interpolated); None: spec's
 
 
 def _from_checkpoint(path: Path) -> LoadedEncoder:

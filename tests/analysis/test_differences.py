@@ -27,3 +27,16 @@ def test_report_warns_when_more_than_the_objective_differs():
     assert "**Warning:**" in md and "| crop | rrc | pad |" in md and "| epochs | 100 | 50 |" in md
     entries[1]["config"] = _cfg(objective="lut", data="imgs", crop="rrc")
     assert "Warning" not in "\n".join(differences_section(entries))
+
+
+def test_settings_an_objective_does_not_use_are_not_compared():
+    """DINOv2 has its own multi-crop and no mask ratio: a LUT and a DINOv2 run differ in the objective's
+    own settings (weight decay, clipping), not in a crop or mask ratio that one of them never used."""
+    from unmasked.analysis.differences import NOT_USED, config_differences
+    from unmasked.config import PretrainConfig, resolve_defaults
+
+    lut = resolve_defaults(PretrainConfig(objective="lut", data="fashion-mnist"), True).to_dict()
+    dino = resolve_defaults(PretrainConfig(objective="dinov2", data="fashion-mnist"), True).to_dict()
+    diffs = dict(config_differences([lut, dino]))
+    assert diffs["crop"] == ["pad", NOT_USED] and diffs["mask ratio"] == [0.75, NOT_USED]
+    assert diffs["weight decay"] == [0.05, (0.04, 0.4)] and diffs["gradient clip"] == [None, 3.0]

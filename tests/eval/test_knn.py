@@ -33,3 +33,23 @@ def test_k_larger_than_train_set_and_top5():
     labels = torch.arange(8) % 7
     acc = knn_accuracy(train, labels, train, labels, num_classes=7, ks=(20,))
     assert acc[20]["top1"] >= 0 and "top5" in acc[20]
+
+
+def test_knn_at_another_input_size_interpolates_positions_and_writes_its_own_file(tmp_path):
+    """The encoder runs at 32 px (an 8 x 8 grid instead of 4 x 4); knn.json stays the default protocol's."""
+    import json
+
+    from tests.conftest import tiny_config
+    from tests.data.helpers import class_folder
+    from unmasked.cli import main
+    from unmasked.train.loop import pretrain
+
+    data = class_folder(tmp_path / "imgs", per_class=12, size=(16, 16))
+    pretrain(tiny_config(tmp_path, objective="mae", data=str(data), img_size=16, patch_size=4, subset=None,
+                         batch_size=8, steps=1), progress=False)
+    run = tmp_path / "run"
+    assert main(["eval", "knn", str(run), "--img-size", "32", "--no-progress", "--k", "5", "20"]) == 0
+    r = json.loads((run / "knn-img32.json").read_text())
+    assert r["transform"]["img_size"] == 32 and not r["default_protocol"] and not (run / "knn.json").exists()
+    assert 0 <= r["top1"]["cls"] <= 100
+    assert main(["eval", "knn", str(run), "--img-size", "30", "--no-progress"]) == 2  # not a multiple of 4

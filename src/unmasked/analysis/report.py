@@ -24,6 +24,12 @@ from unmasked.errors import UserError
 from unmasked.train.checkpoint import atomic_write_text
 
 
+def inline_figure(title: str, png) -> str:
+    """A heading and the PNG inlined as base64, so that an HTML report is one self-contained file."""
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    return f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+
+
 def _read(path: Path):
     from unmasked.side_files import read_json
 
@@ -279,8 +285,6 @@ def _html(rows, notes, figures, out_dir: Path, entries) -> str:
         parts.append("</table>")
     if notes:
         parts.append("<h2>Not computed</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    for title, name in figures:
-        data = base64.b64encode((out_dir / name).read_bytes()).decode()
-        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
+    parts += [inline_figure(title, out_dir / name) for title, name in figures]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

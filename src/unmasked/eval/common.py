@@ -17,7 +17,7 @@ from unmasked.runs import LoadedEncoder
 
 def evaluation_view(loaded: LoadedEncoder, data: str) -> EvalView:
     """One view per dataset, not per training crop (see eval/view.py)."""
-    return eval_view_for(data, loaded.spec.img_size)
+    return eval_view_for(data, loaded.eval_size or loaded.spec.img_size)
 
 
 def base_size_for(loaded: LoadedEncoder, data: str) -> int:
@@ -41,7 +41,7 @@ def eval_transform(loaded: LoadedEncoder, data: ImageData) -> dict:
     """What turns a stored image into encoder input at evaluation (the dataset's one evaluation view,
     plus channels and normalisation): part of feature-cache keys and of every result file."""
     return {**evaluation_view(loaded, data.name).describe(), "channels": data.channels,
-            "img_size": loaded.spec.img_size, "mean": list(loaded.mean), "std": list(loaded.std)}
+            "img_size": loaded.eval_size or loaded.spec.img_size, "mean": list(loaded.mean), "std": list(loaded.std)}
 
 
 def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: torch.device,
@@ -59,7 +59,8 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
     crop_pct = evaluation_view(loaded, data.name).crop_pct
     feats = extract_features(loaded.encoder, part, loaded.mean, loaded.std, crop_pct, device,
                              batch_size=batch_size, base=data.base_size, channels=data.channels,
-                             num_workers=num_workers, progress=progress, desc=f"features ({split})")
+                             num_workers=num_workers, progress=progress, desc=f"features ({split})",
+                             size=evaluation_view(loaded, data.name).img_size)
     feats["labels"] = part.labels[feats["index"]].clone()
     if cache:  # an optimisation: a read-only run folder still evaluates
         from unmasked.eval.run_files import save_in_run
@@ -76,12 +77,18 @@ def write_result(loaded: LoadedEncoder, name: str, result: dict) -> dict:
 
 
 def frozen_features(path, data: str | None, device: str, batch_size: int, num_workers: int, progress: bool,
-                    what: str):
-    """Everything a frozen-feature protocol starts from: (encoder, data, device, train and held-out features)."""
+                    what: str, img_size: int | None = None):
+    """Everything a frozen-feature protocol starts from: (encoder, data, device, train and held-out
+    features); `img_size` evaluates at another input size than the encoder was trained at."""
     from unmasked.runs import load_encoder
 
     dev = resolve_device(device)
     loaded = load_encoder(path)
+    if img_size is not None and img_size != loaded.spec.img_size:
+        if img_size % loaded.spec.patch_size:
+            raise UserError(f"--img-size {img_size}: not a multiple of the encoder's patch size "
+                            f"{loaded.spec.patch_size}")
+        loaded.eval_size = img_size
     ds = labeled_data(loaded, data, what, num_workers, progress)
     tr = split_features(loaded, ds, "train", dev, batch_size, num_workers, progress)
     te = split_features(loaded, ds, "heldout", dev, batch_size, num_workers, progress)

@@ -41,11 +41,14 @@ def extract_features(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "features",
+    size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """-> {"cls": (N, D), "mean": (N, D)} float32 on the CPU, and "index": which images of the split
-    they belong to (all of them, unless unreadable files were left out)."""
+    they belong to (all of them, unless unreadable files were left out). At a `size` other than the
+    encoder's own, the position embedding is resampled bicubically to the grid (as DINOv2 and timm do)."""
     encoder = encoder.to(device).eval()
-    size = encoder.spec.img_size
+    native = encoder.spec.img_size
+    size = size or native
     out: dict[str, list[torch.Tensor]] = {"cls": [], "mean": [], "index": []}
     autocast = device.type == "cuda"
     n_batches = (len(split) + batch_size - 1) // batch_size
@@ -54,7 +57,7 @@ def extract_features(
         out["index"].append(idx)
         x = eval_view(images.to(device, non_blocking=True), size, mean, std, crop_pct)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            tokens = encoder.forward_features(x)
+            tokens = encoder.forward_features(x) if size == native else encoder.forward_image(x)
         for k, v in pooled_features(tokens.float()).items():
             out[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in out.items()}

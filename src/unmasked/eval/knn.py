@@ -57,19 +57,21 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
     return out
 
 
-def protocol_variant(ks=KS, temperature: float = TEMPERATURE) -> list[str]:
-    """What differs from the default protocol (k = 20 among the ks, T = 0.07), as file-name parts."""
+def protocol_variant(ks=KS, temperature: float = TEMPERATURE, img_size: int | None = None) -> list[str]:
+    """What differs from the default protocol (k = 20 among the ks, T = 0.07, the encoder's own input
+    size), as file-name parts."""
     return ([] if 20 in ks else ["k" + "-".join(map(str, ks))]) + \
-        ([] if temperature == TEMPERATURE else [f"T{temperature:g}"])
+        ([] if temperature == TEMPERATURE else [f"T{temperature:g}"]) + ([] if img_size is None else [f"img{img_size}"])
 
 
-def result_file(ks=KS, temperature: float = TEMPERATURE) -> str:
+def result_file(ks=KS, temperature: float = TEMPERATURE, img_size: int | None = None) -> str:
     """knn.json for the default protocol on the run's own data, else the variant's own file."""
-    return "knn" + "".join(f"-{p}" for p in protocol_variant(ks, temperature)) + ".json"
+    return "knn" + "".join(f"-{p}" for p in protocol_variant(ks, temperature, img_size)) + ".json"
 
 
 def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int = 256, ks=KS,
-            temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True) -> dict:
+            temperature: float = TEMPERATURE, num_workers: int = 0, progress: bool = True,
+            img_size: int | None = None) -> dict:
     """kNN of a run's encoder on the held-out split, beside the same kNN on raw pixels; writes
     <run>/knn.json (or a variant's file) and returns it."""
     import time
@@ -85,7 +87,8 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
     from unmasked.eval.pixels import pixel_knn
 
     t0 = time.perf_counter()
-    loaded, ds, _, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress, "kNN evaluation")
+    loaded, ds, _, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress, "kNN evaluation",
+                                            img_size)
     ks = tuple(sorted(set(ks)))
     results = {}
     for kind in ("cls", "mean"):
@@ -96,7 +99,7 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
     pixels["top1"] = pixels["results"][str(head_k)]["top1"]
     # what `compare` shows under "kNN k=20" is k = 20 at T = 0.07 on the encoder's own data (knn.json);
     # other settings go to their own file (knn-k1.json, knn-T0.5-on-<data>.json) and never replace it
-    variant = protocol_variant(ks, temperature)
+    variant = protocol_variant(ks, temperature, loaded.eval_size)
     result = {
         "protocol": "knn",
         "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",

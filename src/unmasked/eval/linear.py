@@ -140,7 +140,8 @@ def result_file(**settings) -> str:
 
 def run_linear(path, data: str | None = None, device: str = "auto", batch_size: int = 256, epochs: int = 90,
                warmup_epochs: int = 10, base_lr: float = 0.1, probe_batch: int | None = None,
-               num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd") -> dict:
+               num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd",
+               img_size: int | None = None) -> dict:
     """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
     from safetensors.torch import save_file
 
@@ -157,7 +158,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
 
     t0 = time.perf_counter()
     loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
-                                              "the linear probe")
+                                              "the linear probe", img_size)
     c = len(ds.classes)
     results, heads, info = {}, {}, {}
     for kind in ("cls", "mean"):
@@ -170,7 +171,7 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
         heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
     settings = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, probe_batch=probe_batch,
                     optimizer=optimizer, seed=seed)
-    variant = recipe_variant(**settings)
+    variant = recipe_variant(**settings) + ([f"img{loaded.eval_size}"] if loaded.eval_size else [])
     recipe = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, batch_size=probe_batch, seed=seed,
                   optimizer=optimizer)
     pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), recipe, dev)

@@ -258,5 +258,5 @@ ENTRY = ObjectiveEntry(
     cpu_demo=dict(epochs=1, warmup_epochs=0.1, base_lr=5e-4, dino_local_crops=4, dino_local_size=14,
                   dino_head_hidden=512, dino_head_bottleneck=128, dino_heads_k=1024, dino_teacher_temp=0.04,
                   ema_momentum=0.99, dino_freeze_last_layer_epochs=0.1),
-    step_cost=6.0,  # with the demo's 4 local crops about two LUT steps (more with the default 8)
+    step_cost=6.0, shared_crop=False,  # with the demo's 4 local crops about two LUT steps (more with the default 8)
 )

@@ -34,6 +34,7 @@ class ObjectiveEntry:
     validate: Callable[[Any], None] | None = None
     cpu_demo: dict = field(default_factory=dict)
     step_cost: float = 1.0  # a training image's cost relative to MAE's, for time estimates (study --dry-run)
+    shared_crop: bool = True  # its views use --crop / --pad / --crop-scale-min (DINOv2 has its own multi-crop)
 
 
 _ENTRIES: dict[str, ObjectiveEntry] = {}

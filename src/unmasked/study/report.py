@@ -6,12 +6,12 @@ except statistics over seeds, so `--report-only` recomputes nothing.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import time
 from pathlib import Path
 
+from unmasked.analysis.report import inline_figure
 from unmasked.study import stats
 from unmasked.study.plots import band_plot, grid_plot
 from unmasked.study.raw_pixels import FILE as RAW_FILE
@@ -253,8 +253,6 @@ def _html(study, command, rows, built, notes, figs, out: Path) -> str:
         parts.append("</ul>")
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    for title, name in figs:
-        data = base64.b64encode((out / name).read_bytes()).decode()
-        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
+    parts += [inline_figure(title, out / name) for title, name in figs]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
