@@ -1,15 +1,27 @@
 """Speed options must not change the numbers: optimised path vs plain fp32 path, and `unmasked bench`."""
 
 import copy
+import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from unmasked.bench import _use_explicit_attention
-from unmasked.cli import main
+from unmasked.bench import (
+    BenchOptions,
+    _Runner,
+    _use_explicit_attention,
+    bench,
+    bench_config,
+    bench_pair,
+)
+from unmasked.build import augment_spec
+from unmasked.cli import NOT_BENCH_OPTIONS, main
+from unmasked.demo import demo_config
 from unmasked.rng import BatchRandom
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
+from unmasked.train.step import optimiser_step
 
 from .conftest import tiny_config, tiny_objective
 
@@ -63,13 +75,13 @@ def test_bench_runs_on_cpu_and_compares_paths(capsys, tmp_path):
     assert rows[1]["aten_ops_per_step"] < rows[0]["aten_ops_per_step"]
 
 
-def test_fused_views_dispatch_fewer_ops(tmp_path):
-    from unmasked.bench import BenchSpec, bench
+TINY = dict(device="cpu", model="vit_tiny", img_size=28, patch_size=4, channels=1, batch_size=4)
+ONE_STEP = BenchOptions(steps=1, warmup=1)
 
-    spec = dict(device="cpu", objective="lut", model="vit_tiny", img_size=28, patch_size=4, channels=1,
-                batch_size=4, steps=1, warmup=1)
-    separate = bench(BenchSpec(**spec, fuse_views=False))
-    fused = bench(BenchSpec(**spec, fuse_views=True))
+
+def test_fused_views_dispatch_fewer_ops(tmp_path):
+    separate = bench(bench_config(objective="lut", fuse_views=False, **TINY), ONE_STEP)
+    fused = bench(bench_config(objective="lut", fuse_views=True, **TINY), ONE_STEP)
     assert "fused views" in fused["options"] and "separate views" in separate["options"]
     assert fused["flop_per_step"] == pytest.approx(separate["flop_per_step"], rel=1e-3)
     # one student and one teacher encoder call instead of two each: the encoder's ops are halved
@@ -126,10 +138,10 @@ def test_reference_path_steps_with_a_gradient_scaler_under_fp16(monkeypatch):
     import unmasked.bench as bench_mod
 
     # the CUDA choice (fp16 + GradScaler) forced on a CPU, so that its step code runs here
-    monkeypatch.setattr(bench_mod, "path_precision", lambda spec, cuda: "fp16")
-    spec = bench_mod.BenchSpec(device="cpu", objective="lut", model="vit_tiny", img_size=28, patch_size=4,
-                               channels=1, batch_size=4, steps=1, warmup=1, path="reference")
-    runner = bench_mod._Runner(spec, torch.device("cpu"))
+    monkeypatch.setattr(bench_mod, "path_precision", lambda path, precision, device: "fp16")
+    runner = bench_mod._Runner(bench_config(objective="lut", **TINY), replace(ONE_STEP, path="reference"),
+                               torch.device("cpu"))
+    assert runner.parts.scaler is not None and runner.parts.published_grad_norm
     before = [p.detach().clone() for p in runner.obj.student.parameters()]
     runner.step()
     runner.step()
@@ -176,11 +188,50 @@ def test_grad_checkpointing_gives_the_same_step(monkeypatch):
 
 
 def test_bench_pair_labels_the_eager_baseline_and_refuses_unknown_ones():
-    from unmasked.bench import BenchSpec, bench_pair
-
-    spec = BenchSpec(device="cpu", objective="mae", model="vit_tiny", img_size=28, patch_size=4, channels=1,
-                     batch_size=4, steps=1, warmup=1)
-    rows = bench_pair(spec, baseline="eager")  # (compile off here: both rows eager, labelled apart)
+    cfg = bench_config(objective="mae", **TINY)
+    rows = bench_pair(cfg, ONE_STEP, baseline="eager")  # (compile off here: both rows eager, labelled apart)
     assert [r["path"] for r in rows] == ["eager", "optimised"]
     with pytest.raises(ValueError, match="baseline 'fast'"):
-        bench_pair(spec, baseline="fast")
+        bench_pair(cfg, ONE_STEP, baseline="fast")
+
+
+def test_bench_times_the_demo_model_with_the_objective_options_it_is_given():
+    """Pretraining options reach the timed objective: the CPU demo's DINOv2 model and its multi-crop."""
+    demo = demo_config("unused", "cpu", "dinov2")
+    typed = {k: v for k, v in demo.to_dict().items() if v is not None and k not in NOT_BENCH_OPTIONS}
+    cfg = bench_config(**{**typed, "img_size": 28, "channels": 1, "batch_size": 8, "dino_local_crops": 2,
+                          "dino_heads_k": 256})
+    runner = _Runner(cfg, ONE_STEP, torch.device("cpu"))
+    assert runner.obj.options.dino_heads_k == 256 and runner.obj.encoder.spec.embed_dim == 128
+    assert len(runner.obj.view_specs(augment_spec(cfg))) == 2 + 2
+    row = bench(cfg, ONE_STEP)
+    assert row["objective"] == "dinov2" and row["model"].startswith("vit/7 (128w x 6d x 4h, 28 px)")
+    assert math.isfinite(row["final_loss"]) and row["images_per_s"] > 0
+
+
+def test_bench_runs_the_training_loops_step(monkeypatch):
+    """One step implementation: bench's runner calls train/step.py's optimiser_step, as the loop does."""
+    import unmasked.bench as bench_mod
+
+    calls = []
+
+    def counting(parts, step, batches, schedule_step=None):
+        calls.append(step)
+        return optimiser_step(parts, step, batches, schedule_step)
+
+    monkeypatch.setattr(bench_mod, "optimiser_step", counting)
+    bench(bench_config(objective="lut", **TINY), ONE_STEP)
+    assert calls[:2] == [0, 1] and len(calls) == 1 + 1 + 1 + 1  # warm-up, FLOP count, op count, timed
+
+
+def test_bench_cli_takes_pretrain_options_and_refuses_a_bad_one(capsys, tmp_path):
+    args = ["bench", "--device", "cpu", "--objective", "dinov2", "--model", "vit_tiny", "--img-size", "28",
+            "--patch-size", "7", "--channels", "1", "--batch-size", "4", "--steps", "1", "--warmup", "1"]
+    assert main([*args, "--dino-local-crops", "1", "--dino-heads-k", "64", "--width", "64", "--heads", "2"]) == 0
+    assert "DINOV2 vit/7 (64w" in capsys.readouterr().out
+    assert main([*args, "--dino-heads-k", "0"]) == 2
+    assert "--dino-heads-k 0" in capsys.readouterr().err
+    assert main([*args, "--json", str(tmp_path / "missing" / "x.json")]) == 2  # refused before it runs
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--data", "x"])  # pretrain's data options have no meaning here

@@ -1,8 +1,11 @@
 """`unmasked bench`: time one full training step (forward, loss, backward, AdamW, EMA) on
 synthetic data already on the device, after warm-up.
 
-Reports images/s, TFLOP per step (counted with torch.utils.flop_counter over one step), achieved
-TFLOP/s, peak memory, device and dtype. Three paths:
+The step is the training loop's own (`train/step.py`'s `optimiser_step`), built from the same
+pretraining options (`PretrainConfig`: the demo's model, every objective's options), so bench
+times what `unmasked pretrain` runs; `BenchOptions` says how long and which path. Reports images/s,
+TFLOP per step (counted with torch.utils.flop_counter over one step), achieved TFLOP/s, peak
+memory, device and dtype. Three paths:
 
 - optimised: what training runs (bf16 on CUDA, fused views, SDPA, fused AdamW, foreach EMA, and
   optionally torch.compile / CUDA graphs);
@@ -18,81 +21,71 @@ TFLOP/s, peak memory, device and dtype. Three paths:
 
 from __future__ import annotations
 
+import copy
 import datetime
+import gc
+import itertools
 import os
 import platform
+import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from unmasked.build import build_objective
-from unmasked.config import PretrainConfig
-from unmasked.rng import BatchRandom
-from unmasked.train.compiling import (
-    compile_objective,
-    eager_calls,
-    mark_step_begin,
-    uses_cuda_graphs,
-)
+from unmasked.build import augment_spec, build_objective, model_name
+from unmasked.config import PretrainConfig, resolve_defaults, validate
+from unmasked.data.augment import BatchAugment
+from unmasked.devices import autocast_dtype, resolve_device, resolve_precision
+from unmasked.errors import UserError
+from unmasked.objectives import registry
+from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
+from unmasked.train.loop import optimizer_options
 from unmasked.train.optim import build_optimizer, param_groups
+from unmasked.train.step import StepParts, optimiser_step
+from unmasked.train.step_values import StepSchedules
+
+PATHS = ("optimised", "plain", "reference")
+BASELINES = ("plain", "reference", "eager")
+
+# What bench times when an option is not given (a ViT-B/16 step, as the published anchors); every
+# other pretraining option keeps pretrain's default, resolved as for data of that image size.
+BENCH_DEFAULTS = {"model": "vit_base", "img_size": 224, "patch_size": 16, "batch_size": 128, "channels": 3}
+# The schedules (lr warm-up, EMA momentum, DINOv2's teacher temperature) are laid out as for a run
+# of --epochs epochs of this many steps; bench's steps walk through them from step 0.
+STEPS_PER_EPOCH = 100
 
 
 @dataclass
-class BenchSpec:
-    objective: str = "lut"
-    model: str = "vit_base"
-    img_size: int = 224
-    patch_size: int = 16
-    channels: int = 3
-    batch_size: int = 128
-    decoder_width: int | None = None
-    decoder_depth: int | None = None
-    decoder_heads: int | None = None
-    steps: int = 20
-    warmup: int = 5
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    compile_mode: str = "default"
-    grad_checkpoint: bool = False
+class BenchOptions:
+    steps: int = 20  # timed steps
+    warmup: int = 5  # untimed steps before them
     path: str = "optimised"  # "optimised", "plain" or "reference" (see the module docstring)
-    with_augment: bool = False
+    with_augment: bool = False  # time the batched augmentation of uint8 images too
     profile: str | None = None  # folder for a torch.profiler trace and op table
-    fuse_views: bool | None = None  # optimised: None = on with CUDA, off on a CPU (as in training)
-    seed: int = 0
+
+
+def bench_config(**options) -> PretrainConfig:
+    """The pretraining config bench builds its step from: the options given, `BENCH_DEFAULTS`
+    for those not given, the rest resolved as pretrain resolves them (small images: <= 64 px)."""
+    cfg = PretrainConfig(**{**BENCH_DEFAULTS, **{k: v for k, v in options.items() if v is not None}})
+    if cfg.accum_steps == "auto":
+        raise UserError("--accum-steps auto: bench has no memory preflight to choose it; give a number")
+    cfg = resolve_defaults(cfg, cfg.img_size <= 64)
+    cfg.in_chans = cfg.channels
+    cfg.mean, cfg.std = [0.5] * cfg.channels, [0.25] * cfg.channels
+    validate(cfg)
+    return cfg
 
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _config(spec: BenchSpec, gpu: bool) -> PretrainConfig:
-    from unmasked.objectives import registry
-
-    small = spec.img_size <= 64
-    entry = registry.get(spec.objective)
-    given = dict(decoder_width=spec.decoder_width, decoder_depth=spec.decoder_depth,
-                 decoder_heads=spec.decoder_heads,
-                 fuse_views=False if spec.path != "optimised" else (spec.fuse_views if spec.fuse_views is not None
-                                                                    else gpu))
-    own = {f.name for f in registry.option_fields_of(entry)}
-    cfg = PretrainConfig(
-        objective=spec.objective, model=spec.model, img_size=spec.img_size, patch_size=spec.patch_size,
-        batch_size=spec.batch_size, seed=spec.seed, epochs=100,  # epochs only size schedules
-        **{k: v for k, v in given.items() if k in own},
-    )
-    if entry.resolve is not None:  # the objective's own defaults for this data size (e.g. the decoder)
-        entry.resolve(cfg, small)
-    cfg.in_chans = spec.channels
-    cfg.mean, cfg.std = [0.5] * spec.channels, [0.25] * spec.channels
-    cfg.crop, cfg.pad = "pad", 4  # LUT's 4-px reflect pad at every size
-    return cfg
 
 
 def _use_explicit_attention(module: torch.nn.Module, explicit: bool = True) -> dict:
@@ -110,44 +103,6 @@ def _restore_attention(old: dict) -> None:
         m.fused_attn = v
 
 
-PATHS = ("optimised", "plain", "reference")
-
-
-def _published_update(loss, opt, scaler, student: torch.nn.Module) -> None:
-    """The published code's update (MAE's loss scaler, which LUT reuses): scaled backward, unscale,
-    the gradient norm computed every step for logging (one norm per parameter), then the scaler's
-    step and update."""
-    if scaler is None:
-        loss.backward()
-    else:
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-    grads = [p.grad.detach() for p in student.parameters() if p.grad is not None]
-    torch.norm(torch.stack([torch.norm(g, 2.0) for g in grads]), 2.0)
-    if scaler is None:
-        opt.step()
-    else:
-        scaler.step(opt)
-        scaler.update()
-
-
-@torch.no_grad()
-def _published_ema(obj, momentum: float) -> None:
-    """The published EMA loop: teacher = m * teacher + (1 - m) * student, one parameter at a time
-    (three kernels each); buffers copied as in `LUT.update_teacher`. MAE has no teacher."""
-    if obj.teacher is None:
-        return
-    lists = obj.teacher.pairs(obj.student)
-    if len(lists) != 4:  # an objective without a published per-parameter loop: its own update
-        obj.update_teacher(momentum)
-        return
-    tp, sp, tb, sb = lists
-    for t, s in zip(tp, sp):
-        t.mul_(momentum).add_((1.0 - momentum) * s.detach())
-    for t, s in zip(tb, sb):
-        t.copy_(s)
-
-
 class _OpCounter(TorchDispatchMode):
     """Counts the ATen ops a step dispatches, views excluded: on a GPU each is about one kernel
     launch, so the count shows what fusing views or compiling saves a launch-bound model."""
@@ -162,75 +117,89 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def path_precision(spec: BenchSpec, cuda: bool) -> str:
+def path_precision(path: str, precision: str, device: torch.device) -> str:
     """plain: fp32; reference: fp16 with a gradient scaler on CUDA, as the published code (fp32 on a
-    CPU); optimised: --precision, by default bf16 on CUDA (no scaler needed) and fp32 on a CPU."""
-    if spec.path == "plain":
+    CPU); optimised: --precision as training resolves it (auto: bf16 on CUDA, fp16 on a GPU without
+    bf16, fp32 on a CPU)."""
+    if path == "plain":
         return "fp32"
-    if spec.path == "reference":
-        return "fp16" if cuda else "fp32"
-    return spec.precision if spec.precision != "auto" else ("bf16" if cuda else "fp32")
+    if path == "reference":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return resolve_precision(precision, device)
+
+
+def _path_config(cfg: PretrainConfig, path: str, device: torch.device) -> PretrainConfig:
+    """The baselines call views separately; optimised fuses them as training does (default: on
+    CUDA)."""
+    cfg = copy.deepcopy(cfg)
+    if hasattr(cfg, "fuse_views"):
+        cfg.fuse_views = False if path != "optimised" else (
+            cfg.fuse_views if cfg.fuse_views is not None else device.type == "cuda")
+    return cfg
+
+
+def _path_optimizer(path: str, cfg: PretrainConfig, obj, device: torch.device) -> torch.optim.Optimizer:
+    """optimised: the training loop's AdamW; plain: per-tensor AdamW; reference: torch's default
+    implementation choice (foreach on CUDA). All with the run's parameter groups."""
+    groups = optimizer_options(cfg, obj)
+    if path == "optimised":
+        return build_optimizer(obj.student, cfg.peak_lr(), cfg.weight_decay, device, **groups)
+    impl = {"foreach": False} if path == "plain" else {}
+    return torch.optim.AdamW(param_groups(obj.student, cfg.weight_decay, **groups), lr=cfg.peak_lr(),
+                             betas=(0.9, 0.95), **impl)
 
 
 class _Runner:
     """One prepared training step (model, optimiser, synthetic batch) that can be timed."""
 
-    def __init__(self, spec: BenchSpec, device: torch.device):
-        if spec.path not in PATHS:
-            raise ValueError(f"bench path {spec.path!r}: expected one of {', '.join(PATHS)}")
-        self.spec, self.device = spec, device
-        cuda = device.type == "cuda"
-        torch.manual_seed(spec.seed)
-        cfg = _config(spec, cuda)
+    def __init__(self, cfg: PretrainConfig, options: BenchOptions, device: torch.device):
+        if options.path not in PATHS:
+            raise ValueError(f"bench path {options.path!r}: expected one of {', '.join(PATHS)}")
+        self.cfg = cfg = _path_config(cfg, options.path, device)
+        self.options, self.device, self.path = options, device, options.path
+        torch.manual_seed(cfg.seed)
         obj = build_objective(cfg).to(device).train()
-        self.precision = precision = path_precision(spec, cuda)
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        if spec.path == "plain":
-            _use_explicit_attention(obj)
-            if hasattr(obj, "foreach_ema"):
-                obj.foreach_ema = False  # one lerp per parameter
-            opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95), foreach=False)
-        elif spec.path == "reference":  # torch's default implementation choice (foreach on CUDA)
-            opt = torch.optim.AdamW(param_groups(obj.student, 0.05), lr=1e-4, betas=(0.9, 0.95))
-        else:
-            opt = build_optimizer(obj.student, 1e-4, 0.05, device)  # the training loop's choice
-        if spec.grad_checkpoint:
+        if cfg.grad_checkpoint:
             obj.encoder.set_grad_checkpointing(True)
-        if spec.compile:
-            compile_objective(obj, obj.student, spec.compile_mode)
-        b, c, s = spec.batch_size, spec.channels, spec.img_size
-        g = torch.Generator(device=device).manual_seed(spec.seed)
-        from unmasked.build import augment_spec
+        self.precision = path_precision(options.path, cfg.precision, device)
+        optimizer = _path_optimizer(options.path, cfg, obj, device)
+        if options.path == "plain":
+            _use_explicit_attention(obj)
+            obj.ema_kernels = "per-tensor"  # one lerp per tensor
+        elif options.path == "reference":
+            obj.ema_kernels = "published"  # mul_ + add_ per tensor
+        if cfg.compile:
+            compile_objective(obj, obj.student, cfg.compile_mode)
+        self.total_steps = cfg.epochs * STEPS_PER_EPOCH
+        schedules = StepSchedules.for_run(cfg, obj, self.total_steps, STEPS_PER_EPOCH)
+        make_views, images = self._synthetic_input(obj)
+        self.parts = StepParts(
+            objective=obj, optimizer=optimizer, schedules=schedules, make_views=make_views,
+            accum_steps=cfg.accum_steps, micro_batch=cfg.batch_size // cfg.accum_steps, seed=cfg.seed,
+            device=device, autocast_dtype=autocast_dtype(self.precision), clip_grad=cfg.clip_grad,
+            scaler=torch.amp.GradScaler(device.type) if self.precision == "fp16" else None,
+            compile_mode=cfg.compile_mode if cfg.compile else None,
+            published_grad_norm=options.path == "reference",
+        )
+        self.micro_batches = itertools.repeat(images)
+        self.obj, self.loss, self.i = obj, None, 0
 
-        view_specs = obj.view_specs(augment_spec(cfg))  # one synthetic input per view, at the view's size
-        views = [torch.randn(b, c, v.img_size, v.img_size, device=device, generator=g) for v in view_specs]
-        augments, images = None, None
-        if spec.with_augment:
-            from unmasked.data.augment import BatchAugment
-
+    def _synthetic_input(self, obj):
+        """One synthetic input per view at the view's size (or uint8 images augmented each step)."""
+        cfg, device = self.cfg, self.device
+        b, c, s = cfg.batch_size // cfg.accum_steps, cfg.channels, cfg.img_size
+        g = torch.Generator(device=device).manual_seed(cfg.seed)
+        view_specs = obj.view_specs(augment_spec(cfg))
+        if self.options.with_augment:
             augments = [BatchAugment(v) for v in view_specs]
             images = torch.randint(0, 256, (b, c, s, s), dtype=torch.uint8, device=device, generator=g)
+            return (lambda x, rng: [a(x, rng) for a in augments]), images
+        views = [torch.randn(b, c, v.img_size, v.img_size, device=device, generator=g) for v in view_specs]
+        return (lambda x, rng: views), None
 
-        def step(i: int):
-            if spec.compile:
-                mark_step_begin(spec.compile_mode)
-            rng = BatchRandom(spec.seed, i, 0, b, device)
-            v = [a(images, rng) for a in augments] if augments else views
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, _ = obj(v, rng)
-            if spec.path == "reference":
-                _published_update(loss, opt, scaler, obj.student)
-                opt.zero_grad(set_to_none=True)
-                _published_ema(obj, 0.996)
-                return loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            obj.update_teacher(0.996)
-            return loss
-
-        self.obj, self.step_fn, self.loss, self.i = obj, step, None, 0
+    def step_fn(self, i: int) -> torch.Tensor:
+        """The training step at index i (the schedules wrap around after their last step)."""
+        return optimiser_step(self.parts, i, self.micro_batches, schedule_step=i % self.total_steps).loss
 
     def sync(self):
         if self.device.type == "cuda":
@@ -249,7 +218,7 @@ class _Runner:
         """Untimed steps, then one step under a FLOP counter and (eager paths) one under an op
         counter; returns (warm-up seconds, FLOPs per step, ATen ops per step or None)."""
         t0 = time.perf_counter()
-        for _ in range(self.spec.warmup):
+        for _ in range(self.options.warmup):
             self.step()
         warmup_s = time.perf_counter() - t0
         # FLOPs are counted with explicit attention: the counter does not see every fused SDPA
@@ -260,7 +229,7 @@ class _Runner:
             self.step()
         _restore_attention(old)
         ops = None
-        if not self.spec.compile:  # a compiled step's launches are not ATen dispatches
+        if not self.cfg.compile:  # a compiled step's launches are not ATen dispatches
             with _OpCounter() as op_counter:
                 self.step()
             ops = op_counter.count
@@ -268,18 +237,19 @@ class _Runner:
 
     def result(self, dt: float, flops: int, ops: int | None, warmup_s: float,
                peaks: tuple[float | None, float | None]) -> dict:
-        spec = self.spec
+        cfg = self.cfg
         return {
-            "objective": spec.objective,
-            "model": f"{spec.model}/{spec.patch_size}",
-            "img_size": spec.img_size,
-            "batch_size": spec.batch_size,
-            "path": spec.path,
-            "options": _options(spec, self.precision, getattr(self.obj, "fuse_views", False), self.device),
+            "objective": cfg.objective,
+            "model": model_name(cfg) if any(v is not None for v in (cfg.width, cfg.depth, cfg.heads))
+            else f"{cfg.model}/{cfg.patch_size}",
+            "img_size": cfg.img_size,
+            "batch_size": cfg.batch_size,
+            "path": self.path,
+            "options": _options(self, getattr(self.obj, "fuse_views", False)),
             "device": device_name(self.device),
             "device_type": self.device.type,
             "dtype": self.precision,
-            "images_per_s": round(spec.batch_size / dt, 1),
+            "images_per_s": round(cfg.batch_size / dt, 1),
             "step_ms": round(dt * 1000, 2),
             "flop_per_step": int(flops),
             "tflop_per_step": round(flops / 1e12, 4),
@@ -295,40 +265,41 @@ class _Runner:
         }
 
 
-def bench(spec: BenchSpec) -> dict:
-    """Time `spec.steps` steps of one path after warm-up: mean time per step."""
-    from unmasked.devices import resolve_device
+def _start_profiler_early(cfg: PretrainConfig, options: BenchOptions, device: torch.device) -> None:
+    """The profiler misses the kernels of CUDA graphs captured before its first use (compile's
+    reduce-overhead mode captures during warm-up): start it once, empty, before the graphs, and
+    keep CUPTI alive after it, as torch itself does when inductor's global cudagraphs flag is set
+    (a per-call mode does not set that flag)."""
+    if not (options.profile and device.type == "cuda"):
+        return
+    from torch.profiler import ProfilerActivity, profile
 
-    device = resolve_device(spec.device)
-    if spec.profile and device.type == "cuda":
-        # The profiler misses the kernels of CUDA graphs captured before its first use (compile's
-        # reduce-overhead mode captures during warm-up): start it once, empty, before the graphs,
-        # and keep CUPTI alive after it, as torch itself does when inductor's global cudagraphs
-        # flag is set (a per-call mode does not set that flag).
-        from torch.profiler import ProfilerActivity, profile
+    if cfg.compile and uses_cuda_graphs(cfg.compile_mode):
+        os.environ.setdefault("TEARDOWN_CUPTI", "0")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
+        pass
 
-        if spec.compile and uses_cuda_graphs(spec.compile_mode):
-            os.environ.setdefault("TEARDOWN_CUPTI", "0")
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]):
-            pass
-    runner = _Runner(spec, device)
+
+def bench(cfg: PretrainConfig, options: BenchOptions | None = None) -> dict:
+    """Time `options.steps` steps of one path after warm-up: mean time per step."""
+    options = options or BenchOptions()
+    device = resolve_device(cfg.device)
+    _start_profiler_early(cfg, options, device)
+    runner = _Runner(cfg, options, device)
     warmup_s, flops, ops = runner.warm_up()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     runner.sync()
     t0 = time.perf_counter()
-    for _ in range(spec.steps):
+    for _ in range(options.steps):
         runner.loss = runner.step_fn(runner.i)
         runner.i += 1
     runner.sync()
-    dt = (time.perf_counter() - t0) / spec.steps
+    dt = (time.perf_counter() - t0) / options.steps
     out = runner.result(dt, flops, ops, warmup_s, _peaks(device))
-    if spec.profile:
-        out["device_busy_fraction"] = profile_steps(runner.step_fn, spec, device, runner.sync)
+    if options.profile:
+        out["device_busy_fraction"] = profile_steps(runner, Path(options.profile))
     return out
-
-
-BASELINES = ("plain", "reference", "eager")
 
 
 def _peaks(device: torch.device) -> tuple[float | None, float | None]:
@@ -349,29 +320,27 @@ def _own_peak(runner: _Runner) -> tuple[float | None, float | None]:
     return _peaks(runner.device)
 
 
-def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
+def bench_pair(cfg: PretrainConfig, options: BenchOptions | None = None, baseline: str = "plain") -> list[dict]:
     """A baseline and the optimised path in one process, their steps interleaved (baseline,
     optimised, baseline, ...) so that drift in the machine's speed hits both alike; each figure is
     the median step. Baselines: "plain", "reference", or "eager" (the optimised path without
     torch.compile, beside the compiled one). Each path's peak memory is taken while the other
     model is not resident: the baseline's before the optimised model is built, the optimised
     path's after the baseline is freed."""
-    import gc
-    import statistics
-
-    from unmasked.devices import resolve_device
-
+    options = options or BenchOptions()
     if baseline not in BASELINES:
         raise ValueError(f"baseline {baseline!r}: expected one of {', '.join(BASELINES)}")
-    device = resolve_device(spec.device)
-    base = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised" if baseline == "eager" else baseline,
-                                "compile": False, "profile": None}), device)
+    device = resolve_device(cfg.device)
+    eager = copy.deepcopy(cfg)  # (not dataclasses.replace: objective options are not init fields)
+    eager.compile = False
+    base = _Runner(eager, replace(options, path="optimised" if baseline == "eager" else baseline, profile=None),
+                   device)
     base_prep = base.warm_up()
     base_peaks = _own_peak(base)
-    fast = _Runner(BenchSpec(**{**spec.__dict__, "path": "optimised", "profile": None}), device)
+    fast = _Runner(cfg, replace(options, path="optimised", profile=None), device)
     fast_prep = fast.warm_up()
     times: list[list[float]] = [[], []]
-    for _ in range(spec.steps):
+    for _ in range(options.steps):
         for k, r in enumerate((base, fast)):
             times[k].append(r.step())
     (warmup_s, flops, ops) = base_prep
@@ -387,35 +356,36 @@ def bench_pair(spec: BenchSpec, baseline: str = "plain") -> list[dict]:
     return rows
 
 
-def profile_steps(step, spec: BenchSpec, device: torch.device, sync) -> float | None:
+def profile_steps(runner: _Runner, out: Path) -> float | None:
     """Profile a few steps; write a Chrome trace and an op table; return the fraction of wall time
     the GPU spends in kernels (near 1.0: the GPU is not waiting on Python or on data)."""
-    from pathlib import Path
-
     from torch.profiler import ProfilerActivity, profile
 
-    out = Path(spec.profile)
+    device = runner.device
     out.mkdir(parents=True, exist_ok=True)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    n = 5
-    sync()
+    runner.sync()
     with profile(activities=acts) as prof:
         t0 = time.perf_counter()
-        for i in range(n):
-            step(10_000 + i)
-        sync()
+        for i in range(5):
+            runner.step_fn(10_000 + i)
+        runner.sync()
         wall = time.perf_counter() - t0
     prof.export_chrome_trace(str(out / "trace.json"))
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     (out / "ops.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=30))
     if device.type != "cuda":
         return None
+    return _kernel_busy_fraction(prof, runner.cfg.compile, wall)
+
+
+def _kernel_busy_fraction(prof, compiled: bool, wall: float) -> float | None:
     from torch.autograd import DeviceType
 
     # device events, less the annotation spans that cover whole regions (gaps included)
     kernels = [e for e in prof.events()
                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
-    if spec.compile and not any(e.name.startswith("triton") for e in kernels):
+    if compiled and not any(e.name.startswith("triton") for e in kernels):
         warnings.warn("the profile holds no compiled (triton) kernels: the GPU work inside CUDA graphs "
                       "was not traced, so no busy fraction is reported", stacklevel=2)
         return None
@@ -436,28 +406,30 @@ def busy_fraction(spans: list[tuple[float, float]], wall_us: float) -> float | N
     return round(min(busy / wall_us, 1.0), 3)
 
 
-def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.device) -> str:
+def _options(runner: _Runner, fused_views: bool) -> str:
     """What the timed path does, read from the objective and device it ran with."""
-    extra = ", with batched augmentation" if spec.with_augment else ""
-    from unmasked.objectives import registry
-
-    entry = registry.get(spec.objective)
+    cfg, options, precision = runner.cfg, runner.options, runner.precision
+    extra = ", with batched augmentation" if options.with_augment else ""
+    entry = registry.get(cfg.objective)
     lut = entry.views > 1 or entry.teacher  # separate view calls / an EMA step to describe
-    if spec.path == "plain":
+    if runner.path == "plain":
         return ("fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" if lut
                 else "fp32, explicit softmax attention, per-tensor AdamW") + extra
-    if spec.path == "reference":
+    if runner.path == "reference":
         amp = "fp16 autocast + GradScaler" if precision == "fp16" else "fp32"
         return (f"published-style: {amp}, grad norm, " + (
             "separate view calls, SDPA, default AdamW, per-parameter EMA" if lut else "SDPA, default AdamW") + extra)
-    opts = [precision, "SDPA", ("fused views" if fused_views else "separate views") if entry.views > 1 else None,
-            "fused AdamW" if device.type == "cuda" else "foreach AdamW",
+    opts = [precision + (" + GradScaler" if precision == "fp16" else ""), "SDPA",
+            ("fused views" if fused_views else "separate views") if entry.views > 1 else None,
+            "fused AdamW" if runner.device.type == "cuda" else "foreach AdamW",
             "foreach EMA" if entry.teacher else None]
-    if spec.compile:
-        opts.append(f"torch.compile({spec.compile_mode})")
-    if spec.grad_checkpoint:
+    if cfg.accum_steps > 1:
+        opts.append(f"{cfg.accum_steps} micro-batches")
+    if cfg.compile:
+        opts.append(f"torch.compile({cfg.compile_mode})")
+    if cfg.grad_checkpoint:
         opts.append("grad checkpointing")
-    if spec.with_augment:
+    if options.with_augment:
         opts.append("with batched augmentation")
     return ", ".join(o for o in opts if o)
 

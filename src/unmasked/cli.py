@@ -9,7 +9,7 @@ import warnings
 from dataclasses import MISSING
 
 from unmasked import __version__
-from unmasked.config import COMPILE_MODES, PretrainConfig, all_option_fields
+from unmasked.config import PretrainConfig, all_option_fields
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import run_folder_of, run_lock
 from unmasked.option_rules import check_values, command_of
@@ -40,6 +40,13 @@ EVAL_SIZE_HELP = ("evaluate at this input size, a multiple of the patch size; th
                   "its own result file)")
 
 
+# pretrain's options that have no meaning for a step on synthetic data (`--steps` is bench's own)
+NOT_BENCH_OPTIONS = frozenset({
+    "data", "out", "init_from", "subset", "cache_gb", "num_workers", "strict", "max_image_pixels", "unlabeled",
+    "save_every", "save_every_steps", "log_every", "steps", "nan", "knn_every", "tensorboard", "memory_check",
+})
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog):
         super().__init__(prog, max_help_position=34, width=100)
@@ -52,11 +59,13 @@ def _objective_group_title(group: str, option: str) -> str:
     return f"options of {' and '.join(registry.option_owners(option))}"
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
     from unmasked.objectives import registry
 
     groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
     for f in all_option_fields():
+        if f.name in skip:
+            continue
         meta = f.metadata
         if meta["group"] not in groups:
             groups[meta["group"]] = parser.add_argument_group(_objective_group_title(meta["group"], f.name))
@@ -193,57 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     cmp_.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    b = sub.add_parser("bench", help="time the training step on synthetic data (images/s, TFLOP/s, memory)",
-                       formatter_class=_Formatter,
-                       description="Times one full training step (forward, loss, backward, AdamW and the EMA "
-                                   "update) on synthetic input already on the device, after warm-up. FLOPs "
-                                   "are counted with torch.utils.flop_counter. Runs on a CPU too (and says so).",
-                       epilog="examples:\n  unmasked bench --objective lut --model vit_base --batch-size 128\n"
-                              "  unmasked bench --objective mae --model vit_tiny --img-size 28 --patch-size 4 "
-                              "--channels 1 --batch-size 512 --compile --compile-mode reduce-overhead\n"
-                              "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run\n"
-                              "  unmasked bench --compare-reference ... # the published code's step vs optimised")
-    b.add_argument("--objective", choices=objective_names, default="lut", help="objective (default: lut)")
-    b.add_argument("--model", choices=("vit_tiny", "vit_small", "vit_base", "vit_large"), default="vit_base",
-                   help="encoder size (default: vit_base)")
-    b.add_argument("--img-size", type=int, default=224, help="input size (default: 224)")
-    b.add_argument("--patch-size", type=int, default=16, help="patch size (default: 16)")
-    b.add_argument("--channels", type=int, choices=(1, 3), default=3, help="input channels (default: 3)")
-    b.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
-    b.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
-    b.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
-    b.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
-    b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="the optimised path's precision: 'auto' = bf16 autocast on CUDA, fp32 on CPU (default: "
-                        "auto); the plain path is always fp32, the reference path fp16 on CUDA")
-    b.add_argument("--compile", action="store_true", help="torch.compile the student and the EMA teacher")
-    b.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
-                   help="torch.compile mode; reduce-overhead uses CUDA graphs (default: default)")
-    b.add_argument("--grad-checkpoint", action="store_true", help="activation checkpointing in the encoder")
-    b.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
-    b.add_argument("--fuse-views", action=argparse.BooleanOptionalAction, default=None,
-                   help="LUT: both views in one encoder call (default: on with CUDA, off on a CPU, as in training)")
-    paths = b.add_mutually_exclusive_group()
-    paths.add_argument("--plain", dest="path", action="store_const", const="plain", default="optimised",
-                       help="time only the plain path (fp32, separate views, explicit attention, per-tensor "
-                            "AdamW/EMA): the exactness reference")
-    paths.add_argument("--reference", dest="path", action="store_const", const="reference",
-                       help="time only the published code's step with a current timm (fp16 autocast + GradScaler "
-                            "on CUDA, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA)")
-    paths.add_argument("--compare-plain", dest="baseline", action="store_const", const="plain", default=None,
-                       help="time the plain and the optimised path in one process, steps interleaved, and print "
-                            "both with their ratio (median step each; each path's peak memory is taken while "
-                            "the other model is not resident)")
-    paths.add_argument("--compare-reference", dest="baseline", action="store_const", const="reference",
-                       help="as --compare-plain, with the reference path as the baseline: the side-by-side form "
-                            "of the speed targets (docs/speed.md)")
-    paths.add_argument("--compare-eager", dest="baseline", action="store_const", const="eager",
-                       help="with --compile: the optimised path without compile beside the compiled one (what "
-                            "compile and CUDA graphs add)")
-    b.add_argument("--profile", default=None, metavar="DIR",
-                   help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
-                        "wall time spent in kernels")
-    b.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    _add_bench_parser(sub)
 
     st = sub.add_parser("study", help="objectives x seeds x ablations from a TOML file -> one report",
                         formatter_class=_Formatter,
@@ -276,6 +235,52 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+def _add_bench_parser(sub) -> None:
+    """`unmasked bench`: pretrain's options (less those of data and run control) and its own."""
+    b = sub.add_parser("bench", help="time the training step on synthetic data (images/s, TFLOP/s, memory)",
+                       formatter_class=_Formatter,
+                       description="Times one full training step (forward, loss, backward, AdamW and the EMA "
+                                   "update), the training loop's own, on synthetic input already on the device, "
+                                   "after warm-up. It takes pretrain's model, objective and optimisation options "
+                                   "(not given: ViT-B/16 at 224 px, 3 channels, batch 128; the rest as pretrain "
+                                   "resolves them). FLOPs are counted with torch.utils.flop_counter. Runs on a "
+                                   "CPU too (and says so).",
+                       epilog="examples:\n  unmasked bench --objective lut --model vit_base --batch-size 128\n"
+                              "  unmasked bench --objective mae --model vit_tiny --img-size 28 --patch-size 4 "
+                              "--channels 1 --batch-size 512 --compile --compile-mode reduce-overhead\n"
+                              "  unmasked bench --objective dinov2 --model vit_tiny --width 128 --depth 6 --heads 4 "
+                              "--img-size 28 --patch-size 7 --channels 1 --batch-size 256 --dino-local-crops 4  "
+                              "# the CPU demo's model\n"
+                              "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run\n"
+                              "  unmasked bench --compare-reference ... # the published code's step vs optimised")
+    bo = b.add_argument_group("benchmark")
+    bo.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
+    bo.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
+    bo.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
+    paths = bo.add_mutually_exclusive_group()
+    paths.add_argument("--plain", dest="path", action="store_const", const="plain", default="optimised",
+                       help="time only the plain path (fp32, separate views, explicit attention, per-tensor "
+                            "AdamW/EMA): the exactness reference")
+    paths.add_argument("--reference", dest="path", action="store_const", const="reference",
+                       help="time only the published code's step with a current timm (fp16 autocast + GradScaler "
+                            "on CUDA, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA)")
+    paths.add_argument("--compare-plain", dest="baseline", action="store_const", const="plain", default=None,
+                       help="time the plain and the optimised path in one process, steps interleaved, and print "
+                            "both with their ratio (median step each; each path's peak memory is taken while "
+                            "the other model is not resident)")
+    paths.add_argument("--compare-reference", dest="baseline", action="store_const", const="reference",
+                       help="as --compare-plain, with the reference path as the baseline: the side-by-side form "
+                            "of the speed targets (docs/speed.md)")
+    paths.add_argument("--compare-eager", dest="baseline", action="store_const", const="eager",
+                       help="with --compile: the optimised path without compile beside the compiled one (what "
+                            "compile and CUDA graphs add)")
+    bo.add_argument("--profile", default=None, metavar="DIR",
+                    help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
+                         "wall time spent in kernels")
+    bo.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    _add_config_options(b, skip=NOT_BENCH_OPTIONS)
 
 
 def _add_eval_common(p: argparse.ArgumentParser) -> None:
@@ -459,39 +464,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
-    from dataclasses import fields
+    from pathlib import Path
 
-    from unmasked.bench import BenchSpec, bench, bench_pair, format_result
+    from unmasked.bench import BenchOptions, bench, bench_config, bench_pair, format_result
 
-    for name in ("img_size", "patch_size", "batch_size", "steps"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be a positive integer")
-    if args.warmup < 1:
-        raise UserError(f"--warmup {args.warmup}: at least one warm-up step is needed")
-    if args.img_size % args.patch_size:
-        raise UserError(f"--img-size {args.img_size} is not divisible by --patch-size {args.patch_size}")
     if args.profile and args.baseline:
         raise UserError("--profile profiles one path: drop --compare-plain/--compare-reference/--compare-eager")
-    if args.baseline == "eager" and not args.compile:
+    compiled = getattr(args, "compile", False)
+    if args.baseline == "eager" and not compiled:
         raise UserError("--compare-eager sets the eager step beside the compiled one: add --compile")
-    if args.compile and args.path != "optimised":
+    if compiled and args.path != "optimised":
         raise UserError("--compile applies to the optimised path; --plain and --reference time the eager "
                         "baselines (use --compare-plain/--compare-reference --compile to set one beside it)")
-    known = {f.name for f in fields(BenchSpec)}
-    spec = BenchSpec(**{k: v for k, v in vars(args).items() if k in known})
-    results = bench_pair(spec, baseline=args.baseline) if args.baseline else [bench(spec)]
+    if args.json and not Path(args.json).parent.is_dir():  # before the benchmark, not after it
+        raise UserError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
+    typed = {f.name for f in all_option_fields() if hasattr(args, f.name)} - NOT_BENCH_OPTIONS
+    cfg = bench_config(**{name: getattr(args, name) for name in typed})
+    options = BenchOptions(steps=args.steps, warmup=args.warmup, path=args.path, with_augment=args.with_augment,
+                           profile=args.profile)
+    results = bench_pair(cfg, options, baseline=args.baseline) if args.baseline else [bench(cfg, options)]
     for r in results:
         print(format_result(r))
     if results[0]["device_type"] == "cpu":
         print("note: measured on a CPU; GPU anchors and targets (docs) are not comparable with these figures; "
               "peak memory is measured on CUDA only")
     if len(results) == 2:
-        print(f"optimised / {results[0]['path']}: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x images/s "
-              f"(median of {args.steps} interleaved steps each, same process)")
+        print(f"optimised / {results[0]['path']}: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x "
+              f"images/s (median of {args.steps} interleaved steps each, same process)")
     if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"--json {args.json}: could not write the results ({e.strerror or e}); they are "
+                            "printed above") from None
     return 0
 
 

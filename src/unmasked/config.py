@@ -105,8 +105,9 @@ class PretrainConfig:
     # -- run --------------------------------------------------------------------------------
     seed: int = opt(0, "random seed (data order, augmentation, masks, initialisation)", "run")
     device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", "run")
-    precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32' or 'bf16'", "run",
-                         choices=("auto", "fp32", "bf16"))
+    precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp16 with a gradient scaler on a GPU without "
+                         "bf16 such as V100 or T4, fp32 on CPU), 'fp32', 'bf16' or 'fp16'", "run",
+                         choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance")
     compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "
                             "launch-bound models), 'max-autotune' searches kernels", "performance",

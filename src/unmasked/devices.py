@@ -32,3 +32,22 @@ def resolve_device(arg: str = "auto", local_rank: int | None = None) -> torch.de
             raise UserError(f"--device {arg}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                             f"expected an index below that")
     return dev
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 autocast on a CUDA device that has it, fp16 (with a gradient scaler) on one
+    without (V100, T4), fp32 on a CPU; any other value is kept."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision, or None for plain fp32."""
+    return AUTOCAST_DTYPES.get(precision)

@@ -116,11 +116,9 @@ RULES: dict[str, dict[str, Rule]] = {
     "analyze": {**EVAL_COMMON, "images": positive_int(), "map_images": positive_int(), "layers": positive_int(),
                 "out": PATH},
     "compare": {"runs": PATH, "out": PATH, "no_compute": FLAG, "device": DEVICE, "no_progress": FLAG},
-    "bench": {"objective": CHOICE, "model": CHOICE, "img_size": positive_int(), "patch_size": positive_int(),
-              "channels": CHOICE, "batch_size": positive_int(), "steps": positive_int(), "warmup": positive_int(),
-              "device": DEVICE, "precision": CHOICE, "compile": FLAG, "compile_mode": CHOICE,
-              "grad_checkpoint": FLAG, "with_augment": FLAG, "fuse_views": FLAG, "path": FLAG, "baseline": FLAG,
-              "profile": PATH, "json": PATH},
+    # pretrain's options (those bench offers) and bench's own
+    "bench": {**PRETRAIN, "steps": positive_int(), "warmup": positive_int(), "with_augment": FLAG, "path": FLAG,
+              "baseline": FLAG, "profile": PATH, "json": PATH},
     "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE},
     "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "device": DEVICE,
               "no_progress": FLAG},
@@ -131,7 +129,7 @@ def rules(command: str) -> dict[str, Rule]:
     """The rules of `command`; pretrain's include those each registered objective declares on its
     own options (`config.opt(..., rule=...)`), so a plug-in objective brings its validation along."""
     table = dict(RULES[command])
-    if command == "pretrain":
+    if command in ("pretrain", "bench"):
         from unmasked.objectives import registry
 
         for f in registry.option_fields():

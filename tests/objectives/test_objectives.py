@@ -101,7 +101,7 @@ def test_ema_averages_batchnorm_statistics_and_copies_counters():
     assert torch.allclose(t_bn.running_mean, torch.full_like(t_bn.running_mean, 2.8))
     assert torch.allclose(t_bn.running_var, torch.full_like(t_bn.running_var, 3.8))
     assert t_bn.num_batches_tracked.item() == 7
-    lut.foreach_ema = False  # the per-tensor path averages the same entries
+    lut.ema_kernels = "per-tensor"  # the per-tensor path averages the same entries
     lut.update_teacher(0.5)
     assert torch.allclose(t_bn.running_mean, torch.full_like(t_bn.running_mean, 1.9))
 

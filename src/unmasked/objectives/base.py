@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from unmasked.data.augment import AugmentSpec
 from unmasked.rng import BatchRandom
+from unmasked.train.ema import EmaPairs, ema_pairs
 
 
 class Objective(nn.Module):
@@ -20,11 +21,13 @@ class Objective(nn.Module):
     """
 
     name: str = ""
+    ema_kernels = "foreach"  # how update_momentum averages (train/ema.py); bench's baselines change it
 
     def __init__(self):
         super().__init__()
         self.__dict__["_student_call"] = None
         self.__dict__["_teacher_call"] = None
+        self.__dict__["_ema_pairs"] = None
         self.teacher: nn.Module | None = None
 
     @property
@@ -54,6 +57,20 @@ class Objective(nn.Module):
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA step; objectives without a teacher do nothing."""
+
+    def average_teacher_buffers(self) -> bool:
+        """Whether the EMA averages the teacher's floating-point buffers (else copies them)."""
+        return True
+
+    def ema_pairs(self) -> EmaPairs:
+        """The teacher's tensors paired with the student's by name (train/ema.py), made once."""
+        if self.__dict__["_ema_pairs"] is None:
+            self.__dict__["_ema_pairs"] = ema_pairs(self.teacher, self.student, self.average_teacher_buffers())
+        return self.__dict__["_ema_pairs"]
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__["_ema_pairs"] = None  # parameters may be replaced by .to()/.cuda()
+        return super()._apply(fn, *args, **kwargs)
 
     # -- per-step values the loop hands over (see unmasked.train.schedules) -----------------
     def schedules(self, total_steps: int, steps_per_epoch: int) -> dict:

@@ -31,6 +31,7 @@ from unmasked.objectives.dino.targets import Centering, sinkhorn_knopp
 from unmasked.objectives.dino.temperature import WarmupConstant
 from unmasked.objectives.registry import ObjectiveEntry
 from unmasked.rng import BatchRandom
+from unmasked.train.ema import update_momentum
 
 __all__ = ["DINOv2", "DINOv2Options", "build", "resolve", "validate"]
 
@@ -81,12 +82,6 @@ class DINOv2Teacher(nn.Module):
         g = self.encoder.forward_image(global_crops)
         return _run_heads(self, g[:, 0], g[:, 1:][masks])
 
-    def pairs(self, student: DINOv2Student):
-        """Matching (teacher, student) parameter lists, by name."""
-        mine = dict(self.named_parameters())
-        theirs = dict(student.named_parameters())
-        return [mine[n] for n in mine], [theirs[n] for n in mine]
-
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.clamp(min=1e-12).log()).sum(dim=-1)
@@ -109,7 +104,6 @@ class DINOv2(Objective):
         self.dino_center = Centering(o.dino_heads_k, o.dino_center_momentum)
         self.ibot_center = Centering(o.ibot_heads_k, o.dino_center_momentum)
         self.step_values: dict[str, float] = {}
-        self._ema_lists = None
 
     # -- what the loop asks --------------------------------------------------------------
     def view_specs(self, base: AugmentSpec) -> list[AugmentSpec]:
@@ -195,17 +189,10 @@ class DINOv2(Objective):
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA of backbone and heads; then this step's centre update (once per optimiser step)."""
-        if self._ema_lists is None:
-            self._ema_lists = self.teacher.pairs(self.student)
-        tp, sp = self._ema_lists
-        torch._foreach_lerp_(tp, sp, 1.0 - momentum)
+        update_momentum(self.ema_pairs(), momentum, self.ema_kernels)
         if self.options.dino_centering == "centering":
             self.dino_center.apply_update()
             self.ibot_center.apply_update()
-
-    def _apply(self, fn, *args, **kwargs):
-        self._ema_lists = None  # parameters may be replaced by .to()/.cuda()
-        return super()._apply(fn, *args, **kwargs)
 
 
 # -- registry hooks -----------------------------------------------------------------------------

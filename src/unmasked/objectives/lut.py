@@ -27,6 +27,7 @@ from unmasked.objectives.mae import MAEOptions, build_decoder, resolve_decoder, 
 from unmasked.objectives.masking import check_lut_mask_ratio, lut_masks
 from unmasked.objectives.registry import ObjectiveEntry
 from unmasked.rng import BatchRandom
+from unmasked.train.ema import update_momentum
 
 TEACHER_MODES = ("eval", "train")
 
@@ -78,17 +79,6 @@ class LUTTeacher(nn.Module):
             tok1, tok2 = self.encoder.forward_visible(p1), self.encoder.forward_visible(p2)
         return self.projector(mean_patch_tokens(tok1)), self.projector(mean_patch_tokens(tok2))
 
-    def pairs(self, student: LUTStudent):
-        """(teacher, student) parameter lists and buffer lists, in the same module order."""
-        mods = (("encoder", self.encoder, student.encoder), ("projector", self.projector, student.projector))
-        tp, sp, tb, sb = [], [], [], []
-        for _, t, s in mods:
-            tp += list(t.parameters())
-            sp += list(s.parameters())
-            tb += list(t.buffers())
-            sb += list(s.buffers())
-        return tp, sp, tb, sb
-
 
 class LUT(Objective):
     name = "lut"
@@ -117,8 +107,6 @@ class LUT(Objective):
         self.norm_pix_loss = norm_pix_loss
         self.weight = weight
         self.fuse_views = fuse_views
-        self.foreach_ema = True
-        self._ema_lists = None
 
     def view_specs(self, base: AugmentSpec) -> list[AugmentSpec]:
         return [replace(base, color=False), replace(base, color=True)]
@@ -142,30 +130,15 @@ class LUT(Objective):
             self.teacher.eval()
         return self
 
+    def average_teacher_buffers(self) -> bool:
+        """An eval-mode teacher uses its BatchNorm running statistics: averaged, as the authors' EMA
+        averages every state entry; a train-mode teacher never uses them: copied."""
+        return self.teacher_mode == "eval"
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """teacher = m * teacher + (1 - m) * student, for parameters and, with an eval-mode teacher,
-        for the floating-point buffers (BatchNorm running statistics) too, as the authors' EMA
-        averages every state entry. Integer buffers (batch counters) and, for a train-mode
-        teacher, whose running statistics are never used, all buffers are copied."""
-        if self._ema_lists is None:
-            self._ema_lists = self.teacher.pairs(self.student)
-        tp, sp, tb, sb = self._ema_lists
-        if self.teacher_mode == "eval":
-            averaged = [(t, s) for t, s in zip(tb, sb) if t.is_floating_point()]
-            tp, sp = tp + [t for t, _ in averaged], sp + [s for _, s in averaged]
-        if self.foreach_ema:  # a few multi-tensor kernels instead of one per parameter
-            torch._foreach_lerp_(tp, sp, 1.0 - momentum)
-        else:
-            for t, s in zip(tp, sp):
-                t.lerp_(s, 1.0 - momentum)
-        for t, s in zip(tb, sb):
-            if self.teacher_mode == "train" or not t.is_floating_point():
-                t.copy_(s)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._ema_lists = None  # parameters may be replaced by .to()/.cuda()
-        return super()._apply(fn, *args, **kwargs)
+        """teacher = m * teacher + (1 - m) * student (train/ema.py; integer buffers copied)."""
+        update_momentum(self.ema_pairs(), momentum, self.ema_kernels)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, rng: BatchRandom):

@@ -1,14 +1,13 @@
-"""The pretraining loop: one optimiser step is read top to bottom in `Pretrainer.train_step`."""
+"""The pretraining loop, `Pretrainer.fit`: a flat loop over optimiser steps (step, after-step,
+maybe-stop, maybe-save); the step itself is `train/step.py`'s `optimiser_step`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import time
-import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,13 +20,14 @@ from unmasked.data.augment import BatchAugment
 from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
 from unmasked.data.loader import TrainBatches
 from unmasked.data.recipe import small_images
+from unmasked.devices import autocast_dtype, resolve_precision
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import RunLock
 from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
-from unmasked.train.compiling import compile_objective, mark_step_begin
+from unmasked.train.compiling import compile_objective
 from unmasked.train.data_fingerprint import check_same_data, data_fingerprint
 from unmasked.train.distributed import (
     all_mean,
@@ -38,7 +38,8 @@ from unmasked.train.distributed import (
 )
 from unmasked.train.metrics import JsonlWriter
 from unmasked.train.monitor import knn_monitor
-from unmasked.train.optim import build_optimizer, load_optimizer_state, set_step_hyperparameters
+from unmasked.train.optim import build_optimizer, load_optimizer_state
+from unmasked.train.step import StepOutput, StepParts, optimiser_step
 from unmasked.train.step_values import StepSchedules
 from unmasked.train.tensorboard import mirror_to_tensorboard
 
@@ -60,6 +61,17 @@ class RunState:
     images_seen: int = 0
     elapsed: float = 0.0
     skipped_steps: int = 0
+    data_wait_s: float = 0.0  # time the steps spent waiting for their micro-batches
+
+
+@dataclass
+class _Window:
+    """The steps since the last log: (step, loss, parts) rows, and the clock they ran on."""
+
+    rows: list = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+    images: int = 0
+    data_wait: float = 0.0
 
 
 def check_writable(folder: Path) -> None:
@@ -95,12 +107,11 @@ def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: se
     return merged
 
 
-def resolve_precision(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    p = cfg.precision
-    if p == "auto":
-        p = "bf16" if device.type == "cuda" else "fp32"
-    return torch.bfloat16 if p == "bf16" else None
+def optimizer_options(cfg: PretrainConfig, objective) -> dict:
+    """The parameter-group options of a run's AdamW (train/optim.py), from its config."""
+    return dict(decay_tokens=cfg.decay_tokens, layer_decay=cfg.layer_decay,
+                patch_embed_lr_mult=cfg.patch_embed_lr_mult, num_blocks=len(objective.encoder.blocks),
+                last_layer=objective.last_layer_params())
 
 
 class _StopRequest:
@@ -226,18 +237,19 @@ class Pretrainer:
         self.objective.set_step_values(self.schedules.objective_values(0))  # the probe runs a real forward
         accum = memory.preflight(cfg, self.objective, self.augments, channels=self.data.channels,
                                  base_size=self.data.base_size, device=self.device, env=self.env,
-                                 autocast_dtype=resolve_precision(cfg, self.device), auto_accum=self._auto_accum)
+                                 autocast_dtype=autocast_dtype(resolve_precision(cfg.precision, self.device)),
+                                 auto_accum=self._auto_accum)
         if accum != cfg.accum_steps:
             cfg.accum_steps = accum
             self.batches.set_accum(accum)
 
     def _build_optimizer(self) -> None:
         cfg = self.cfg
-        self.optimizer = build_optimizer(
-            self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device, decay_tokens=cfg.decay_tokens,
-            layer_decay=cfg.layer_decay, patch_embed_lr_mult=cfg.patch_embed_lr_mult,
-            num_blocks=len(self.objective.encoder.blocks), last_layer=self.objective.last_layer_params(),
-        )
+        self.optimizer = build_optimizer(self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device,
+                                         **optimizer_options(cfg, self.objective))
+        # fp16 autocast needs a gradient scaler (bf16 and fp32 do not): its scale is checkpointed
+        fp16 = resolve_precision(cfg.precision, self.device) == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
 
     def _build_schedules(self) -> None:
         self.schedules = StepSchedules.for_run(self.cfg, self.objective, self.total_steps, self.steps_per_epoch)
@@ -249,7 +261,8 @@ class Pretrainer:
             self._warm_start(self.cfg.init_from)
 
     def _wrap_for_training(self) -> None:
-        self.autocast_dtype = resolve_precision(self.cfg, self.device)
+        self.precision = resolve_precision(self.cfg.precision, self.device)
+        self.autocast_dtype = autocast_dtype(self.precision)
         student_call = self.objective.student
         if self.env.enabled:
             student_call = DDP(self.objective.student, device_ids=[self.device.index] if self.device.type == "cuda"
@@ -259,6 +272,17 @@ class Pretrainer:
             compile_objective(self.objective, student_call, self.cfg.compile_mode)
         else:
             self.objective.set_student_call(student_call)
+        self.step_parts = self._step_parts()
+
+    def _step_parts(self) -> StepParts:
+        cfg = self.cfg
+        return StepParts(
+            objective=self.objective, optimizer=self.optimizer, schedules=self.schedules, make_views=self._views,
+            accum_steps=cfg.accum_steps, micro_batch=cfg.batch_size // cfg.accum_steps, seed=cfg.seed,
+            device=self.device, env=self.env, autocast_dtype=self.autocast_dtype, scaler=self.scaler,
+            clip_grad=cfg.clip_grad, nan_skip=cfg.nan == "skip", ddp=self.ddp,
+            compile_mode=cfg.compile_mode if cfg.compile else None,
+        )
 
     def _open_logs(self) -> None:
         self.metrics = JsonlWriter(self.run_dir / METRICS_FILE, enabled=self.env.is_main)
@@ -276,6 +300,8 @@ class Pretrainer:
         except RuntimeError as e:
             raise UserError(f"checkpoint {self.ckpt_path} does not match the model of its config: {e}") from None
         load_optimizer_state(self.optimizer, st["optimizer"], self.device)
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         self.state = RunState(**st["state"])
         ckpt.set_rng_state(ckpt.rng_state_for(st, self.env.rank, self.env.world))
 
@@ -310,6 +336,8 @@ class Pretrainer:
         }
         if self.env.enabled:
             state["rng_ranks"] = rng_ranks
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         try:
             ckpt.save_checkpoint(self.ckpt_path, state)
         except OSError as e:
@@ -348,108 +376,88 @@ class Pretrainer:
                 f"({e.strerror or e}); the last good checkpoint ({self.ckpt_path}) is kept"
             ) from None
 
-    # -- one optimiser step ---------------------------------------------------------------
-    def train_step(self, step: int, micro_batches) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg, sched = self.cfg, self.schedules
-        set_step_hyperparameters(self.optimizer, sched.lr[step], sched.weight_decay[step],
-                                 sched.frozen_last_layer(step))
-        self.objective.set_step_values(sched.objective_values(step))
-        if cfg.compile:
-            mark_step_begin(cfg.compile_mode)
-        total = torch.zeros((), device=self.device)
-        parts: dict[str, torch.Tensor] = {}
-        for micro in range(cfg.accum_steps):
-            images = next(micro_batches)
-            rng = BatchRandom(cfg.seed, step, micro, cfg.batch_size // cfg.accum_steps, self.device,
-                              self.env.rank, self.env.world)
-            views = [aug(images, rng) for aug in self.augments]
-            last = micro == cfg.accum_steps - 1
-            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
-            with sync:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                                    enabled=self.autocast_dtype is not None):
-                    loss, metrics = self.objective(views, rng)
-                (loss / cfg.accum_steps).backward()
-            total += loss.detach() / cfg.accum_steps
-            for k, v in metrics.items():
-                parts[k] = parts.get(k, 0) + v / cfg.accum_steps
+    # -- one optimiser step (train/step.py) ----------------------------------------------
+    def _views(self, images: torch.Tensor, rng: BatchRandom) -> list[torch.Tensor]:
+        return [aug(images, rng) for aug in self.augments]
 
-        finite = torch.isfinite(total).all() if cfg.nan == "skip" else None
-        if finite is not None and self.env.enabled:  # every rank must make the same decision
-            finite = all_mean(self.env, finite.float()) == 1.0
-        if finite is not None and not finite.item():
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state.skipped_steps += 1
-            warnings.warn(f"step {step}: non-finite loss {total.item()} ({_fmt_parts(parts)}); step skipped "
-                          "(--nan skip)", stacklevel=2)
-            return total, parts
-        if cfg.clip_grad is not None:
-            parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.objective.student.parameters(), cfg.clip_grad)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.objective.update_teacher(sched.ema_momentum[step])
-        return total, parts
+    def train_step(self, step: int, micro_batches) -> StepOutput:
+        return optimiser_step(self.step_parts, step, micro_batches)
 
-    # -- the loop -----------------------------------------------------------------------
+    def _step(self, step: int, micro_batches) -> StepOutput:
+        try:
+            return self.train_step(step, micro_batches)
+        except Exception as e:
+            if not memory.is_out_of_memory(e):
+                raise
+            raise TrainingStopped(memory.out_of_memory_message(self.cfg, step, e, self.ckpt_path)) from None
+
+    # -- the loop: step, after-step, maybe-stop, maybe-save ---------------------------------
     def fit(self) -> dict:
-        cfg, st = self.cfg, self.state
-        stop_at = self.total_steps if cfg.steps is None else min(self.total_steps, cfg.steps)
+        st = self.state
+        stop_at = self.total_steps if self.cfg.steps is None else min(self.total_steps, self.cfg.steps)
         self.objective.train()
-        window: list[tuple[int, torch.Tensor, dict]] = []
-        bar = tqdm(total=stop_at, initial=min(st.step, stop_at), desc=f"{cfg.objective} pretrain", unit="step",
-                   disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
-        t_window, seen_window = time.perf_counter(), 0
-        t_run = time.perf_counter()
-        elapsed0 = st.elapsed
+        self._window = _Window()
+        self._t_run, self._elapsed0 = time.perf_counter(), st.elapsed
         stop_signal = None
+        bar = tqdm(total=stop_at, initial=min(st.step, stop_at), desc=f"{self.cfg.objective} pretrain",
+                   unit="step", disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
         with _StopRequest() as stop:
-            while st.step < stop_at:
-                epoch, in_epoch = divmod(st.step, self.steps_per_epoch)
-                micro_batches = self.batches.epoch(epoch, in_epoch)
-                while in_epoch < self.steps_per_epoch and st.step < stop_at:
-                    try:
-                        loss, parts = self.train_step(st.step, micro_batches)
-                    except Exception as e:
-                        if not memory.is_out_of_memory(e):
-                            raise
-                        raise TrainingStopped(memory.out_of_memory_message(cfg, st.step, e, self.ckpt_path)) from None
-                    window.append((st.step, loss, parts))
-                    st.step += 1
-                    st.images_seen += cfg.batch_size
-                    seen_window += cfg.batch_size
-                    in_epoch += 1
-                    st.elapsed = elapsed0 + time.perf_counter() - t_run
-                    bar.update(1)
-                    if self.monitor is not None:  # its time is not the run's: shift the clocks past it
-                        spent = self.monitor.after_step(st.step)
-                        t_run, t_window = t_run + spent, t_window + spent
-                    at_log = st.step % cfg.log_every == 0 or st.step == stop_at
-                    if at_log:
-                        dt = time.perf_counter() - t_window
-                        self._log(window, seen_window / max(dt, 1e-9), bar)
-                        window, t_window, seen_window = [], time.perf_counter(), 0
-                    requested = stop.signal is not None
-                    if self.env.enabled and at_log:
-                        requested = broadcast_flag(self.env, requested, self.device)
-                    elif self.env.enabled:
-                        requested = False
-                    if requested:
-                        stop_signal = stop.signal or signal.SIGTERM
-                        break
-                    if cfg.save_every_steps and st.step % cfg.save_every_steps == 0:
-                        self._check_window(window)
-                        self.save()
-                if stop_signal is not None:
+            for step, micro_batches in zip(range(st.step, stop_at), self._epoch_batches(st.step)):
+                self._after_step(step, self._step(step, micro_batches), stop_at, bar)
+                if self._stop_requested(stop, stop_at):
+                    stop_signal = stop.signal or signal.SIGTERM
                     break
-                if in_epoch == self.steps_per_epoch and (epoch + 1) % cfg.save_every == 0 and st.step < stop_at:
-                    self._check_window(window)
-                    self.save()
-            # the steps since the last log (after a stop request): _log checks them before the save
-            self._log(window, seen_window / max(time.perf_counter() - t_window, 1e-9), bar)
+                self._maybe_save(stop_at)
+            self._log(bar)  # the steps since the last log (after a stop request), checked before the save
             self.save()
             self.export()
         bar.close()
-        summary = self.summary(completed=st.step >= self.total_steps)
+        return self._finish(stop_signal)
+
+    def _epoch_batches(self, start: int):
+        """For each step from `start`, the micro-batch iterator of its epoch (made when reached)."""
+        epoch, in_epoch = divmod(start, self.steps_per_epoch)
+        while True:
+            batches = self.batches.epoch(epoch, in_epoch)
+            for _ in range(in_epoch, self.steps_per_epoch):
+                yield batches
+            epoch, in_epoch = epoch + 1, 0
+
+    def _after_step(self, step: int, out: StepOutput, stop_at: int, bar) -> None:
+        st, w, batch = self.state, self._window, self.cfg.batch_size
+        w.rows.append((step, out.loss, out.parts))
+        w.images, w.data_wait = w.images + batch, w.data_wait + out.data_wait_s
+        st.step, st.images_seen = step + 1, st.images_seen + batch
+        st.skipped_steps += int(out.skipped)
+        st.data_wait_s += out.data_wait_s
+        st.elapsed = self._elapsed0 + time.perf_counter() - self._t_run
+        bar.update(1)
+        if self.monitor is not None:  # its time is not the run's: shift the clocks past it
+            spent = self.monitor.after_step(st.step)
+            self._t_run, w.start = self._t_run + spent, w.start + spent
+        if self._at_log(stop_at):
+            self._log(bar)
+
+    def _at_log(self, stop_at: int) -> bool:
+        return self.state.step % self.cfg.log_every == 0 or self.state.step == stop_at
+
+    def _stop_requested(self, stop: _StopRequest, stop_at: int) -> bool:
+        """A signal stops the run after this step; under DDP every rank learns it at a log step."""
+        requested = stop.signal is not None
+        if self.env.enabled:
+            requested = broadcast_flag(self.env, requested, self.device) if self._at_log(stop_at) else False
+        return requested
+
+    def _maybe_save(self, stop_at: int) -> None:
+        step, cfg, spe = self.state.step, self.cfg, self.steps_per_epoch
+        by_steps = bool(cfg.save_every_steps) and step % cfg.save_every_steps == 0
+        at_epoch = step % spe == 0 and (step // spe) % cfg.save_every == 0 and step < stop_at
+        if by_steps or at_epoch:
+            self._check_window(self._window.rows)
+            self.save()
+
+    def _finish(self, stop_signal: int | None) -> dict:
+        summary = self.summary(completed=self.state.step >= self.total_steps)
         if stop_signal is not None:
             summary["interrupted_by"] = signal.Signals(stop_signal).name
         if self.env.is_main:
@@ -483,29 +491,35 @@ class Pretrainer:
                 "set --clip-grad, or pass --nan skip to skip such steps"
             )
 
-    def _log(self, window, images_per_s: float, bar) -> None:
-        if not window:
+    def _log(self, bar) -> None:
+        """One metrics.jsonl record for the steps since the last log; the window starts again."""
+        w = self._window
+        if not w.rows:
             return
-        names, table = self._window_table(window)
-        self._check_window(window, (names, table))
+        names, table = self._window_table(w.rows)
+        self._check_window(w.rows, (names, table))
+        rec = self._record(names, table)
+        wall = max(time.perf_counter() - w.start, 1e-9)
+        images_per_s = w.images / wall
+        rec.update(images_per_s=round(images_per_s, 1), data_wait=round(min(w.data_wait / wall, 1.0), 4),
+                   images_seen=self.state.images_seen, time_s=round(self.state.elapsed, 2))
+        with self._writing(self.metrics.path):
+            self.metrics.write(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{images_per_s:.0f}", lr=f"{rec['lr']:.2e}")
+        self._window = _Window()
+
+    def _record(self, names: list[str], table: torch.Tensor) -> dict:
         st = self.state
-        rec = {
-            "step": st.step,
-            "epoch": round(st.step / self.steps_per_epoch, 4),
-            "lr": self.schedules.lr[min(st.step, self.total_steps) - 1],
-        }
+        last = min(st.step, self.total_steps) - 1
+        rec = {"step": st.step, "epoch": round(st.step / self.steps_per_epoch, 4), "lr": self.schedules.lr[last]}
         for j, k in enumerate(names):
             rec[k] = float(table[:, j].mean())
-        last = min(st.step, self.total_steps) - 1
         if self.objective.teacher is not None:
             rec["ema_momentum"] = self.schedules.ema_momentum[last]
         if self.cfg.weight_decay_end is not None:
             rec["weight_decay"] = self.schedules.weight_decay[last]
         rec.update(self.schedules.objective_values(last))
-        rec.update(images_per_s=round(images_per_s, 1), images_seen=st.images_seen, time_s=round(st.elapsed, 2))
-        with self._writing(self.metrics.path):
-            self.metrics.write(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{images_per_s:.0f}", lr=f"{rec['lr']:.2e}")
+        return rec
 
     def summary(self, completed: bool) -> dict:
         st = self.state
@@ -516,13 +530,14 @@ class Pretrainer:
             "train_images": len(self.data.train),
             "device": _device_name(self.device),
             "world_size": self.env.world,
-            "precision": "bf16" if self.autocast_dtype is not None else "fp32",
+            "precision": self.precision,
             "steps": st.step,
             "total_steps": self.total_steps,
             "epochs": round(st.step / self.steps_per_epoch, 3),
             "images_seen": st.images_seen,
             "time_s": round(st.elapsed, 1),
             "images_per_s": round(st.images_seen / max(st.elapsed, 1e-9), 1),
+            "data_wait": round(min(st.data_wait_s / max(st.elapsed, 1e-9), 1.0), 3),
             "skipped_steps": st.skipped_steps,
             "skipped_files": len(self.data.skipped) + len(self.batches.skipped),
             "completed": completed,
@@ -535,10 +550,6 @@ class Pretrainer:
         cleanup(self.env)
         if self._lock is not None:
             self._lock.release()
-
-
-def _fmt_parts(parts: dict) -> str:
-    return ", ".join(f"{k}={float(v):.4g}" for k, v in parts.items()) or "no parts"
 
 
 def _device_name(device: torch.device) -> str:
