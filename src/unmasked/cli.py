@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "similarity, k nearest training images vote with weight exp(sim / T). "
                                       "Writes <run>/knn.json.")
     _add_eval_common(k)
+    _add_source_out(k)
     k.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200], metavar="K",
                    help="neighbour counts (default: 10 20 100 200; k = 20 is the headline)")
     k.add_argument("--temperature", type=float, default=0.07, help="vote temperature T (default: 0.07)")
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "batch is the largest power of two up to 16384 giving >= 16 steps per "
                                         "epoch. Writes <run>/linear.json and the folded heads.")
     _add_eval_common(lin)
+    _add_source_out(lin)
     lin.add_argument("--epochs", type=int, default=90, help="probe epochs (default: 90)")
     lin.add_argument("--warmup-epochs", type=int, default=10, help="warm-up epochs (default: 10)")
     lin.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd",
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "label smoothing, RandAugment, random erasing. Reports best and last "
                                        "held-out accuracy in <run>/finetune.json.")
     _add_eval_common(ft)
+    _add_source_out(ft)
     ft.add_argument("--epochs", type=int, default=None, help="epochs (default: 30 on Fashion-MNIST, 100 otherwise)")
     ft.add_argument("--warmup-epochs", type=int, default=None, help="warm-up epochs (default: 5)")
     ft.add_argument("--base-lr", type=float, default=None, help="base lr, scaled by batch / 256 (default: 5e-4)")
@@ -187,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--map-images", type=int, default=4, help="images shown in the figures (default: 4)")
     an.add_argument("--layers", type=int, nargs="+", default=None, metavar="L",
                     help="layers (1-based) for the patch-query attention maps (default: first, middle, last)")
-    an.add_argument("--out", default=None, help="output folder (default: <run>/analysis)")
+    an.add_argument("--out", default=None, help="output folder (default: <run>/analysis); for a source, its "
+                    "results folder (analyses in <out>/analysis)")
 
     cmp_ = sub.add_parser("compare", help="one report with several runs side by side (Markdown + HTML)",
                           formatter_class=_Formatter,
@@ -283,8 +287,20 @@ def _add_bench_parser(sub) -> None:
     _add_config_options(b, skip=NOT_BENCH_OPTIONS)
 
 
+SOURCE_HELP = ("run folder, checkpoint.pt or encoder.safetensors; a results folder; or a source: timm:NAME, "
+               "hf-hub:ORG/NAME, local-dir:PATH, random:PRESET[/PATCH] (its results go to --out)")
+OUT_HELP = "a source's results folder (for timm:, hf-hub:, local-dir:, random:; read by compare and study)"
+
+
+def _add_source_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, metavar="DIR", help=OUT_HELP)
+
+
 def _add_eval_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", metavar="RUN", help="run folder, checkpoint.pt or encoder.safetensors")
+    p.add_argument("run", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="timm:NAME only: load this file (official .pth, .safetensors, timm file) offline instead "
+                        "of downloading; never executes code from it")
     p.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's own")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
@@ -524,6 +540,24 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command ended by a closed pipe
 
 
+def _resolve_source(args: argparse.Namespace) -> None:
+    """A source (timm:, hf-hub:, local-dir:, random:) becomes its results folder, written now, so that
+    every command downstream reads it as it reads a run folder; its input size is fixed there."""
+    if args.command not in ("eval", "analyze"):
+        return
+    from unmasked.sources import is_source, prepare
+
+    if not is_source(args.run):
+        if args.weights:
+            raise UserError(f"--weights {args.weights}: only for a timm:NAME source; {args.run} brings its own")
+        return
+    args.run = str(prepare(args.run, args.out, args.data, args.weights, getattr(args, "img_size", None)))
+    if hasattr(args, "img_size"):
+        args.img_size = None  # the encoder is built at that size
+    if args.command == "analyze":
+        args.out = None  # <results>/analysis
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -540,6 +574,7 @@ def _main(argv: list[str] | None = None) -> int:
             set_max_image_pixels(args.max_image_pixels)  # pretrain takes it from its config
         if args.command == "pretrain":
             return cmd_pretrain(args)
+        _resolve_source(args)
         if args.command == "eval":
             with run_lock(run_folder_of(args.run), f"eval {args.protocol}", must_write=False):
                 return cmd_eval(args)

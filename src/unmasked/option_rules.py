@@ -99,15 +99,16 @@ PRETRAIN = {
 
 EVAL_COMMON = {"run": PATH, "data": TEXT, "device": DEVICE, "batch_size": positive_int(),
                "num_workers": count("decode in the main process"), "no_progress": FLAG,
-               "max_image_pixels": PIXELS}
+               "max_image_pixels": PIXELS, "weights": PATH}
+EVAL_OUT = {"out": PATH}  # a source's results folder
 
 RULES: dict[str, dict[str, Rule]] = {
     "pretrain": PRETRAIN,
-    "eval knn": {**EVAL_COMMON, "k": positive_int(), "temperature": positive(), "img_size": positive_int()},
-    "eval linear": {**EVAL_COMMON, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
+    "eval knn": {**EVAL_COMMON, **EVAL_OUT, "k": positive_int(), "temperature": positive(), "img_size": positive_int()},
+    "eval linear": {**EVAL_COMMON, **EVAL_OUT, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
                     "optimizer": CHOICE, "base_lr": positive(), "probe_batch": positive_int(),
                     "img_size": positive_int()},
-    "eval finetune": {**EVAL_COMMON, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
+    "eval finetune": {**EVAL_COMMON, **EVAL_OUT, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
                       "base_lr": positive(), "layer_decay": up_to_one(), "drop_path": fraction("no stochastic depth"),
                       "mixup": non_negative("mixup off"), "cutmix": non_negative("cutmix off"),
                       "label_smoothing": fraction("plain cross-entropy"),

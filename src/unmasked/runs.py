@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from unmasked import sources
 from unmasked.config import PretrainConfig
 from unmasked.errors import UserError
 from unmasked.models.vit import EncoderSpec, ViTEncoder
@@ -17,7 +18,7 @@ from unmasked.train import checkpoint as ckpt
 
 @dataclass
 class LoadedEncoder:
-    encoder: ViTEncoder
+    encoder: ViTEncoder  # or any timm VisionTransformer (a public encoder), with .spec set
     spec: EncoderSpec
     mean: list[float]
     std: list[float]
@@ -28,6 +29,7 @@ class LoadedEncoder:
     config: PretrainConfig | None  # present when loaded from a run folder or checkpoint
     source: Path
     eval_size: int | None = None  # evaluate at another input size (positions interpolated); None: spec's
+    source_info: dict | None = None  # a public or random encoder: name, weights and sha256, normalisation
 
 
 def _from_checkpoint(path: Path) -> LoadedEncoder:
@@ -77,11 +79,22 @@ def _load(enc: ViTEncoder, sd: dict, path: Path) -> None:
         raise UserError(f"{path}: weights do not fit the encoder described beside them: {e}") from None
 
 
-def load_encoder(path: str | Path, prefer: str = "checkpoint") -> LoadedEncoder:
-    """Accepts a run folder (its checkpoint.pt, else encoder.safetensors), a .pt or a .safetensors."""
+def load_encoder(path: str | Path, prefer: str = "checkpoint", *, weights: str | None = None,
+                 out: str | Path | None = None, data: str | None = None, img_size: int | None = None,
+                 seed: int = 0) -> LoadedEncoder:
+    """The one entry point for an encoder. Accepts a run folder (its checkpoint.pt, else
+    encoder.safetensors), a .pt or a .safetensors, a results folder of a source (its source.json), or a
+    source string (timm:NAME, hf-hub:ORG/NAME, local-dir:PATH, random:PRESET[/PATCH], see sources.py),
+    whose results folder `out` is written first (with `weights`, `data`, `img_size` and `seed`)."""
+    if sources.is_source(str(path)):
+        return sources.load(sources.prepare(str(path), out, data, weights, img_size, seed))
+    if weights:
+        raise UserError(f"--weights {weights}: only for a timm:NAME source; {path} brings its own weights")
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path}: no such run folder or file")
+        raise UserError(f"{path}: no such run folder or file (or a source: {', '.join(sources.PREFIXES)}...)")
+    if path.is_dir() and sources.read_source(path) is not None:
+        return sources.load(path)
     if path.is_dir():
         candidates = [path / ckpt.CHECKPOINT, path / ckpt.ENCODER]
         if prefer != "checkpoint":

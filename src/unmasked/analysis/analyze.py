@@ -21,7 +21,9 @@ from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features
+from unmasked.models.vit import num_prefix_tokens
 from unmasked.runs import load_encoder
+from unmasked.sources import is_source, prepare
 from unmasked.train.checkpoint import atomic_write_text
 
 ANALYSIS_DIR = "analysis"
@@ -62,12 +64,14 @@ def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
 def attention_statistics(encoder, x: torch.Tensor, batch_size: int, progress: bool) -> dict:
     """Per layer and head: mean attention distance (px) and NMI, averaged over the images."""
     spec = encoder.spec
+    pre = num_prefix_tokens(encoder)
     sums_d, sums_n, count = None, None, 0
     for i in tqdm(range(0, len(x), batch_size), desc="attention", unit="batch", disable=not progress, leave=False):
         xb = x[i : i + batch_size]
         maps = attention_weights(encoder, xb)
-        d = torch.stack([mean_attention_distance(patch_attention(a), spec.grid, spec.patch_size).sum(0) for a in maps])
-        n = torch.stack([attention_nmi(patch_attention(a)).sum(0) for a in maps])
+        d = torch.stack([mean_attention_distance(patch_attention(a, pre), spec.grid, spec.patch_size).sum(0)
+                         for a in maps])
+        n = torch.stack([attention_nmi(patch_attention(a, pre)).sum(0) for a in maps])
         sums_d = d if sums_d is None else sums_d + d
         sums_n = n if sums_n is None else sums_n + n
         count += xb.shape[0]
@@ -88,13 +92,14 @@ def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_la
 
     spec = encoder.spec
     g, p = spec.grid, spec.patch_size
+    pre = num_prefix_tokens(encoder)
     depth = len(encoder.blocks)
     maps = attention_weights(encoder, x, layers=sorted(set([depth - 1, *patch_layers])))
     by_layer = dict(zip(sorted(set([depth - 1, *patch_layers])), maps))
     last = by_layer[depth - 1]  # (B, H, 1 + L, 1 + L)
     rows, row_labels = [], []
     for b in range(x.shape[0]):
-        cls_to_patch = last[b, :, 0, 1:]
+        cls_to_patch = last[b, :, 0, pre:]
         rows.append([to_display(x[b], mean, std)] + [_upsample(cls_to_patch[h], g, p) for h in range(last.shape[1])])
         row_labels.append(f"image {b + 1}")
     cols = ["input"] + [f"head {h + 1}" for h in range(last.shape[1])]
@@ -107,7 +112,7 @@ def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_la
         row = [to_display(x[b], mean, std)]
         mrow = [((g // 2) * p, (g // 2) * p, p)]
         for lay in patch_layers:
-            a = patch_attention(by_layer[lay][b]).mean(0)  # heads averaged, (L, L)
+            a = patch_attention(by_layer[lay][b], pre).mean(0)  # heads averaged, (L, L)
             row.append(_upsample(a[q], g, p))
             mrow.append(((g // 2) * p, (g // 2) * p, p))
         rows.append(row)
@@ -139,9 +144,15 @@ def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: 
 
 def analyze(path, data: str | None = None, device: str = "auto", images: int = 1000, map_images: int = 4,
             patch_layers: list[int] | None = None, spectrum_images: int = 10_000, batch_size: int = 100,
-            out: str | Path | None = None, progress: bool = True, label: str | None = None) -> dict:
+            out: str | Path | None = None, progress: bool = True, label: str | None = None,
+            weights: str | None = None) -> dict:
+    """`path`: a run folder or file, a results folder, or a source string (whose results folder is
+    `out`, the analyses then going to <out>/analysis)."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    if is_source(str(path)):
+        path = prepare(str(path), out, data, weights)
+        out = None
     loaded = load_encoder(path)
     enc = loaded.encoder.to(dev).eval().float()
     spec = enc.spec
@@ -157,7 +168,8 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     split_name = ds.heldout_name if split is ds.heldout else "train"
     out = Path(out) if out else loaded.run_dir / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    label = label or f"{loaded.objective.upper()} ({loaded.run_dir.name})"
+    label = label or (f"{loaded.source_info['name']} ({loaded.run_dir.name})" if loaded.source_info
+                      else f"{loaded.objective.upper()} ({loaded.run_dir.name})")
 
     sub, _ = fixed_sample(split, images)
     x = eval_view(_uint8_images(sub, ds.base_size, ds.channels).to(dev), spec.img_size, loaded.mean, loaded.std,
@@ -177,6 +189,7 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
         "transform": eval_transform(loaded, ds),  # the evaluation view, as in knn.json
         "encoder": str(loaded.source),
         "objective": loaded.objective,
+        **({"source": loaded.source_info} if loaded.source_info else {}),
         "label": label,
         "data": ds.name,
         "split": split_name,
@@ -185,7 +198,8 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
         "patch_size": spec.patch_size,
         "attention_distance": {
             "units": "pixels of the model input",
-            "definition": "CLS dropped, rows renormalised, all tokens, float32; mean over images",
+            "definition": "prefix tokens (CLS, registers) dropped, rows renormalised, all tokens, float32; "
+                          "mean over images",
             "per_head": dist.tolist(),
             "per_layer": dist.mean(1).tolist(),
             "last_layers": float(dist[-last_k:].mean()),

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from unmasked.models.vit import ViTEncoder
+from unmasked.errors import UserError
+from unmasked.models.vit import ViTEncoder, encoder_tokens
+
+
+def check_attention(encoder) -> None:
+    """Refuse, in one line, an attention block whose weights cannot be recomputed from a fused qkv."""
+    for i, blk in enumerate(encoder.blocks):
+        attn = getattr(blk, "attn", None)
+        if not all(hasattr(attn, a) for a in ("qkv", "num_heads", "scale")):
+            raise UserError(f"block {i + 1} of the encoder has a {type(attn).__name__} attention without a fused "
+                            "qkv projection; attention analyses need timm's Attention")
 
 
 def _attention_from_input(attn_module, x: torch.Tensor) -> torch.Tensor:
@@ -19,13 +29,16 @@ def _attention_from_input(attn_module, x: torch.Tensor) -> torch.Tensor:
                                      None if attn_module.qkv.bias is None else attn_module.qkv.bias.float())
     qkv = qkv.reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
     q, k = qkv[0], qkv[1]
-    q, k = attn_module.q_norm(q), attn_module.k_norm(k)
+    q = attn_module.q_norm(q) if hasattr(attn_module, "q_norm") else q
+    k = attn_module.k_norm(k) if hasattr(attn_module, "k_norm") else k
     return torch.softmax((q * attn_module.scale) @ k.transpose(-2, -1), dim=-1)
 
 
 @torch.no_grad()
 def attention_weights(encoder: ViTEncoder, x: torch.Tensor, layers: list[int] | None = None) -> list[torch.Tensor]:
-    """Softmax attention of every (or the chosen) layer on all tokens: list of (B, H, 1 + L, 1 + L)."""
+    """Softmax attention of every (or the chosen) layer on all tokens: list of (B, H, P + L, P + L), P the
+    prefix tokens (CLS and registers), for our encoder or any timm ViT with timm's Attention blocks."""
+    check_attention(encoder)
     layers = list(range(len(encoder.blocks))) if layers is None else layers
     maps: dict[int, torch.Tensor] = {}
     hooks = []
@@ -37,7 +50,7 @@ def attention_weights(encoder: ViTEncoder, x: torch.Tensor, layers: list[int] | 
 
         hooks.append(attn.register_forward_hook(hook))
     try:
-        encoder.forward_features(x)
+        encoder_tokens(encoder, x)
     finally:
         for h in hooks:
             h.remove()
@@ -45,6 +58,6 @@ def attention_weights(encoder: ViTEncoder, x: torch.Tensor, layers: list[int] | 
 
 
 def patch_attention(attn: torch.Tensor, num_prefix: int = 1) -> torch.Tensor:
-    """Drop the CLS row and column and renormalise each row to sum to 1: (..., L, L)."""
+    """Drop the prefix (CLS and register) rows and columns and renormalise each row to sum to 1."""
     a = attn[..., num_prefix:, num_prefix:]
     return a / a.sum(dim=-1, keepdim=True).clamp(min=1e-12)

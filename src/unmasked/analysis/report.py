@@ -21,6 +21,8 @@ from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
 from unmasked.analysis.protocols import is_default_protocol, protocol_text
 from unmasked.errors import UserError
+from unmasked.models.vit import num_prefix_tokens
+from unmasked.sources import read_source
 from unmasked.train.checkpoint import atomic_write_text
 
 
@@ -51,10 +53,15 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
                         "run folders; for an encoder exported elsewhere use `unmasked eval ...` and "
                         "`unmasked analyze`)")
     summary, cfg = _read(run / "summary.json"), _read(run / "config.json")
+    source = read_source(run)
+    if source is not None:  # a public or random encoder's results folder: no pretraining, no config
+        cfg = {"objective": "random init" if source["source"].startswith("random:") else "public",
+               "model": source["source"], "data": source["data"]}
     if cfg is None:
-        raise UserError(f"{run}: no config.json; is this a folder written by `unmasked pretrain`?")
-    label = f"{cfg['objective'].upper()} ({run.name})"
-    entry = {"run": run, "label": label, "summary": summary, "config": cfg}
+        raise UserError(f"{run}: no config.json; is this a folder written by `unmasked pretrain` (or a "
+                        "results folder of a source, with source.json)?")
+    label = f"{source['source'] if source else cfg['objective'].upper()} ({run.name})"
+    entry = {"run": run, "label": label, "summary": summary, "config": cfg, "source": source}
     for name, fn, cmd in (("knn", run_knn, "eval knn"), ("linear", run_linear, "eval linear")):
         res = _read(run / f"{name}.json")
         if res is not None and not is_default_protocol(res, cfg):
@@ -76,6 +83,9 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     elif ana is None:
         notes.append(f"{label}: analyses not computed — `unmasked analyze {run}`")
     entry["analysis"] = ana
+    if source is not None:
+        entry["compute"] = None  # not pretrained here
+        return entry
     try:
         entry["compute"] = training_compute(run)
     except Exception as e:  # noqa: BLE001 - a run whose step cannot be rebuilt still gets its other columns
@@ -148,7 +158,7 @@ def table(entries: list[dict]) -> list[list[str]]:
 
 def differences_section(entries: list[dict]) -> list[str]:
     """Markdown: the settings besides the objective on which the runs differ, with a warning."""
-    diffs = config_differences([e["config"] for e in entries])
+    diffs = config_differences([e["config"] for e in entries if not e.get("source")])
     if not diffs:
         return ["Besides the objective, the runs agree on crop, pad, lr rule and peak lr, epochs, batch, mask "
                 "ratio, precision, data, subset and seed.", ""]
@@ -188,7 +198,8 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
             inputs = [to_display(x[b], loaded.mean, loaded.std) for b in range(len(x))]
         with torch.no_grad():
             last = attention_weights(enc, x, layers=[len(enc.blocks) - 1])[0].mean(1)
-        att_cols.append([_upsample(last[b, 0, 1:], loaded.spec.grid, loaded.spec.patch_size) for b in range(len(x))])
+        pre = num_prefix_tokens(enc)
+        att_cols.append([_upsample(last[b, 0, pre:], loaded.spec.grid, loaded.spec.patch_size) for b in range(len(x))])
         ckpt = e["run"] / "checkpoint.pt"
         if ckpt.is_file() and run_reconstructs(ckpt):
             obj, cfg = load_run_objective(ckpt, dev)
@@ -275,7 +286,7 @@ def _html(rows, notes, figures, out_dir: Path, entries) -> str:
     for r in rows[1:]:
         parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
     parts.append("</table>")
-    diffs = config_differences([e["config"] for e in entries])
+    diffs = config_differences([e["config"] for e in entries if not e.get("source")])
     if diffs:
         parts.append("<h2>What differs besides the objective</h2><p><strong>Warning:</strong> these runs differ "
                      f"in more than the objective ({esc(', '.join(d for d, _ in diffs))}).</p><table>")

@@ -40,8 +40,11 @@ def labeled_data(loaded: LoadedEncoder, data: str | None, what: str, num_workers
 def eval_transform(loaded: LoadedEncoder, data: ImageData) -> dict:
     """What turns a stored image into encoder input at evaluation (the dataset's one evaluation view,
     plus channels and normalisation): part of feature-cache keys and of every result file."""
-    return {**evaluation_view(loaded, data.name).describe(), "channels": data.channels,
-            "img_size": loaded.eval_size or loaded.spec.img_size, "mean": list(loaded.mean), "std": list(loaded.std)}
+    t = {**evaluation_view(loaded, data.name).describe(), "channels": data.channels,
+         "img_size": loaded.eval_size or loaded.spec.img_size, "mean": list(loaded.mean), "std": list(loaded.std)}
+    if data.channels == 3 and is_fashion_mnist(data.name):  # greyscale data, RGB encoder
+        t["grey_to_rgb"] = "the greyscale images repeated to 3 channels for a 3-channel encoder"
+    return t
 
 
 def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: torch.device,
@@ -124,5 +127,6 @@ def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:
         "num_classes": len(ds.classes),
         "encoder": str(loaded.source),
         "objective": loaded.objective,
+        **({"source": loaded.source_info} if loaded.source_info else {}),
         "transform": eval_transform(loaded, ds),
     }

@@ -9,7 +9,7 @@ from unmasked.data import image_folder
 from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split
 from unmasked.data.workers import ignore_interrupts
-from unmasked.models.vit import ViTEncoder, pooled_features
+from unmasked.models.vit import ViTEncoder, encoder_tokens, num_prefix_tokens, pooled_features
 
 
 def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_workers: int = 0):
@@ -29,7 +29,7 @@ def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_w
 
 @torch.no_grad()
 def extract_features(
-    encoder: ViTEncoder,
+    encoder: ViTEncoder,  # or any timm VisionTransformer with .spec
     split: Split,
     mean,
     std,
@@ -47,8 +47,8 @@ def extract_features(
     they belong to (all of them, unless unreadable files were left out). At a `size` other than the
     encoder's own, the position embedding is resampled bicubically to the grid (as DINOv2 and timm do)."""
     encoder = encoder.to(device).eval()
-    native = encoder.spec.img_size
-    size = size or native
+    size = size or encoder.spec.img_size
+    prefix = num_prefix_tokens(encoder)
     out: dict[str, list[torch.Tensor]] = {"cls": [], "mean": [], "index": []}
     autocast = device.type == "cuda"
     n_batches = (len(split) + batch_size - 1) // batch_size
@@ -57,7 +57,7 @@ def extract_features(
         out["index"].append(idx)
         x = eval_view(images.to(device, non_blocking=True), size, mean, std, crop_pct)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            tokens = encoder.forward_features(x) if size == native else encoder.forward_image(x)
-        for k, v in pooled_features(tokens.float()).items():
+            tokens = encoder_tokens(encoder, x)
+        for k, v in pooled_features(tokens.float(), prefix).items():
             out[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in out.items()}

@@ -204,6 +204,20 @@ def build_encoder(spec: EncoderSpec) -> ViTEncoder:
     return ViTEncoder(spec)
 
 
-def pooled_features(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The two feature kinds every evaluation reports: CLS and mean of the patch tokens."""
-    return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(dim=1)}
+def pooled_features(tokens: torch.Tensor, num_prefix: int = 1) -> dict[str, torch.Tensor]:
+    """The two feature kinds every evaluation reports: CLS and mean of the patch tokens (CLS and any
+    register tokens, the `num_prefix` first tokens, excluded)."""
+    return {"cls": tokens[:, 0], "mean": tokens[:, num_prefix:].mean(dim=1)}
+
+
+def encoder_tokens(encoder, x: torch.Tensor) -> torch.Tensor:
+    """All output tokens (B, prefix + L, D) of our encoder or of any timm ViT, at any input size that
+    is a multiple of the patch: ours resamples its positions, a public encoder is built with timm's
+    dynamic_img_size (which resamples its learned positions)."""
+    if isinstance(encoder, ViTEncoder) and x.shape[-1] != encoder.spec.img_size:
+        return encoder.forward_image(x)
+    return encoder.forward_features(x)
+
+
+def num_prefix_tokens(encoder) -> int:
+    return int(getattr(encoder, "num_prefix_tokens", 1))
