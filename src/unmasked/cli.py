@@ -1,4 +1,4 @@
-"""The `unmasked` command line: pretrain, eval {knn,linear,finetune}, analyze, compare, demo."""
+"""The `unmasked` command line: pretrain, eval, analyze, compare, bench, study, demo, embed, show, export."""
 
 from __future__ import annotations
 

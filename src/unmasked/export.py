@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
 from unmasked.train.checkpoint import atomic_write, atomic_write_text
 
@@ -121,6 +122,9 @@ def timm_config(loaded, model_args: dict) -> dict:
 def model_card(loaded, config: dict, source: str) -> str:
     size = config["pretrained_cfg"]["input_size"]
     a = config["model_args"]
+    # names only: a card meant for the Hub does not carry the local folders it was made from
+    data = loaded.data if not loaded.data or is_fashion_mnist(loaded.data) else Path(loaded.data).name
+    source = Path(source).name or source
     return f"""---
 tags:
 - image-feature-extraction
@@ -132,7 +136,7 @@ library_name: timm
 
 A Vision Transformer encoder ({a['embed_dim']} wide, {a['depth']} blocks, {a['num_heads']} heads,
 patch {a['patch_size']}, {size[0]}-channel {size[1]}x{size[2]} input) pretrained with the
-`{loaded.objective}` objective on `{loaded.data}`, exported by `unmasked export` from `{source}`.
+`{loaded.objective}` objective on `{data}`, exported by `unmasked export` from `{source}`.
 No classifier head: the model returns features.
 
 ```python
