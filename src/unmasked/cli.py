@@ -1,4 +1,4 @@
-"""The `unmasked` command line: pretrain, eval {knn,linear,finetune}, analyze, compare, demo."""
+"""The `unmasked` command line: pretrain, eval, analyze, compare, bench, study, demo, embed, show, export."""
 
 from __future__ import annotations
 
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, nothing else")
     d.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_tool_commands(sub)
     return parser
 
 
@@ -294,6 +295,104 @@ OUT_HELP = "a source's results folder (for timm:, hf-hub:, local-dir:, random:; 
 
 def _add_source_out(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help=OUT_HELP)
+
+
+# ---- embed, show, export: each command's logic lives in its own module --------------------------
+
+def _add_tool_commands(sub) -> None:
+    e = sub.add_parser("embed", help="CLS and mean-pooled embeddings of every image (safetensors + CSV)",
+                       formatter_class=_Formatter,
+                       description="Runs the encoder on every image of --data (training and held-out splits, "
+                                   "in the evaluation view) and writes FILE.safetensors with `cls` and `mean` "
+                                   "(N, D) float32 (and `labels` for labeled data), and FILE.csv with each row's "
+                                   "split, image file, label and class. Features are cached by content, as the "
+                                   "evaluations cache theirs.",
+                       epilog="example:\n  unmasked embed runs/lut-fm --data path/to/images --out emb.safetensors")
+    e.add_argument("source", metavar="SOURCE", help="run folder, checkpoint.pt or encoder.safetensors")
+    e.add_argument("--data", default=None, help="dataset to embed (default: the encoder's own)")
+    e.add_argument("--out", required=True, metavar="FILE", help="output .safetensors (the .csv goes beside it)")
+    e.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    e.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="decoding workers for image folders")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="skip images with more pixels than this (default: 100000000, as in pretrain)")
+
+    s = sub.add_parser("show", help="per-image figures: CLS attention per head, PCA of patch features, "
+                                    "reconstruction", formatter_class=_Formatter,
+                       description="One figure per image in --out: the image as the encoder sees it, the first "
+                                   "three principal components of its patch features as RGB, the last block's "
+                                   "CLS-to-patch attention of every head and, for MAE / LUT runs, a masked view "
+                                   "and its reconstruction. Images of any size are brought to the encoder's "
+                                   "input size as --aspect says (stated in each figure).")
+    s.add_argument("source", metavar="SOURCE", help="run folder, checkpoint.pt or encoder.safetensors")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any format PIL reads)")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and show.json")
+    s.add_argument("--aspect", choices=("crop", "pad", "stretch"), default="crop",
+                   help="crop: shorter side resized, centre kept (default); pad: longer side resized, padded "
+                        "with the mean colour; stretch: aspect ratio not kept")
+    s.add_argument("--seed", type=int, default=0, help="seed of the reconstruction's random mask (default: 0)")
+    s.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
+    s.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                   help="refuse images with more pixels than this (default: 100000000)")
+
+    x = sub.add_parser("export", help="a folder timm and the Hugging Face Hub load as it is",
+                       formatter_class=_Formatter,
+                       description="Writes DIR/config.json (timm's architecture, model_args and pretrained_cfg "
+                                   "with mean, std and input size), DIR/model.safetensors and a README.md model "
+                                   "card, so that timm.create_model('local-dir:DIR', pretrained=True) builds the "
+                                   "encoder with no unmasked code; checked by loading it back through timm.",
+                       epilog="example:\n  unmasked export runs/lut-fm --format timm exports/lut-fm\n"
+                              "  huggingface-cli upload ORG/NAME exports/lut-fm   # publish it as it is")
+    x.add_argument("run", metavar="RUN", help="run folder, checkpoint.pt or encoder.safetensors")
+    x.add_argument("dir", metavar="DIR", help="folder to write")
+    x.add_argument("--format", choices=("timm",), default="timm", help="export format (default: timm)")
+    x.add_argument("--force", action="store_true", help="replace an export already in DIR")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from unmasked.eval.embed import embed
+
+    source = Path(args.source)
+    lock = run_lock(run_folder_of(source), "embed", must_write=False) if source.exists() else _no_lock()
+    with lock:
+        r = embed(args.source, args.out, data=args.data, device=args.device, batch_size=args.batch_size,
+                  num_workers=args.num_workers, progress=not args.no_progress)
+    split_text = ", ".join(f"{n:,} {s}" + (" (cached)" if r["cached"][s] else "") for s, n in r["splits"].items())
+    print(f"embedded {r['images']:,} images of {r['data']} ({split_text}) -> {r['dim']}-d CLS and mean-pooled")
+    print(f"  {r['file']}\n  {r['csv']}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from unmasked.analysis.show import show
+
+    r = show(args.source, args.images, args.out, device=args.device, aspect=args.aspect, seed=args.seed)
+    print(f"{len(r['images'])} figure(s) in {args.out} (input {r['input_size'][0]}x{r['input_size'][1]}, "
+          f"aspect: {args.aspect}): " + ", ".join(e["figure"] for e in r["images"]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from unmasked.export import export_timm
+
+    r = export_timm(args.run, args.dir, force=args.force)
+    print(f"exported {args.run} to {r['folder']} ({', '.join(r['files'])}): timm {r['architecture']}, "
+          f"loads with timm.create_model('local-dir:{r['folder']}', pretrained=True) "
+          f"(checked: features equal to {r['max_difference']:.1e})")
+    return 0
+
+
+def _no_lock():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+TOOL_COMMANDS = {"embed": cmd_embed, "show": cmd_show, "export": cmd_export}
 
 
 def _add_eval_common(p: argparse.ArgumentParser) -> None:
@@ -589,6 +688,8 @@ def _main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "study":
             return cmd_study(args)
+        if args.command in TOOL_COMMANDS:
+            return TOOL_COMMANDS[args.command](args)
     except UserError as e:
         print(f"unmasked: error: {e}", file=sys.stderr)
         return 2

@@ -123,6 +123,11 @@ RULES: dict[str, dict[str, Rule]] = {
     "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE},
     "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "device": DEVICE,
               "no_progress": FLAG},
+    "embed": {"source": PATH, "data": TEXT, "out": PATH, "device": DEVICE, "batch_size": positive_int(),
+              "num_workers": count("decode in the main process"), "no_progress": FLAG, "max_image_pixels": PIXELS},
+    "show": {"source": PATH, "images": PATH, "out": PATH, "aspect": CHOICE, "seed": count("seed 0, like any other"),
+             "device": DEVICE, "max_image_pixels": PIXELS},
+    "export": {"run": PATH, "dir": PATH, "format": CHOICE, "force": FLAG},
 }
 
 
