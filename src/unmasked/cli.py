@@ -162,20 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=_Formatter,
                            description="Fine-tunes the whole encoder with a global-average-pool head (its "
                                        "fc_norm trained): AdamW, layer-wise lr decay, drop path, mixup/cutmix, "
-                                       "label smoothing, RandAugment, random erasing. Reports best and last "
-                                       "held-out accuracy in <run>/finetune.json.")
+                                       "label smoothing, and for every encoder, whatever its pretraining crop, "
+                                       "MAE's augmentation: RandomResizedCrop(0.08-1) of the whole image, timm "
+                                       "RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25 ('pixel'). "
+                                       "Reports best and last held-out accuracy in <run>/finetune.json.")
     _add_eval_common(ft)
     _add_source_out(ft)
-    ft.add_argument("--epochs", type=int, default=None, help="epochs (default: 30 on Fashion-MNIST, 100 otherwise)")
+    ft.add_argument("--epochs", type=int, default=None,
+                    help="epochs (default: 30 on Fashion-MNIST, else MAE's 100 for ViT-B and smaller, 50 for L, H)")
     ft.add_argument("--warmup-epochs", type=int, default=None, help="warm-up epochs (default: 5)")
-    ft.add_argument("--base-lr", type=float, default=None, help="base lr, scaled by batch / 256 (default: 5e-4)")
+    ft.add_argument("--lr-rule", choices=("mae", "lut"), default=None,
+                    help="mae (default): MAE's recipe, lr = base_lr * batch / 256 with base lr 5e-4 (ViT-B) or "
+                         "1e-3 (L, H) and layer decay 0.65 (B) or 0.75; lut: LUT's own rule, lr = base_lr * "
+                         "sqrt(batch) / 8 with base lr 1e-3 and layer decay 0.75")
+    ft.add_argument("--base-lr", type=float, default=None,
+                    help="base lr, scaled as --lr-rule says (default: by size and rule, see --lr-rule)")
     ft.add_argument("--layer-decay", type=float, default=None,
-                    help="layer-wise lr decay (default: 0.65 for ViT-B widths, else 0.75)")
-    ft.add_argument("--drop-path", type=float, default=None, help="stochastic depth (default: 0.1)")
+                    help="layer-wise lr decay (default: by size and rule, see --lr-rule)")
+    ft.add_argument("--drop-path", type=float, default=None,
+                    help="stochastic depth (default by size, as MAE: ViT-B 0.1, L 0.2, H 0.3; smaller 0.1)")
     ft.add_argument("--mixup", type=float, default=None, help="mixup alpha (default: 0.8; 0 = off)")
     ft.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (default: 1.0; 0 = off)")
     ft.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (default: 0.1)")
-    ft.add_argument("--randaug-magnitude", type=int, default=None, help="RandAugment magnitude (default: 9)")
+    ft.add_argument("--randaug-magnitude", type=int, default=None,
+                    help="timm RandAugment 'rand-m<M>-mstd0.5-inc1' magnitude (default: 9; 0 = off)")
     ft.add_argument("--train-batch", type=int, default=None, help="training batch size (default: 256)")
     ft.add_argument("--subset", type=int, default=None, metavar="N", help="fine-tune on N training images")
     ft.add_argument("--steps", type=int, default=None, metavar="N", help="stop after N steps (smoke tests)")
@@ -536,7 +546,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          warmup_epochs=args.warmup_epochs, base_lr=args.base_lr, layer_decay=args.layer_decay,
                          drop_path=args.drop_path, mixup=args.mixup, cutmix=args.cutmix,
                          label_smoothing=args.label_smoothing, randaug_magnitude=args.randaug_magnitude,
-                         batch_size=args.train_batch, steps=args.steps)
+                         batch_size=args.train_batch, steps=args.steps, lr_rule=args.lr_rule)
         print(f"fine-tuning on {r['data']} ({r['train_images']:,} train -> {r['test_images']:,} {r['test_split']}, "
               f"{r['steps']} steps): best top-1 {r['top1']['best']:.2f}% (epoch {r['best']['epoch']}), "
               f"last {r['top1']['last']:.2f}%")

@@ -8,6 +8,13 @@ split across processes. The operations follow torchvision's definitions:
   (MAE). Crops are sampled with grid_sample, without antialiasing when shrinking.
 - "pad": resize to the model size, random crop with reflect padding, horizontal flip (LUT).
 - "none": resize only (plus flip if enabled).
+
+Images of one batch may differ in shape (`StoredImages`: a fixed-size buffer and each image's
+extent, see data/image_folder.py). Then "rrc" samples its boxes over each image's whole extent,
+with scale and ratio relative to the whole image (torchvision's get_params per image); "pad" is
+LUT's `Resize(size)` (shorter side) of the whole image then `RandomCrop(size, padding, reflect)`,
+so it translates over the whole longer side; "none" resizes the centre square. A batch whose
+images all fill the buffer takes exactly the square path.
 - color=True adds LUT's second-view photometry: ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8
   (the order of the four jitters is drawn once per batch rather than per image), then exactly
   one of {grayscale, solarize, Gaussian blur}, chosen per image.
@@ -56,6 +63,40 @@ class AugmentSpec:
             raise ValueError(f"unknown crop mode {self.crop!r}; choose one of {', '.join(CROP_MODES)}")
         if self.color and self.color_dino:
             raise ValueError("choose one photometry: color (LUT) or color_dino (DINO), not both")
+
+
+@dataclass
+class StoredImages:
+    """uint8 images of different shapes in one buffer: image i fills images[i, :, :h_i, :w_i] (the
+    rest repeats its last row and column); every image's shorter side is `short` pixels."""
+
+    images: torch.Tensor  # uint8 (B, C, H, W)
+    extents: torch.Tensor  # int64 (B, 2): h, w
+    short: int | None = None  # filled from the extents (on the host) when not given
+    full: bool | None = None  # every image fills the buffer
+
+    def __post_init__(self):
+        if self.short is None or self.full is None:
+            e = self.extents.cpu()
+            self.short = int(e.min()) if len(e) else 0
+            self.full = bool((e[:, 0] == self.images.shape[-2]).all() and (e[:, 1] == self.images.shape[-1]).all())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device, non_blocking: bool = False) -> StoredImages:
+        return StoredImages(self.images.to(device, non_blocking=non_blocking),
+                            self.extents.to(device, non_blocking=non_blocking), self.short, self.full)
+
+
+def centre_squares(images: torch.Tensor, extents: torch.Tensor) -> torch.Tensor:
+    """The centre square (side = shorter side) of each stored image: what the square decode keeps."""
+    out = []
+    for img, (h, w) in zip(images, extents.tolist()):
+        s = min(h, w)
+        t, left = (h - s) // 2, (w - s) // 2
+        out.append(img[:, t : t + s, left : left + s])
+    return torch.stack(out)
 
 
 def default_pad(img_size: int) -> int:
@@ -131,10 +172,43 @@ def _rrc_boxes(rng: BatchRandom, h: int, w: int, scale, ratio, attempts: int = 1
     return x0, y0, cw, ch
 
 
-def random_resized_crop(x: torch.Tensor, rng: BatchRandom, size: int, scale, ratio, flip: torch.Tensor):
-    """Crop boxes sampled per image and resampled to size x size (bicubic); flip folded in."""
+def _rrc_boxes_within(rng: BatchRandom, h: torch.Tensor, w: torch.Tensor, scale, ratio, attempts: int = 10):
+    """_rrc_boxes with each image's own extent (float tensors h, w): boxes over the whole image."""
+    area = (h * w)[:, None]
+    target = rng.uniform(attempts, low=scale[0], high=scale[1]) * area
+    log_r = rng.uniform(attempts, low=math.log(ratio[0]), high=math.log(ratio[1]))
+    r = torch.exp(log_r)
+    cw = torch.sqrt(target * r).round()
+    ch = torch.sqrt(target / r).round()
+    ok = (cw > 0) & (ch > 0) & (cw <= w[:, None]) & (ch <= h[:, None])
+    first = ok.float().argmax(dim=1, keepdim=True)
+    cw = torch.gather(cw, 1, first).squeeze(1)
+    ch = torch.gather(ch, 1, first).squeeze(1)
+    in_ratio = w / h
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    fw = torch.where(wide, (h * ratio[1]).round(), w)
+    fh = torch.where(narrow, (w / ratio[0]).round(), h)
+    has = ok.any(dim=1)
+    cw = torch.where(has, cw, fw)
+    ch = torch.where(has, ch, fh)
+    u = rng.uniform(2)
+    x0 = torch.minimum(torch.floor(u[:, 0] * (w - cw + 1)), w - cw)
+    y0 = torch.minimum(torch.floor(u[:, 1] * (h - ch + 1)), h - ch)
+    x0 = torch.where(has, x0, torch.floor((w - fw) / 2))
+    y0 = torch.where(has, y0, torch.floor((h - fh) / 2))
+    return x0, y0, cw, ch
+
+
+def random_resized_crop(x: torch.Tensor, rng: BatchRandom, size: int, scale, ratio, flip: torch.Tensor,
+                        extents: torch.Tensor | None = None):
+    """Crop boxes sampled per image (within its extent, when given) and resampled to size x size
+    (bicubic); flip folded in."""
     b, c, h, w = x.shape
-    x0, y0, cw, ch = _rrc_boxes(rng, h, w, scale, ratio)
+    if extents is None:
+        x0, y0, cw, ch = _rrc_boxes(rng, h, w, scale, ratio)
+    else:
+        e = extents.to(x.dtype)
+        x0, y0, cw, ch = _rrc_boxes_within(rng, e[:, 0], e[:, 1], scale, ratio)
     sx = cw / w
     sy = ch / h
     tx = (2 * x0 + cw) / w - 1
@@ -158,6 +232,34 @@ def pad_crop(x: torch.Tensor, rng: BatchRandom, size: int, pad: int) -> torch.Te
     cols = (off[:, 1:2] + ar)[:, None, :]
     bidx = torch.arange(b, device=x.device)[:, None, None]
     return xp.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2)
+
+
+def _reflect(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Index i of a row of n pixels, reflected at both ends without repeating the edge (as F.pad)."""
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def pad_crop_within(stored: StoredImages, rng: BatchRandom, size: int, pad: int) -> torch.Tensor:
+    """LUT's view of whole images: Resize(size) (shorter side), then RandomCrop(size, padding=pad,
+    reflect): each image's window moves over its whole padded extent, (h + 2 pad - size + 1) x
+    (w + 2 pad - size + 1) positions."""
+    x, ext = to_float(stored.images), stored.extents
+    if stored.short != size:  # every shorter side is `short`: one resize of the buffer for the batch
+        f = size / stored.short
+        x = F.interpolate(x, size=(round(x.shape[-2] * f), round(x.shape[-1] * f)), mode="bilinear",
+                          antialias=True, align_corners=False)
+        ext = (ext.double() * f).round().long()
+    b = x.shape[0]
+    h, w = ext[:, 0].clamp(max=x.shape[-2]), ext[:, 1].clamp(max=x.shape[-1])
+    u = rng.uniform(2)
+    oy = torch.floor(u[:, 0] * (h + 2 * pad - size + 1).clamp(min=1)).long()
+    ox = torch.floor(u[:, 1] * (w + 2 * pad - size + 1).clamp(min=1)).long()
+    ar = torch.arange(size, device=x.device)
+    rows = _reflect(oy[:, None] + ar - pad, h[:, None]).clamp(0, x.shape[-2] - 1)[:, :, None]
+    cols = _reflect(ox[:, None] + ar - pad, w[:, None]).clamp(0, x.shape[-1] - 1)[:, None, :]
+    bidx = torch.arange(b, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2)
 
 
 # ---- photometry -----------------------------------------------------------------------------
@@ -303,14 +405,23 @@ class BatchAugment:
     def __init__(self, spec: AugmentSpec):
         self.spec = spec
 
-    def __call__(self, images: torch.Tensor, rng: BatchRandom) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor | StoredImages, rng: BatchRandom) -> torch.Tensor:
         s = self.spec
-        x = to_float(images)
-        flip = rng.uniform() < 0.5 if s.flip else torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        stored = None
+        if isinstance(images, StoredImages):
+            stored, images = (None if images.full else images), images.images
+        x = to_float(images) if stored is None or s.crop == "rrc" else None
+        b, dev = images.shape[0], images.device
+        flip = rng.uniform() < 0.5 if s.flip else torch.zeros(b, dtype=torch.bool, device=dev)
         if s.crop == "rrc":
-            x = random_resized_crop(x, rng, s.img_size, s.rrc_scale, s.rrc_ratio, flip)
+            x = random_resized_crop(x, rng, s.img_size, s.rrc_scale, s.rrc_ratio, flip,
+                                    None if stored is None else stored.extents)
         else:
-            x = pad_crop(x, rng, s.img_size, s.pad) if s.crop == "pad" else resize(x, s.img_size)
+            if stored is not None:
+                x = (pad_crop_within(stored, rng, s.img_size, s.pad) if s.crop == "pad"
+                     else resize(to_float(centre_squares(stored.images, stored.extents)), s.img_size))
+            else:
+                x = pad_crop(x, rng, s.img_size, s.pad) if s.crop == "pad" else resize(x, s.img_size)
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if s.color:
             x = color_view(x, rng, s)

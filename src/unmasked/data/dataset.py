@@ -12,17 +12,24 @@ import torch
 from tqdm.auto import tqdm
 
 from unmasked.data import fashion_mnist, image_folder
+from unmasked.data.augment import centre_squares
 from unmasked.data.workers import ignore_interrupts
 from unmasked.errors import UserError
 
 
 @dataclass
 class Split:
-    """N images as uint8 (N, C, H, W) in memory, or as files decoded on the fly."""
+    """N images as uint8 (N, C, H, W) in memory, or as files decoded on the fly.
+
+    Training splits of image folders keep each image's aspect ratio (up to `max_aspect`): in memory,
+    `extents` (N, 2) gives each image's true (h, w) in the buffer (see data/image_folder.py); None
+    means every image fills it (square data). Streamed files are decoded the same way."""
 
     images: torch.Tensor | None = None
     files: list[Path] | None = None
     labels: torch.Tensor | None = None
+    extents: torch.Tensor | None = None
+    max_aspect: float | None = None  # how files (and the in-memory images) were decoded
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.files)
@@ -37,14 +44,21 @@ class Split:
             images=self.images[idx_t] if self.images is not None else None,
             files=[self.files[i] for i in idx] if self.files is not None else None,
             labels=self.labels[idx_t] if self.labels is not None else None,
+            extents=self.extents[idx_t] if self.extents is not None else None,
+            max_aspect=self.max_aspect,
         )
+
+    def squares(self, start: int, stop: int) -> torch.Tensor:
+        """Images start..stop (in memory) as the centre squares the evaluation decode keeps."""
+        images = self.images[start:stop]
+        return images if self.extents is None else centre_squares(images, self.extents[start:stop])
 
 
 @dataclass
 class ImageData:
     name: str  # "fashion-mnist" or the folder path
     channels: int
-    base_size: int  # stored images are base_size x base_size
+    base_size: int  # stored images have this shorter side (evaluation: base_size x base_size)
     classes: list[str] | None
     train: Split
     heldout: Split | None
@@ -90,7 +104,12 @@ def load_data(
     val_fraction: float = 0.1,
     progress: bool = True,
     max_image_pixels: int | None = None,
+    keep_aspect: bool = False,
+    max_aspect: float = image_folder.MAX_ASPECT,
 ) -> ImageData:
+    """keep_aspect: the training split of an image folder keeps each image whole up to max_aspect:1
+    (for augmentations that crop from the whole image); the held-out split is always decoded to
+    the centre square of the evaluation view."""
     if max_image_pixels is not None:
         image_folder.set_max_image_pixels(max_image_pixels)
     if is_fashion_mnist(data):
@@ -126,19 +145,27 @@ def load_data(
     splits = {"train": (train_files, train_labels)}
     if index.heldout is not None:
         splits["heldout"] = (index.heldout.files, index.heldout.labels)
-    total = sum(len(f) for f, _ in splits.values())
-    fits = total * ch * base_size * base_size <= cache_gb * 1e9
+    aspect = {"train": max_aspect if keep_aspect else None, "heldout": None}
+    side = {k: image_folder.buffer_side(base_size, a) if a else base_size for k, a in aspect.items()}
+    # the cache rule counts each image at its buffer's full size (a whole 4:3 image in either
+    # orientation needs side x side), an upper bound that trimming the buffer below only lowers
+    total = sum(len(f) * side[k] ** 2 for k, (f, _) in splits.items())
+    fits = total * ch <= cache_gb * 1e9
     out, skipped = {}, []
     for key, (files, labels) in splits.items():
         lab = torch.tensor(labels, dtype=torch.long) if labels is not None else None
         if fits:
-            images, keep, bad = decode_all(files, base_size, ch, num_workers, strict, progress, f"decoding {key}")
+            images, keep, bad, extents = decode_all(files, base_size, ch, num_workers, strict, progress,
+                                                    f"decoding {key}", aspect[key])
             skipped += bad
             if len(keep) == 0:
                 raise UserError(f"{data}: none of the {len(files)} {key} images could be decoded; first error: {bad[0]}")
-            out[key] = Split(images=images, labels=lab[keep] if lab is not None else None)
+            out[key] = Split(images=images, labels=lab[keep] if lab is not None else None, extents=extents,
+                             max_aspect=aspect[key])
         else:
-            out[key] = Split(files=list(files), labels=lab)
+            out[key] = Split(files=list(files), labels=lab, max_aspect=aspect[key])
+            if aspect[key]:
+                _note_long_images(files, base_size, aspect[key])
     return ImageData(
         name=str(Path(data)),
         channels=ch,
@@ -152,24 +179,71 @@ def load_data(
     )
 
 
-def decode_all(files, base, channels, num_workers, strict, progress, desc):
-    """Decode every file once into one uint8 tensor; returns (images, kept indices, bad messages)."""
-    ds = image_folder.DecodedImages(files, base, channels, strict=strict, substitute=False)
+def decode_all(files, base, channels, num_workers, strict, progress, desc, max_aspect=None):
+    """Decode every file once into one uint8 tensor; returns (images, kept indices, bad messages,
+    extents). With max_aspect the buffer is trimmed to the largest extent decoded, and extents is
+    None when every image fills it (square images: the square decode's tensor, bit for bit)."""
+    ds = image_folder.DecodedImages(files, base, channels, strict=strict, substitute=False, max_aspect=max_aspect)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=64, num_workers=num_workers, collate_fn=image_folder.collate_keep_none,
         worker_init_fn=ignore_interrupts,
     )
-    images = torch.empty(len(files), channels, base, base, dtype=torch.uint8)
-    keep, bad, i = [], [], 0
+    side = image_folder.buffer_side(base, max_aspect) if max_aspect else base
+    images = torch.empty(len(files), channels, side, side, dtype=torch.uint8)
+    extents = torch.empty(len(files), 2, dtype=torch.long)
+    keep, bad, i, n_cut = [], [], 0, 0
     for items in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         for x, msgs in items:
             if x is not None:
+                if max_aspect:
+                    x, extents[len(keep)], n_cut = x[0], torch.tensor(x[1]), n_cut + x[2]
                 images[len(keep)] = x
                 keep.append(i)
             bad += list(msgs)
             i += 1
     image_folder.warn_bad(bad)
-    return images[: len(keep)], torch.tensor(keep, dtype=torch.long), bad
+    images, keep_t = images[: len(keep)], torch.tensor(keep, dtype=torch.long)
+    if not max_aspect:
+        return images, keep_t, bad, None
+    extents = extents[: len(keep)]
+    if len(keep):
+        _warn_long(n_cut, len(keep), max_aspect)
+        h, w = int(extents[:, 0].max()), int(extents[:, 1].max())
+        if (h, w) != (side, side):
+            images = images[:, :, :h, :w].contiguous()  # e.g. all landscape: base x side, not side x side
+    if len(keep) and bool((extents[:, 0] == images.shape[-2]).all() and (extents[:, 1] == images.shape[-1]).all()):
+        extents = None
+    return images, keep_t, bad, extents
+
+
+def _aspect_text(max_aspect: float) -> str:
+    return "4:3" if abs(max_aspect - 4 / 3) < 1e-9 else f"{max_aspect:g}:1"
+
+
+def _warn_long(n_long: int, n: int, max_aspect: float) -> None:
+    """Said once per run: how many images were longer than the bound and so centre-cropped to it."""
+    if n_long:
+        warnings.warn(f"{n_long:,} of {n:,} training images are longer than {_aspect_text(max_aspect)}: their "
+                      f"longer side is centre-cropped to {_aspect_text(max_aspect)} (the rest are seen whole)",
+                      stacklevel=3)
+
+
+def _note_long_images(files, base: int, max_aspect: float, sample: int = 200) -> None:
+    """Streamed files: the same notice, estimated from the headers of an evenly spaced sample."""
+    from PIL import Image
+
+    step = max(1, len(files) // sample)
+    picked, n_long = files[::step][:sample], 0
+    for p in picked:
+        try:
+            with Image.open(p) as im:
+                n_long += max(im.size) > max_aspect * min(im.size) + 1
+        except Exception:  # noqa: BLE001 - the decoder names unreadable files later
+            continue
+    if n_long:
+        warnings.warn(f"about {n_long / len(picked):.0%} of the training images (from {len(picked)} sampled) are "
+                      f"longer than {_aspect_text(max_aspect)}: their longer side is centre-cropped to it",
+                      stacklevel=3)
 
 
 def channel_stats(split: Split, base: int, channels: int, max_images: int = 10_000) -> tuple[list[float], list[float]]:
@@ -177,7 +251,8 @@ def channel_stats(split: Split, base: int, channels: int, max_images: int = 10_0
     n = len(split)
     step = max(1, math.ceil(n / max_images))
     if split.in_memory:
-        x = split.images[::step].float().div_(255.0)
+        x = split.images[::step]
+        x = (x if split.extents is None else centre_squares(x, split.extents[::step])).float().div_(255.0)
     else:
         ds = image_folder.DecodedImages(split.files[::step][:256], base, channels)
         x = torch.stack([ds[i][0] for i in range(len(ds))]).float().div_(255.0)

@@ -5,8 +5,14 @@ Layouts (checked in this order):
   root/<class>/*                             labeled; a held-out split is drawn per class, reproducibly
   root/*.jpg (or --unlabeled)                unlabeled: pretraining works, kNN/linear cannot
 
-Every image is decoded once to base x base pixels (shorter side resized, centre crop), with
-mode conversion (palette, alpha, CMYK, 16-bit) to 1 or 3 channels.
+Every image is decoded once, with mode conversion (palette, alpha, CMYK, 16-bit) to 1 or 3
+channels, and its shorter side resized to the base size:
+- for evaluation, to a base x base centre square (the evaluation view crops from it);
+- for training (`max_aspect`), keeping its aspect ratio up to max_aspect:1 (a longer side beyond
+  that is centre-cropped to the bound), stored at the top left of a fixed side x side buffer
+  (side = round(base * max_aspect)) whose remainder repeats the image's last row and column, so a
+  crop sampled near the image's edge sees the edge, as with border padding. Each image's true
+  extent (h, w) travels with it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from unmasked.data.augment import StoredImages
 from unmasked.data.layout_notes import announce, layout_note
 from unmasked.errors import UserError
 
@@ -30,6 +37,8 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # PNG decode to 3 GB per worker. 100 MP (300 MB as RGB) admits medium-format photos.
 Image.MAX_IMAGE_PIXELS = None
 MAX_PIXELS = 100_000_000
+# Training keeps an image's aspect ratio up to this bound (4:3 photos whole; a panorama's middle 4:3).
+MAX_ASPECT = 4 / 3
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
@@ -195,9 +204,33 @@ def _upright(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img)
 
 
-def decode(path: Path, base: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
-    """Decode, resize the shorter side to `base`, centre-crop base x base -> uint8 (C, base, base)."""
+def buffer_side(base: int, max_aspect: float) -> int:
+    """The side of the square buffer that holds an image of shorter side `base` in either orientation."""
+    return max(base, round(base * max_aspect))
+
+
+def _centre_offsets(nw: int, nh: int, base: int, side: int) -> tuple[int, int]:
+    """Top-left corner of the kept window (up to side x side): placed so that the window's own centre
+    base x base square is exactly the square the evaluation decode keeps."""
+    def off(n: int) -> int:
+        if n <= side:
+            return 0
+        return min(max(0, (n - base) // 2 - (side - base) // 2), n - side)
+    return off(nw), off(nh)
+
+
+def decode(path: Path, base: int, channels: int, max_pixels: int | None = None,
+           max_aspect: float | None = None) -> np.ndarray:
+    """Decode and resize the shorter side to `base` -> uint8 (C, h, w): the base x base centre square,
+    or with `max_aspect` the whole image, its longer side centre-cropped to round(base * max_aspect)."""
+    return decode_whole(path, base, channels, max_pixels, max_aspect)[0]
+
+
+def decode_whole(path: Path, base: int, channels: int, max_pixels: int | None = None,
+                 max_aspect: float | None = None) -> tuple[np.ndarray, bool]:
+    """decode(), and whether the longer side was cut to the bound."""
     max_pixels = max_pixels or MAX_PIXELS
+    cut = False
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -214,14 +247,21 @@ def decode(path: Path, base: int, channels: int, max_pixels: int | None = None) 
             nw, nh = max(base, round(w * scale)), max(base, round(h * scale))
             img = _normalise_mode(img)
             img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
-            left, top = (nw - base) // 2, (nh - base) // 2
-            img = img.crop((left, top, left + base, top + base))
+            if max_aspect is None:
+                left, top = (nw - base) // 2, (nh - base) // 2
+                img = img.crop((left, top, left + base, top + base))
+            else:
+                side = buffer_side(base, max_aspect)
+                left, top = _centre_offsets(nw, nh, base, side)
+                cut = nw > side or nh > side
+                if cut:
+                    img = img.crop((left, top, left + min(nw, side), top + min(nh, side)))
             a = _to_array(img, channels)
     except BadImage:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImage(f"{path}: {type(e).__name__}: {e}") from None
-    return a.transpose(2, 0, 1).copy()  # writable and contiguous
+    return a.transpose(2, 0, 1).copy(), cut  # writable and contiguous
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:
@@ -260,17 +300,29 @@ def _palette_is_grey(img: Image.Image) -> bool:
     return bool((rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all())
 
 
-class DecodedImages(torch.utils.data.Dataset):
-    """Decodes file i to uint8 (C, base, base). A file that fails is replaced by the next good one
-    (so batches keep their size) and reported in the second item of the result."""
+def in_buffer(a: np.ndarray, side: int, cut: bool = False) -> tuple[torch.Tensor, tuple[int, int], bool]:
+    """(C, h, w) -> ((C, side, side) with the image at the top left and its edges repeated, (h, w),
+    whether its longer side was cut)."""
+    _, h, w = a.shape
+    if h == side and w == side:
+        return torch.from_numpy(a), (h, w), cut
+    return torch.from_numpy(np.pad(a, ((0, 0), (0, side - h), (0, side - w)), mode="edge")), (h, w), cut
 
-    def __init__(self, files: list[Path], base: int, channels: int, strict: bool = False, substitute: bool = True):
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Decodes file i to uint8 (C, base, base), or with `max_aspect` to ((C, side, side) buffer,
+    (h, w) extent). A file that fails is replaced by the next good one (so batches keep their size)
+    and reported in the second item of the result."""
+
+    def __init__(self, files: list[Path], base: int, channels: int, strict: bool = False, substitute: bool = True,
+                 max_aspect: float | None = None):
         self.files = files
         self.base = base
         self.channels = channels
         self.strict = strict
         self.substitute = substitute  # False: a bad file gives None (used when caching)
         self.max_pixels = MAX_PIXELS  # captured here so that spawned workers get the same bound
+        self.max_aspect = max_aspect
 
     def __len__(self) -> int:
         return len(self.files)
@@ -281,7 +333,10 @@ class DecodedImages(torch.utils.data.Dataset):
         for j in range(len(self.files)):
             k = (i + j) % len(self.files)
             try:
-                return torch.from_numpy(decode(self.files[k], self.base, self.channels, self.max_pixels)), k, tuple(bad)
+                a, cut = decode_whole(self.files[k], self.base, self.channels, self.max_pixels, self.max_aspect)
+                if self.max_aspect is None:
+                    return torch.from_numpy(a), k, tuple(bad)
+                return in_buffer(a, buffer_side(self.base, self.max_aspect), cut), k, tuple(bad)
             except BadImage as e:
                 if self.strict:
                     raise UserError(f"bad image (--strict): {e}") from None
@@ -307,10 +362,14 @@ class IndexedImages(DecodedImages):
 
 
 def collate_decoded(items):
-    """Streaming batches: (uint8 images, messages of files that were replaced)."""
-    images = torch.stack([x for x, _ in items])
+    """Streaming batches: (uint8 images, messages of files that were replaced); images kept whole
+    come as StoredImages (buffer and extents)."""
     bad = [b for _, bads in items for b in bads]
-    return images, bad
+    if isinstance(items[0][0], tuple):
+        images = torch.stack([x[0] for x, _ in items])
+        extents = torch.tensor([x[1] for x, _ in items], dtype=torch.long)
+        return StoredImages(images, extents), bad
+    return torch.stack([x for x, _ in items]), bad
 
 
 def collate_indexed(items):

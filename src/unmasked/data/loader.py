@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from unmasked.data import image_folder
+from unmasked.data.augment import StoredImages
 from unmasked.data.dataset import Split
 from unmasked.data.workers import ignore_interrupts
 
@@ -59,16 +60,18 @@ class TrainBatches:
         self.steps_per_epoch = len(split) // global_batch
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch size {global_batch} is larger than the {len(split)} training images")
-        self.images = None
+        self.images, self.extents = None, None
         if split.in_memory:
             # On an accelerator the whole uint8 set lives there when it is small enough.
             self.images = split.images
+            self.extents = split.extents
             # Otherwise batches are gathered on the host and copied (pinning the whole set would not
             # help: the gather makes a new pageable tensor, and pinning gigabytes can fail).
             if device.type == "cuda" and split.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0]:
                 self.images = split.images.to(device)
         else:
-            self.decoded = image_folder.DecodedImages(split.files, base_size, channels, strict=strict)
+            self.decoded = image_folder.DecodedImages(split.files, base_size, channels, strict=strict,
+                                                      max_aspect=split.max_aspect)
 
     def set_accum(self, accum: int) -> None:
         """Cut each global batch into `accum` micro-batches instead (--accum-steps auto)."""
@@ -89,14 +92,18 @@ class TrainBatches:
         return idx[start_step * per_step : self.steps_per_epoch * per_step]
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        """Micro-batches (uint8, on the device) for steps start_step.. of this epoch, in order."""
+        """Micro-batches (uint8, on the device) for steps start_step.. of this epoch, in order: tensors,
+        or StoredImages where the images keep their aspect ratio."""
         idx = self._local_indices(epoch, start_step)
         if self.images is not None:
             idx_t = torch.tensor(idx, dtype=torch.long)
             if self.images.device != idx_t.device:
                 idx_t = idx_t.to(self.images.device)
             for i in range(0, len(idx), self.local):
-                batch = self.images[idx_t[i : i + self.local]]
+                rows = idx_t[i : i + self.local]
+                batch = self.images[rows]
+                if self.extents is not None:
+                    batch = StoredImages(batch, self.extents[rows.to(self.extents.device)])
                 yield batch.to(self.device, non_blocking=True)
             return
         loader = DataLoader(

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from unmasked.data import image_folder
 
+CENTRE_CROP_PCT = 0.875  # the evaluation view's 224 of 256
 FAR_BELOW = 3  # images this many times smaller than the input size are upscaled for nothing
 DEFAULT_IMG_SIZE = 224  # config.resolve_defaults' image-folder default
 SMALL_PATCH = 4
@@ -60,3 +61,19 @@ def small_images(cfg) -> bool:
                   f"40 epochs, pad crops, unless given otherwise; pass --img-size to choose the size yourself",
                   stacklevel=2)
     return True
+
+
+def train_base_size(cfg) -> int:
+    """The shorter side training images are decoded at (they keep their aspect ratio up to 4:3).
+
+    LUT's reflect-pad crop (and 'none') is `Resize(img_size)` of the whole image: img_size. Views
+    that RandomResizedCrop (MAE's, DINOv2's global and local crops, whatever --crop says for
+    DINOv2) crop from the image at the evaluation view's base, img_size / 0.875 (256 for 224), so a
+    crop of the whole image is downsampled to img_size, never upsampled from an img_size square."""
+    from unmasked.data.dataset import is_fashion_mnist
+    from unmasked.objectives import registry
+
+    if is_fashion_mnist(cfg.data):
+        return 28
+    rrc = cfg.crop == "rrc" or not registry.get(cfg.objective).shared_crop
+    return round(cfg.img_size / CENTRE_CROP_PCT) if rrc else cfg.img_size

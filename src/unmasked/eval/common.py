@@ -25,10 +25,11 @@ def base_size_for(loaded: LoadedEncoder, data: str) -> int:
 
 
 def labeled_data(loaded: LoadedEncoder, data: str | None, what: str, num_workers: int = 0,
-                 progress: bool = True, cache_gb: float = 8.0) -> ImageData:
+                 progress: bool = True, cache_gb: float = 8.0, keep_aspect: bool = False) -> ImageData:
+    """keep_aspect: the training split keeps whole images (fine-tuning's random crops)."""
     data = data or loaded.data
     ds = load_data(data, base_size=base_size_for(loaded, data), channels=loaded.spec.in_chans,
-                   num_workers=num_workers, progress=progress, cache_gb=cache_gb)
+                   num_workers=num_workers, progress=progress, cache_gb=cache_gb, keep_aspect=keep_aspect)
     if not ds.labeled:
         raise UserError(
             f"{what} needs labels, but {data} is unlabeled (no class folders / held-out split). Pass --data with "

@@ -16,7 +16,7 @@ def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_w
     """(uint8 batch, indices of its images in the split), in order; unreadable files are left out."""
     if split.in_memory:
         for i in range(0, len(split), batch_size):
-            yield split.images[i : i + batch_size], torch.arange(i, min(i + batch_size, len(split)))
+            yield split.squares(i, i + batch_size), torch.arange(i, min(i + batch_size, len(split)))
         return
     ds = image_folder.IndexedImages(split.files, base, channels)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,

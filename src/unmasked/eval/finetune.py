@@ -1,6 +1,15 @@
 """Full fine-tuning (the MAE recipe): layer-wise lr decay, drop path, mixup / cutmix, label
 smoothing, RandAugment and random erasing, global-average-pool head whose norm (fc_norm) is trained.
 
+Every encoder gets the same augmentation, whatever crop it was pretrained with: MAE's
+`timm.data.create_transform(is_training=True, auto_augment='rand-m9-mstd0.5-inc1',
+interpolation='bicubic', re_prob=0.25, re_mode='pixel', re_count=1)`, i.e. RandomResizedCrop
+(0.08-1) of the whole training image (kept at its aspect ratio), flip, timm's RandAugment, random
+erasing with per-pixel noise. Sizes follow MAE's fine-tuning table (B / L / H: drop path 0.1 / 0.2 /
+0.3, base lr 5e-4 / 1e-3 / 1e-3, layer decay 0.65 / 0.75 / 0.75, 100 / 50 / 50 epochs). The
+`lut` rule is LUT's own: base lr 1e-3, lr = base_lr * sqrt(batch) / 8, layer decay 0.75.
+Fashion-MNIST (28 px) keeps the small-image pad crop, a choice of the data, not of the encoder.
+
 The classifier is timm's VisionTransformer built from the run's encoder description with
 global_pool='avg' and fc_norm=True; the pretrained weights load into it with only the head and
 fc_norm missing (and the encoder's final norm unused), which is checked rather than assumed.
@@ -14,8 +23,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torchvision.transforms.v2 as T
-from timm.data import Mixup
+import torchvision.transforms as T
+from PIL import Image
+from timm.data import Mixup, create_transform
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
 from timm.models.vision_transformer import VisionTransformer
 from torch.nn.init import trunc_normal_
@@ -30,13 +42,20 @@ from unmasked.eval.knn import topk_accuracy
 from unmasked.eval.view import eval_view_for
 from unmasked.train.schedules import lr_schedule
 
+LR_RULES = ("mae", "lut")
+# MAE's fine-tuning table by encoder width: (drop path, base lr, layer decay, epochs)
+MAE_BY_WIDTH = {768: (0.1, 5e-4, 0.65, 100), 1024: (0.2, 1e-3, 0.75, 50), 1280: (0.3, 1e-3, 0.75, 50)}
+MAE_OTHER_WIDTHS = (0.1, 5e-4, 0.75, 100)  # smaller encoders (not in the table): B's, with decay 0.75
+LUT_RULE = {"base_lr": 1e-3, "layer_decay": 0.75}  # LUT's code: lr = blr * sqrt(batch) / 8
+
 
 @dataclass
 class FinetuneRecipe:
     epochs: int = 100
     warmup_epochs: int = 5
     batch_size: int = 256
-    base_lr: float = 5e-4  # lr = base_lr * batch / 256
+    base_lr: float = 5e-4  # lr = base_lr * batch / 256 (rule mae) or base_lr * sqrt(batch) / 8 (lut)
+    lr_rule: str = "mae"
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     layer_decay: float = 0.75
@@ -44,10 +63,10 @@ class FinetuneRecipe:
     mixup: float = 0.8
     cutmix: float = 1.0
     label_smoothing: float = 0.1
-    randaug_ops: int = 2
-    randaug_magnitude: int = 9
+    randaug_magnitude: int = 9  # timm's 'rand-m{M}-mstd0.5-inc1'
     reprob: float = 0.25
-    crop: str = "rrc"  # rrc (scale 0.08-1) or pad
+    remode: str = "pixel"  # random erasing fills with per-pixel normal noise (MAE's --remode pixel)
+    crop: str = "rrc"  # rrc (scale 0.08-1) or pad (Fashion-MNIST's small-image recipe)
     pad: int = 4
     steps: int | None = None  # stop early (smoke tests)
     eval_every: int = 1
@@ -99,32 +118,63 @@ class _AugmentedImages(torch.utils.data.Dataset):
     def __init__(self, split: Split, base: int, channels: int, transform):
         self.split = split
         self.transform = transform
-        self.decoded = None if split.in_memory else image_folder.DecodedImages(split.files, base, channels)
+        self.decoded = None if split.in_memory else image_folder.DecodedImages(split.files, base, channels,
+                                                                                max_aspect=split.max_aspect)
 
     def __len__(self):
         return len(self.split)
 
     def __getitem__(self, i):
         if self.split.in_memory:
-            return self.transform(self.split.images[i]), self.split.labels[i]
+            img = self.split.images[i]
+            if self.split.extents is not None:
+                h, w = self.split.extents[i].tolist()
+                img = img[:, :h, :w]
+            return self.transform(to_pil(img)), self.split.labels[i]
         img, used, _ = self.decoded.load(i)  # an unreadable file is replaced by the next one, label too
-        return self.transform(img), self.split.labels[used]
+        if isinstance(img, tuple):  # (buffer, (h, w), cut): the whole image
+            (h, w), img = img[1], img[0][:, : img[1][0], : img[1][1]]
+        return self.transform(to_pil(img)), self.split.labels[used]
+
+
+def to_pil(img: torch.Tensor) -> Image.Image:
+    a = img.numpy()
+    return Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
+
+
+def randaug_name(magnitude: int) -> str:
+    return f"rand-m{magnitude}-mstd0.5-inc1"
 
 
 def train_transform(recipe: FinetuneRecipe, img_size: int, mean, std):
+    """PIL image -> augmented, normalised float tensor: timm's create_transform as MAE calls it."""
+    mean, std = tuple(mean), tuple(std)
+    aa = randaug_name(recipe.randaug_magnitude) if recipe.randaug_magnitude > 0 else None
+    if recipe.crop == "rrc" and len(mean) == 3:
+        return create_transform(img_size, is_training=True, auto_augment=aa, interpolation="bicubic",
+                                re_prob=recipe.reprob, re_mode=recipe.remode, re_count=1, mean=mean, std=std)
+    # the same ops, composed here for the pad crop and for greyscale images (a one-value fill)
     if recipe.crop == "rrc":
-        crop = T.RandomResizedCrop(img_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC,
-                                   antialias=True)
+        crop = [T.RandomResizedCrop(img_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC)]
     else:
-        crop = T.Compose([T.Resize((img_size, img_size), antialias=True),
-                          T.RandomCrop(img_size, padding=recipe.pad, padding_mode="reflect")])
-    ops = [crop, T.RandomHorizontalFlip()]
-    if recipe.randaug_ops > 0:
-        ops.append(T.RandAugment(recipe.randaug_ops, recipe.randaug_magnitude))
-    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(list(mean), list(std))]
+        crop = [T.Resize(img_size, interpolation=T.InterpolationMode.BICUBIC),
+                T.RandomCrop(img_size, padding=recipe.pad, padding_mode="reflect")]
+    ops = crop + [T.RandomHorizontalFlip()]
+    if aa:
+        fill = tuple(min(255, round(255 * m)) for m in mean)
+        ops.append(rand_augment_transform(aa, {"translate_const": int(img_size * 0.45),
+                                               "img_mean": fill[0] if len(fill) == 1 else fill,
+                                               "interpolation": Image.BICUBIC}))
+    ops += [T.ToTensor(), T.Normalize(mean, std)]
     if recipe.reprob > 0:
-        ops.append(T.RandomErasing(recipe.reprob, value=0))
+        ops.append(RandomErasing(recipe.reprob, mode=recipe.remode, max_count=1, device="cpu"))
     return T.Compose(ops)
+
+
+def peak_lr(recipe: FinetuneRecipe) -> float:
+    if recipe.lr_rule == "lut":
+        return recipe.base_lr * recipe.batch_size ** 0.5 / 8
+    return recipe.base_lr * recipe.batch_size / 256
 
 
 @torch.no_grad()
@@ -169,7 +219,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     steps_per_epoch = len(loader)
     total = recipe.epochs * steps_per_epoch
     stop_at = min(total, recipe.steps) if recipe.steps else total
-    peak = recipe.base_lr * recipe.batch_size / 256
+    peak = peak_lr(recipe)
     lrs = lr_schedule(peak, total, recipe.warmup_epochs * steps_per_epoch, recipe.min_lr)
     groups = layer_decay_groups(model, recipe.weight_decay, recipe.layer_decay)
     opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999),
@@ -224,14 +274,21 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
 
 
 def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
+    """MAE's recipe for the encoder's size (the same crop for every encoder, whatever it was pretrained
+    with), or with lr_rule='lut' LUT's base lr, sqrt scaling and layer decay; overrides win."""
     from unmasked.data.dataset import is_fashion_mnist
 
     small = is_fashion_mnist(data_name)
+    rule = overrides.get("lr_rule") or "mae"
+    if rule not in LR_RULES:
+        raise UserError(f"--lr-rule {rule}: choose one of {', '.join(LR_RULES)}")
+    drop_path, base_lr, layer_decay, epochs = MAE_BY_WIDTH.get(loaded.spec.embed_dim, MAE_OTHER_WIDTHS)
+    if rule == "lut":
+        base_lr, layer_decay = LUT_RULE["base_lr"], LUT_RULE["layer_decay"]
     cfg = loaded.config
     r = FinetuneRecipe(
-        epochs=30 if small else 100,
-        layer_decay=0.65 if loaded.spec.embed_dim == 768 else 0.75,
-        crop="pad" if (small or (cfg is not None and cfg.crop == "pad")) else "rrc",
+        epochs=30 if small else epochs, base_lr=base_lr, lr_rule=rule, layer_decay=layer_decay,
+        drop_path=drop_path, crop="pad" if small else "rrc",
         pad=cfg.pad if cfg is not None and cfg.pad else default_pad(loaded.spec.img_size),
     )
     warmup_given = overrides.get("warmup_epochs") is not None
@@ -257,7 +314,7 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
 
     dev = resolve_device(device)
     loaded = load_encoder(path)
-    ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress)
+    ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress, keep_aspect=True)
     recipe = default_recipe(loaded, ds.name, **overrides)
     idx = subset_indices(len(ds.train), subset, recipe.seed)
     if idx is not None:

@@ -30,7 +30,8 @@ def _pixels(split, base: int, channels: int, img_size: int, crop_pct: float) -> 
 def raw_pixel_knn(config: dict) -> dict:
     """kNN top-1 of raw pixels for the data, input size and channels of a run's config.json."""
     data = config["data"]
-    crop_pct = 0.875 if config.get("crop") == "rrc" else 1.0
+    # the centre crop the training decode implies: 224 of 256 where views RandomResizedCrop
+    crop_pct = min(1.0, config["img_size"] / config["base_size"]) if config.get("base_size") else 1.0
     ds = load_data(data, base_size=config["base_size"], channels=config["in_chans"], progress=False)
     if not ds.labeled:
         return {"data": data, "note": "unlabeled data: no raw-pixel kNN"}

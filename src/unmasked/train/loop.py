@@ -19,7 +19,7 @@ from unmasked.config import PretrainConfig, resolve_defaults, validate
 from unmasked.data.augment import BatchAugment
 from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
 from unmasked.data.loader import TrainBatches
-from unmasked.data.recipe import small_images
+from unmasked.data.recipe import small_images, train_base_size
 from unmasked.devices import autocast_dtype, resolve_precision
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import RunLock
@@ -196,11 +196,11 @@ class Pretrainer:
 
     def _load_data(self, resume_state: dict | None) -> None:
         cfg = self.cfg
-        base = 28 if is_fashion_mnist(cfg.data) else round(cfg.img_size / cfg.crop_pct)
         self.data = load_data(
-            cfg.data, base_size=base, channels=cfg.channels or cfg.in_chans, subset=cfg.subset,
+            cfg.data, base_size=train_base_size(cfg), channels=cfg.channels or cfg.in_chans, subset=cfg.subset,
             subset_seed=cfg.seed, cache_gb=cfg.cache_gb, num_workers=cfg.num_workers, strict=cfg.strict,
             unlabeled=cfg.unlabeled, progress=self.progress, max_image_pixels=cfg.max_image_pixels,
+            keep_aspect=True,  # every objective's crops see the whole image
         )
         self.data_record = data_fingerprint(self.data)  # kept in checkpoints
         if resume_state is not None:
