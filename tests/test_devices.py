@@ -34,3 +34,17 @@ def test_bare_cuda_gets_an_index(monkeypatch):
         resolve_device("cuda:1", local_rank=0)
     with pytest.raises(UserError, match="2 CUDA device"):
         resolve_device("cuda:2")
+
+
+def test_auto_precision_is_bf16_where_the_gpu_has_it_else_fp16(monkeypatch):
+    from unmasked.devices import autocast_dtype, resolve_precision
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # V100, T4
+    assert resolve_precision("auto", cuda) == "fp16"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", cuda) == "bf16" and resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    assert autocast_dtype("fp16") is torch.float16 and autocast_dtype("bf16") is torch.bfloat16
+    assert autocast_dtype("fp32") is None

@@ -44,6 +44,7 @@ EVAL_SIZE_HELP = ("evaluate at this input size, a multiple of the patch size; th
 NOT_BENCH_OPTIONS = frozenset({
     "data", "out", "init_from", "subset", "cache_gb", "num_workers", "strict", "max_image_pixels", "unlabeled",
     "save_every", "save_every_steps", "log_every", "steps", "nan", "knn_every", "tensorboard", "memory_check",
+    "on_collapse",
 })
 
 
@@ -475,7 +476,8 @@ def print_summary(s: dict, knn: dict | None = None) -> None:
         ("data", f"{s['data']} ({s['train_images']:,} training images)"),
         ("device", f"{s['device']}, {s['precision']}" + (f", {s['world_size']} processes" if s["world_size"] > 1 else "")),
         ("images seen", f"{s['images_seen']:,} ({s['epochs']} epochs, {s['steps']} steps)"),
-        ("time", f"{s['time_s']:.0f} s ({s['images_per_s']:.0f} images/s)"),
+        ("time", f"{s['time_s']:.0f} s ({s['images_per_s']:.0f} images/s"
+                 + (f", data wait {s['data_wait']:.0%})" if s.get("data_wait") is not None else ")")),
     ]
     if s.get("skipped_files"):
         rows.append(("skipped files", f"{s['skipped_files']} unreadable image(s), each named in a warning above"))

@@ -123,6 +123,9 @@ class PretrainConfig:
                             "run", metavar="N")
     nan: str = opt("stop", "on a non-finite loss: 'stop' the run, or 'skip' that step", "run",
                    choices=("stop", "skip"))
+    on_collapse: str = opt("warn", "on a representation collapse (DINOv2 teacher entropy pinned at 0 or ln K, "
+                           "nearly identical embeddings, kNN monitor at chance): 'warn' (one line, logged in "
+                           "metrics.jsonl) or 'stop' the run, its checkpoint kept", "run", choices=("warn", "stop"))
     knn_every: float | None = opt(None, "kNN monitor every N epochs (fractions allowed, e.g. 0.25): weighted "
                                   "20-NN top-1 of CLS and mean-pooled features, a fixed bank of 5,000 training "
                                   "images and 1,000 fixed held-out queries, eval mode, no augmentation, no "

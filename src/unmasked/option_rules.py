@@ -88,7 +88,7 @@ PRETRAIN = {
     "num_workers": count("decode in the main process"), "strict": FLAG, "unlabeled": FLAG,
     "seed": count("seed 0, like any other seed"), "device": DEVICE, "precision": CHOICE, "compile": FLAG,
     "compile_mode": CHOICE, "grad_checkpoint": FLAG, "save_every": positive_int(),
-    "save_every_steps": positive_int(), "log_every": positive_int(), "steps": positive_int(), "nan": CHOICE,
+    "save_every_steps": positive_int(), "log_every": positive_int(), "steps": positive_int(), "nan": CHOICE, "on_collapse": CHOICE,
     "max_image_pixels": PIXELS, "decay_tokens": FLAG, "teacher_mode": CHOICE, "memory_check": FLAG,
     "weight_decay_end": non_negative("the weight decay falls to zero by the end"),
     "layer_decay": up_to_one(), "patch_embed_lr_mult": non_negative("the patch embedding is not trained"),

@@ -27,6 +27,7 @@ from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
+from unmasked.train.collapse import CollapseWatch
 from unmasked.train.compiling import compile_objective
 from unmasked.train.data_fingerprint import check_same_data, data_fingerprint
 from unmasked.train.distributed import (
@@ -47,7 +48,7 @@ from unmasked.train.tensorboard import mirror_to_tensorboard
 RESUME_OVERRIDABLE = {
     "out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps", "cache_gb",
     "compile", "compile_mode", "nan", "strict", "precision", "grad_checkpoint", "fuse_views", "memory_check",
-    "knn_every", "tensorboard",  # observers: they never change the training trajectory
+    "knn_every", "tensorboard", "on_collapse",  # observers: they never change the training trajectory
 }
 RESUME_IGNORED = {"init_from"}  # a warm start only matters when the run begins
 CONFIG_FILE = "config.json"
@@ -292,6 +293,9 @@ class Pretrainer:
                 self.cfg.save(self.run_dir / CONFIG_FILE)
         self.metrics = mirror_to_tensorboard(self.metrics, self.run_dir, self.state.step, self.cfg.tensorboard)
         self.monitor = knn_monitor(self)
+        self.collapse = CollapseWatch(self, self.cfg.on_collapse) if self.env.is_main else None
+        if self.monitor is not None and self.collapse is not None:
+            self.monitor.observers.append(self.collapse.check_knn)
 
     # -- state --------------------------------------------------------------------------
     def _load_state(self, st: dict) -> None:
@@ -405,7 +409,7 @@ class Pretrainer:
             for step, micro_batches in zip(range(st.step, stop_at), self._epoch_batches(st.step)):
                 self._after_step(step, self._step(step, micro_batches), stop_at, bar)
                 if self._stop_requested(stop, stop_at):
-                    stop_signal = stop.signal or signal.SIGTERM
+                    stop_signal = stop.signal or (None if self._collapse_stop() else signal.SIGTERM)
                     break
                 self._maybe_save(stop_at)
             self._log(bar)  # the steps since the last log (after a stop request), checked before the save
@@ -441,9 +445,13 @@ class Pretrainer:
     def _at_log(self, stop_at: int) -> bool:
         return self.state.step % self.cfg.log_every == 0 or self.state.step == stop_at
 
+    def _collapse_stop(self) -> bool:
+        return self.collapse is not None and self.collapse.stop
+
     def _stop_requested(self, stop: _StopRequest, stop_at: int) -> bool:
-        """A signal stops the run after this step; under DDP every rank learns it at a log step."""
-        requested = stop.signal is not None
+        """A signal (or --on-collapse stop) stops the run after this step; under DDP every rank
+        learns it at a log step."""
+        requested = stop.signal is not None or self._collapse_stop()
         if self.env.enabled:
             requested = broadcast_flag(self.env, requested, self.device) if self._at_log(stop_at) else False
         return requested
@@ -463,6 +471,10 @@ class Pretrainer:
         if self.env.is_main:
             with self._writing(self.run_dir / SUMMARY_FILE):
                 ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+        if self._collapse_stop():
+            raise TrainingStopped(f"--on-collapse stop: a collapse was named ({self.collapse.named}, the line "
+                                  f"above); the run is stopped at step {self.state.step} and its checkpoint "
+                                  f"{self.ckpt_path} is kept")
         return summary
 
     def _window_table(self, window) -> tuple[list[str], torch.Tensor]:
@@ -501,6 +513,10 @@ class Pretrainer:
         rec = self._record(names, table)
         wall = max(time.perf_counter() - w.start, 1e-9)
         images_per_s = w.images / wall
+        if self.collapse is not None:  # an observer: its time is not the run's
+            t0 = time.perf_counter()
+            self.collapse.check(rec)
+            self._t_run += time.perf_counter() - t0
         rec.update(images_per_s=round(images_per_s, 1), data_wait=round(min(w.data_wait / wall, 1.0), 4),
                    images_seen=self.state.images_seen, time_s=round(self.state.elapsed, 2))
         with self._writing(self.metrics.path):
@@ -539,6 +555,7 @@ class Pretrainer:
             "images_per_s": round(st.images_seen / max(st.elapsed, 1e-9), 1),
             "data_wait": round(min(st.data_wait_s / max(st.elapsed, 1e-9), 1.0), 3),
             "skipped_steps": st.skipped_steps,
+            "collapse": self.collapse.named if self.collapse is not None else None,
             "skipped_files": len(self.data.skipped) + len(self.batches.skipped),
             "completed": completed,
             "run_dir": str(self.run_dir),

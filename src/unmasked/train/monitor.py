@@ -40,6 +40,7 @@ class KnnMonitor:
         self.base, self.channels, self.classes = data.base_size, data.channels, len(data.classes)
         self.bank = fixed_subset(data.train, BANK_IMAGES)
         self.queries = fixed_subset(data.heldout, QUERY_IMAGES)
+        self.observers: list = []
 
     def due(self, step: int) -> bool:
         return step % self.interval == 0 or step == self.last_step
@@ -53,6 +54,8 @@ class KnnMonitor:
         record.update(self.evaluate())
         spent = time.perf_counter() - t0
         record["knn_time_s"] = round(spent, 2)
+        for observe in self.observers:  # e.g. the collapse watch, which may add to the record
+            observe(record)
         self.write(record)
         return spent
 
