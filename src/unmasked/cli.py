@@ -1,4 +1,4 @@
-"""The `unmasked` command line: pretrain, eval, analyze, compare, bench, study, demo, embed, show, export."""
+"""The `unmasked` command line: pretrain, eval, analyze, compare, study, embed, show, export, ..."""
 
 from __future__ import annotations
 
