@@ -1,4 +1,4 @@
-"""The `unmasked` command line: pretrain, eval, analyze, compare, bench, study, demo, embed, show, export."""
+"""The `unmasked` command line: pretrain, eval, analyze, compare, study, embed, show, export, ..."""
 
 from __future__ import annotations
 
@@ -310,6 +310,9 @@ def _add_source_out(p: argparse.ArgumentParser) -> None:
 
 # ---- embed, show, export: each command's logic lives in its own module --------------------------
 
+TOOL_SOURCE_HELP = ("run folder, checkpoint.pt or encoder.safetensors, or the results folder of a public or "
+                    "random encoder")
+
 def _add_tool_commands(sub) -> None:
     e = sub.add_parser("embed", help="CLS and mean-pooled embeddings of every image (safetensors + CSV)",
                        formatter_class=_Formatter,
@@ -319,7 +322,7 @@ def _add_tool_commands(sub) -> None:
                                    "split, image file, label and class. Features are cached by content, as the "
                                    "evaluations cache theirs.",
                        epilog="example:\n  unmasked embed runs/lut-fm --data path/to/images --out emb.safetensors")
-    e.add_argument("source", metavar="SOURCE", help="run folder, checkpoint.pt or encoder.safetensors")
+    e.add_argument("source", metavar="SOURCE", help=TOOL_SOURCE_HELP)
     e.add_argument("--data", default=None, help="dataset to embed (default: the encoder's own)")
     e.add_argument("--out", required=True, metavar="FILE", help="output .safetensors (the .csv goes beside it)")
     e.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
@@ -337,7 +340,7 @@ def _add_tool_commands(sub) -> None:
                                    "CLS-to-patch attention of every head and, for MAE / LUT runs, a masked view "
                                    "and its reconstruction. Images of any size are brought to the encoder's "
                                    "input size as --aspect says (stated in each figure).")
-    s.add_argument("source", metavar="SOURCE", help="run folder, checkpoint.pt or encoder.safetensors")
+    s.add_argument("source", metavar="SOURCE", help=TOOL_SOURCE_HELP)
     s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any format PIL reads)")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and show.json")
     s.add_argument("--aspect", choices=("crop", "pad", "stretch"), default="crop",
@@ -356,7 +359,7 @@ def _add_tool_commands(sub) -> None:
                                    "encoder with no unmasked code; checked by loading it back through timm.",
                        epilog="example:\n  unmasked export runs/lut-fm --format timm exports/lut-fm\n"
                               "  huggingface-cli upload ORG/NAME exports/lut-fm   # publish it as it is")
-    x.add_argument("run", metavar="RUN", help="run folder, checkpoint.pt or encoder.safetensors")
+    x.add_argument("run", metavar="RUN", help=TOOL_SOURCE_HELP)
     x.add_argument("dir", metavar="DIR", help="folder to write")
     x.add_argument("--format", choices=("timm",), default="timm", help="export format (default: timm)")
     x.add_argument("--force", action="store_true", help="replace an export already in DIR")

@@ -132,18 +132,18 @@ tags:
 - unmasked
 library_name: timm
 ---
-# ViT encoder ({loaded.objective}, pretrained with unmasked)
+# ViT encoder ({loaded.objective}), exported by unmasked
 
-A Vision Transformer encoder ({a['embed_dim']} wide, {a['depth']} blocks, {a['num_heads']} heads,
-patch {a['patch_size']}, {size[0]}-channel {size[1]}x{size[2]} input) pretrained with the
-`{loaded.objective}` objective on `{data}`, exported by `unmasked export` from `{source}`.
+A Vision Transformer encoder: {a['embed_dim']} wide, {a['depth']} blocks, {a['num_heads']} heads, patch
+{a['patch_size']}, {size[0]}-channel {size[1]}x{size[2]} input, {a.get('reg_tokens', 0)} register tokens.
+Objective: `{loaded.objective}`; data: `{data}`; exported by `unmasked export` from `{source}`.
 No classifier head: the model returns features.
 
 ```python
 import timm
 model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True)   # or "hf-hub:ORG/NAME"
 cfg = timm.data.resolve_data_config({{}}, model=model)   # mean {config['pretrained_cfg']['mean']}, std {config['pretrained_cfg']['std']}
-features = model.forward_features(images)   # (B, 1 + patches, {a['embed_dim']}): CLS first
+features = model.forward_features(images)   # (B, {int(a['class_token']) + a['reg_tokens']} prefix + patches, {a['embed_dim']})
 ```
 """
 
