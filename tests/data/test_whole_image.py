@@ -96,11 +96,11 @@ def test_lut_translations_span_the_long_side():
     h, w, size, pad = 32, 64, 32, 4
     stored = _coded(h, w, 64)
     spec = AugmentSpec(img_size=size, mean=(0.0,) * 3, std=(1 / 255,) * 3, crop="pad", pad=pad, flip=False)
-    xs, ys = set(), set()
+    xs, ys = set(), set()  # the window's offsets in the padded image
     for s in range(400):
         v = BatchAugment(spec)(stored, BatchRandom(0, s, 0, 1))
-        xs.add(int(v[0, 0, 0, size // 2]) - (size // 2 - pad))  # the window's left offset in the padded image
-        ys.add(int(v[0, 1, size // 2, 0]) - (size // 2 - pad))
+        xs.add(round(float(v[0, 0, 0, size // 2])) - (size // 2 - pad))
+        ys.add(round(float(v[0, 1, size // 2, 0])) - (size // 2 - pad))
     assert xs == set(range(w + 2 * pad - size + 1))  # 0..40: the whole padded long side
     assert ys == set(range(2 * pad + 1))  # 0..8, as RandomCrop(padding=4) on the short side
 
