@@ -145,3 +145,23 @@ def test_a_full_buffer_takes_the_square_path(crop):
     aug = BatchAugment(AugmentSpec(img_size=24, mean=(0.5,) * 3, std=(0.25,) * 3, crop=crop))
     stored = StoredImages(images, torch.tensor([[32, 32]] * 4))
     assert stored.full and torch.equal(aug(stored, BatchRandom(1, 2, 0, 4)), aug(images, BatchRandom(1, 2, 0, 4)))
+
+
+@pytest.mark.parametrize("objective,crop", [("mae", "rrc"), ("lut", "pad"), ("dinov2", None)])
+def test_pretraining_on_4_3_photos_then_fine_tuning(tmp_path, objective, crop):
+    from tests.conftest import tiny_config
+    from unmasked.cli import main
+    from unmasked.train.loop import pretrain
+
+    data = class_folder(tmp_path / "photos", per_class=6, size=(48, 36))  # 4:3
+    extra = {"dino_local_crops": 2, "dino_local_size": 16} if objective == "dinov2" else {}
+    cfg = tiny_config(tmp_path, objective=objective, data=str(data), subset=None, batch_size=4, img_size=32,
+                      patch_size=8, crop=crop, steps=2, knn_every=1, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small-image and upscaling notices
+        summary = pretrain(cfg, progress=False)
+    assert summary["steps"] == 2
+    assert cfg.base_size == (32 if crop == "pad" else 37)  # Resize(32) for LUT's crop, 32 / 0.875 otherwise
+    if objective == "lut":
+        assert main(["eval", "finetune", str(tmp_path / "run"), "--no-progress", "--train-batch", "4",
+                     "--epochs", "1", "--num-workers", "0", "--device", "cpu", "--lr-rule", "lut"]) == 0
