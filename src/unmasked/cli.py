@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--cutmix", type=float, default=None, help="cutmix alpha (default: 1.0; 0 = off)")
     ft.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (default: 0.1)")
     ft.add_argument("--randaug-magnitude", type=int, default=None,
-                    help="timm RandAugment 'rand-m<M>-mstd0.5-inc1' magnitude (default: 9; 0 = off)")
+                    help="timm RandAugment 'rand-m<M>-mstd0.5-inc1' magnitude (default: 9)")
     ft.add_argument("--train-batch", type=int, default=None, help="training batch size (default: 256)")
     ft.add_argument("--subset", type=int, default=None, metavar="N", help="fine-tune on N training images")
     ft.add_argument("--steps", type=int, default=None, metavar="N", help="stop after N steps (smoke tests)")

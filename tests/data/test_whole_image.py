@@ -96,11 +96,11 @@ def test_lut_translations_span_the_long_side():
     h, w, size, pad = 32, 64, 32, 4
     stored = _coded(h, w, 64)
     spec = AugmentSpec(img_size=size, mean=(0.0,) * 3, std=(1 / 255,) * 3, crop="pad", pad=pad, flip=False)
-    xs, ys = set(), set()
+    xs, ys = set(), set()  # the window's offsets in the padded image
     for s in range(400):
         v = BatchAugment(spec)(stored, BatchRandom(0, s, 0, 1))
-        xs.add(int(v[0, 0, 0, size // 2]) - (size // 2 - pad))  # the window's left offset in the padded image
-        ys.add(int(v[0, 1, size // 2, 0]) - (size // 2 - pad))
+        xs.add(round(float(v[0, 0, 0, size // 2])) - (size // 2 - pad))
+        ys.add(round(float(v[0, 1, size // 2, 0])) - (size // 2 - pad))
     assert xs == set(range(w + 2 * pad - size + 1))  # 0..40: the whole padded long side
     assert ys == set(range(2 * pad + 1))  # 0..8, as RandomCrop(padding=4) on the short side
 
@@ -145,3 +145,23 @@ def test_a_full_buffer_takes_the_square_path(crop):
     aug = BatchAugment(AugmentSpec(img_size=24, mean=(0.5,) * 3, std=(0.25,) * 3, crop=crop))
     stored = StoredImages(images, torch.tensor([[32, 32]] * 4))
     assert stored.full and torch.equal(aug(stored, BatchRandom(1, 2, 0, 4)), aug(images, BatchRandom(1, 2, 0, 4)))
+
+
+@pytest.mark.parametrize("objective,crop", [("mae", "rrc"), ("lut", "pad"), ("dinov2", None)])
+def test_pretraining_on_4_3_photos_then_fine_tuning(tmp_path, objective, crop):
+    from tests.conftest import tiny_config
+    from unmasked.cli import main
+    from unmasked.train.loop import pretrain
+
+    data = class_folder(tmp_path / "photos", per_class=6, size=(48, 36))  # 4:3
+    extra = {"dino_local_crops": 2, "dino_local_size": 16} if objective == "dinov2" else {}
+    cfg = tiny_config(tmp_path, objective=objective, data=str(data), subset=None, batch_size=4, img_size=32,
+                      patch_size=8, crop=crop, steps=2, knn_every=1, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small-image and upscaling notices
+        summary = pretrain(cfg, progress=False)
+    assert summary["steps"] == 2
+    assert cfg.base_size == (32 if crop == "pad" else 37)  # Resize(32) for LUT's crop, 32 / 0.875 otherwise
+    if objective == "lut":
+        assert main(["eval", "finetune", str(tmp_path / "run"), "--no-progress", "--train-batch", "4",
+                     "--epochs", "1", "--num-workers", "0", "--device", "cpu", "--lr-rule", "lut"]) == 0

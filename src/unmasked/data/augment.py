@@ -84,6 +84,9 @@ class StoredImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def pin_memory(self) -> StoredImages:  # a DataLoader with pin_memory=True calls this
+        return StoredImages(self.images.pin_memory(), self.extents.pin_memory(), self.short, self.full)
+
     def to(self, device, non_blocking: bool = False) -> StoredImages:
         return StoredImages(self.images.to(device, non_blocking=non_blocking),
                             self.extents.to(device, non_blocking=non_blocking), self.short, self.full)

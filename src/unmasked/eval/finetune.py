@@ -149,7 +149,7 @@ def randaug_name(magnitude: int) -> str:
 def train_transform(recipe: FinetuneRecipe, img_size: int, mean, std):
     """PIL image -> augmented, normalised float tensor: timm's create_transform as MAE calls it."""
     mean, std = tuple(mean), tuple(std)
-    aa = randaug_name(recipe.randaug_magnitude) if recipe.randaug_magnitude > 0 else None
+    aa = randaug_name(recipe.randaug_magnitude)
     if recipe.crop == "rrc" and len(mean) == 3:
         return create_transform(img_size, is_training=True, auto_augment=aa, interpolation="bicubic",
                                 re_prob=recipe.reprob, re_mode=recipe.remode, re_count=1, mean=mean, std=std)
@@ -160,7 +160,7 @@ def train_transform(recipe: FinetuneRecipe, img_size: int, mean, std):
         crop = [T.Resize(img_size, interpolation=T.InterpolationMode.BICUBIC),
                 T.RandomCrop(img_size, padding=recipe.pad, padding_mode="reflect")]
     ops = crop + [T.RandomHorizontalFlip()]
-    if aa:
+    if aa:  # always: magnitude 0 is timm's ops at zero strength
         fill = tuple(min(255, round(255 * m)) for m in mean)
         ops.append(rand_augment_transform(aa, {"translate_const": int(img_size * 0.45),
                                                "img_mean": fill[0] if len(fill) == 1 else fill,
