@@ -21,12 +21,15 @@ def run_cli(*args):
     (["--device", "gpu"], "--device 'gpu': not a device; expected auto, cpu, cuda or cuda:N"),
     (["--compile", "--compile-mode", "reduce-overhead", "--accum-steps", "2"],
      "--compile-mode reduce-overhead: CUDA graphs (reduce-overhead, max-autotune) cannot accumulate"),
+    (["--seed", "99999999999999999999"], "--seed 99999999999999999999: must be an integer in [0, 9223372036854775807]"),
 ])
 def test_bad_arguments_exit_2_with_a_message(fm_root, tmp_path, capsys, args, match):
     code = main(["pretrain", "--no-progress", "--out", str(tmp_path / "r"), *args])
     err = capsys.readouterr().err
     assert code == 2
     assert match in err and "Traceback" not in err
+    if "--seed" in args:  # refused before the run folder (and its .lock) is made
+        assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("args", [["--objective", "dino"], ["--model", "vit_gigantic"], ["--epochs", "ten"]])

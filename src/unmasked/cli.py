@@ -13,6 +13,7 @@ from unmasked.config import COMPILE_MODES, PretrainConfig, all_option_fields
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import run_folder_of, run_lock
 from unmasked.option_rules import check_values, command_of
+from unmasked.paths import refuse_out_inside_data
 
 GROUP_TITLES = {
     "objective": "objective",
@@ -321,6 +322,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     explicit = {f.name for f in all_option_fields() if hasattr(args, f.name)}
     cfg = PretrainConfig(**{name: getattr(args, name) for name in explicit})
+    refuse_out_inside_data(getattr(args, "out", None), getattr(args, "data", None), args.resume)
+    if args.knn and not args.resume:
+        _refuse_knn_without_labels(cfg)
     summary = pretrain(cfg, resume=args.resume, explicit=explicit, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -334,6 +338,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         _print_knn(run_knn(summary["run_dir"], progress=not args.no_progress))
     return 0
+
+
+def _refuse_knn_without_labels(cfg: PretrainConfig) -> None:
+    """--knn evaluates after training: on unlabeled data it would fail only then."""
+    from unmasked.data import image_folder
+    from unmasked.data.dataset import is_fashion_mnist
+
+    if cfg.data is None or is_fashion_mnist(cfg.data):
+        return
+    layout = "unlabeled" if cfg.unlabeled else image_folder._scan(cfg.data, False, 0.1, 0).layout
+    if layout == "unlabeled":
+        raise UserError(f"--knn: the kNN evaluation after pretraining needs labels, but --data {cfg.data} is "
+                        "unlabeled" + (" (--unlabeled)" if cfg.unlabeled else " (no class folders / held-out "
+                        "split)") + "; drop --knn, or use a labeled folder (root/<class>/... or "
+                        "root/train/<class>/ + root/val/<class>/)")
 
 
 def print_summary(s: dict, knn: dict | None = None) -> None:

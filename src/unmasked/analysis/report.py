@@ -21,6 +21,7 @@ from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
 from unmasked.analysis.protocols import is_default_protocol, protocol_text
 from unmasked.errors import UserError
+from unmasked.side_files import read_run_config
 from unmasked.train.checkpoint import atomic_write_text
 
 
@@ -53,6 +54,7 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     summary, cfg = _read(run / "summary.json"), _read(run / "config.json")
     if cfg is None:
         raise UserError(f"{run}: no config.json; is this a folder written by `unmasked pretrain`?")
+    cfg = read_run_config(run / "config.json")  # valid JSON, but `[1, 2]` or `{}`: named, not a traceback
     label = f"{cfg['objective'].upper()} ({run.name})"
     entry = {"run": run, "label": label, "summary": summary, "config": cfg}
     for name, fn, cmd in (("knn", run_knn, "eval knn"), ("linear", run_linear, "eval linear")):
