@@ -97,3 +97,24 @@ def test_subset_larger_than_the_dataset_warns():
 
     with pytest.warns(UserWarning, match="--subset 500 is more than the 100 training images"):
         assert subset_indices(100, 500, 0) is None
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import unmasked.bench
+
+    monkeypatch.setattr(unmasked.bench, "bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert main(["bench", "--json", "/nonexistent/x.json", "--device", "cpu"]) == 2
+    assert "--json /nonexistent/x.json: no such folder /nonexistent" in capsys.readouterr().err
+    a_file = tmp_path / "report"
+    a_file.write_text("mine")
+    assert main(["compare", str(tmp_path), str(tmp_path), "--out", str(a_file)]) == 2
+    assert f"--out {a_file}: is a file, expected a folder" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["analyze", str(run), "--out", str(a_file)]) == 2
+    assert f"--out {a_file}: is a file, expected a folder" in capsys.readouterr().err
+    study = tmp_path / "s.toml"
+    study.write_text(f'out = "{a_file}"\n[arms.mae]\n')
+    assert main(["study", str(study), "--dry-run"]) == 2
+    assert f"out {a_file} is a file, expected a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"

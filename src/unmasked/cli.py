@@ -448,6 +448,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.images < 1 or args.map_images < 1 or args.batch_size < 1:
         raise UserError("--images, --map-images and --batch-size must be positive integers")
+    _refuse_a_file_as_folder(args.out, "--out")
     layers = None if args.layers is None else [v - 1 for v in args.layers]
     r = analyze(args.run, data=args.data, device=args.device, images=args.images, map_images=args.map_images,
                 patch_layers=layers, batch_size=min(args.batch_size, 100), out=args.out,
@@ -469,6 +470,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from unmasked.analysis.report import compare
 
+    _refuse_a_file_as_folder(args.out, "--out")
     r = compare(args.runs, args.out, compute=not args.no_compute, device=args.device, progress=not args.no_progress)
     print(f"report written to {args.out}/report.md and {args.out}/report.html ({len(r['files'])} files)")
     for n in r["notes"]:
@@ -496,6 +498,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.compile and args.path != "optimised":
         raise UserError("--compile applies to the optimised path; --plain and --reference time the eager "
                         "baselines (use --compare-plain/--compare-reference --compile to set one beside it)")
+    if args.json:  # checked before the benchmark runs, not after
+        _refuse_unwritable_file(args.json, "--json")
     known = {f.name for f in fields(BenchSpec)}
     spec = BenchSpec(**{k: v for k, v in vars(args).items() if k in known})
     results = bench_pair(spec, baseline=args.baseline) if args.baseline else [bench(spec)]
@@ -510,8 +514,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         from pathlib import Path
 
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        except OSError as e:
+            print(f"unmasked: warning: could not save {args.json} ({e.strerror or e}); the result above is "
+                  "printed but not stored", file=sys.stderr)
+            return 1
     return 0
+
+
+def _refuse_unwritable_file(path: str, option: str) -> None:
+    import os.path
+
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a folder, expected a file name")
+    if not os.path.isdir(parent):
+        raise UserError(f"{option} {path}: no such folder {parent}")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{option} {path}: the folder {parent} is not writable")
+
+
+def _refuse_a_file_as_folder(path: str | None, option: str) -> None:
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a file, expected a folder (it is written into)")
 
 
 def cmd_study(args: argparse.Namespace) -> int:

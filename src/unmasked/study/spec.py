@@ -233,6 +233,8 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
 
     name = raw.get("name", path.stem)
     study_out = Path(out or raw.get("out") or Path("runs") / "studies" / path.stem)
+    if study_out.exists() and not study_out.is_dir():
+        raise UserError(f"{where}: out {study_out} is a file, expected a folder for the study's runs and report")
     study = Study(path, name, study_out, seeds, recipe, arms, grid, evals, pairs)
     for arm, arm_opts in arms.items():
         for point in study.points:
