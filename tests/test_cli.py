@@ -21,12 +21,15 @@ def run_cli(*args):
     (["--device", "gpu"], "--device 'gpu': not a device; expected auto, cpu, cuda or cuda:N"),
     (["--compile", "--compile-mode", "reduce-overhead", "--accum-steps", "2"],
      "--compile-mode reduce-overhead: CUDA graphs (reduce-overhead, max-autotune) cannot accumulate"),
+    (["--seed", "99999999999999999999"], "--seed 99999999999999999999: must be an integer in [0, 9223372036854775807]"),
 ])
 def test_bad_arguments_exit_2_with_a_message(fm_root, tmp_path, capsys, args, match):
     code = main(["pretrain", "--no-progress", "--out", str(tmp_path / "r"), *args])
     err = capsys.readouterr().err
     assert code == 2
     assert match in err and "Traceback" not in err
+    if "--seed" in args:  # refused before the run folder (and its .lock) is made
+        assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("args", [["--objective", "dino"], ["--model", "vit_gigantic"], ["--epochs", "ten"]])
@@ -94,3 +97,24 @@ def test_subset_larger_than_the_dataset_warns():
 
     with pytest.warns(UserWarning, match="--subset 500 is more than the 100 training images"):
         assert subset_indices(100, 500, 0) is None
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import unmasked.bench
+
+    monkeypatch.setattr(unmasked.bench, "bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert main(["bench", "--json", "/nonexistent/x.json", "--device", "cpu"]) == 2
+    assert "--json /nonexistent/x.json: no such folder /nonexistent" in capsys.readouterr().err
+    a_file = tmp_path / "report"
+    a_file.write_text("mine")
+    assert main(["compare", str(tmp_path), str(tmp_path), "--out", str(a_file)]) == 2
+    assert f"--out {a_file}: is a file, expected a folder" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["analyze", str(run), "--out", str(a_file)]) == 2
+    assert f"--out {a_file}: is a file, expected a folder" in capsys.readouterr().err
+    study = tmp_path / "s.toml"
+    study.write_text(f'out = "{a_file}"\n[arms.mae]\n')
+    assert main(["study", str(study), "--dry-run"]) == 2
+    assert f"out {a_file} is a file, expected a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"

@@ -6,7 +6,7 @@ import pytest
 
 from unmasked.cli import main
 from unmasked.demo import CPU_PRESET, demo_config
-from unmasked.demo_folder import MARKER, clear_previous_demo, mark_as_demo
+from unmasked.demo_folder import MARKER, clear_previous_demo, mark_as_demo, record_demo_files
 from unmasked.errors import UserError
 
 
@@ -16,6 +16,7 @@ def _old_demo(folder):
         (folder / name).write_text("old")
     (folder / "features").mkdir()
     (folder / "features" / "train-0123456789abcdef.pt").write_bytes(b"old")
+    record_demo_files(folder)  # what the demo does after each of its stages
     return folder
 
 
@@ -40,7 +41,7 @@ def test_an_earlier_demo_with_user_notes_beside_it_is_refused_naming_them(tmp_pa
     _old_demo(tmp_path)
     (tmp_path / "my-notes.txt").write_text("mine")
     (tmp_path / "features" / "keep.npy").write_bytes(b"mine")
-    with pytest.raises(UserError, match=r"did not write \(features/keep.npy, my-notes.txt\)"):
+    with pytest.raises(UserError, match=r"did not write: features/keep.npy, my-notes.txt;"):
         clear_previous_demo(tmp_path)
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / MARKER).is_file()
 
@@ -53,6 +54,27 @@ def test_an_earlier_demo_loses_exactly_its_run_files_and_keeps_its_folder(tmp_pa
     clear_previous_demo(tmp_path / "empty")  # an empty folder is fine as it is
     clear_previous_demo(tmp_path / "absent")
     assert not (tmp_path / "absent").exists()
+
+
+def test_user_files_named_like_run_files_are_named_not_deleted(tmp_path):
+    """Only the files the demo listed as it wrote them go: not knn-mynotes.json, not a figure of one's own."""
+    _old_demo(tmp_path)
+    (tmp_path / "knn-mynotes.json").write_text("mine")
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "my_figure.png").write_bytes(b"mine")
+    with pytest.raises(UserError, match=r"did not write: analysis/my_figure.png, knn-mynotes.json;"):
+        clear_previous_demo(tmp_path)
+    assert (tmp_path / "knn-mynotes.json").is_file() and (tmp_path / "analysis" / "my_figure.png").is_file()
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_a_marker_without_a_file_list_deletes_nothing(tmp_path):
+    """A marker of an earlier version (or a demo killed before it listed its files): each file is named."""
+    _old_demo(tmp_path)
+    (tmp_path / MARKER).write_text("written by `unmasked demo`\n")
+    with pytest.raises(UserError, match=r"lists no files .*: \.checkpoint\.pt\.ab12\.tmp, checkpoint\.pt"):
+        clear_previous_demo(tmp_path)
+    assert (tmp_path / "checkpoint.pt").is_file()
 
 
 def test_a_symlink_in_a_marked_folder_is_not_followed(tmp_path):
@@ -85,6 +107,7 @@ def test_demo_clears_an_earlier_demo_of_another_objective(tmp_path):
     old = tmp_path / "demo"
     mark_as_demo(old)
     (old / "config.json").write_text('{"objective": "mae", "data": "fashion-mnist"}')
+    record_demo_files(old)
     clear_previous_demo(old)
     assert not (old / "config.json").exists()
 

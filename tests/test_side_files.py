@@ -42,3 +42,23 @@ def test_run_with_a_broken_encoder_json_or_torn_result_gives_one_line(fm_root, t
     assert main(["compare", str(run), "--out", str(tmp_path / "report"), "--no-compute", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"{run / 'knn.json'}: not valid JSON" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text,found", [("[1, 2]", "found list"), ("{}", "no objective or data")])
+def test_a_config_json_that_is_json_but_not_a_run_config_is_named(tmp_path, capsys, text, found):
+    from unmasked.analysis.compute import training_compute
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(text)
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp"), "--no-compute"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'}: not a run config" in err and found in err and "Traceback" not in err
+    with pytest.raises(UserError, match="not a run config"):
+        training_compute(run)
+
+
+def test_resume_where_checkpoint_pt_is_a_folder_says_so(tmp_path, capsys):
+    (tmp_path / "run" / "checkpoint.pt").mkdir(parents=True)
+    assert main(["pretrain", "--out", str(tmp_path / "run"), "--resume", "--no-progress"]) == 2
+    assert f"--resume: {tmp_path / 'run' / 'checkpoint.pt'} is not a file (a folder?)" in capsys.readouterr().err

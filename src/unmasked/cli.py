@@ -13,6 +13,7 @@ from unmasked.config import PretrainConfig, all_option_fields
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import run_folder_of, run_lock
 from unmasked.option_rules import check_values, command_of
+from unmasked.paths import refuse_out_inside_data
 
 GROUP_TITLES = {
     "objective": "objective",
@@ -455,6 +456,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     explicit = {f.name for f in all_option_fields() if hasattr(args, f.name)}
     cfg = PretrainConfig(**{name: getattr(args, name) for name in explicit})
+    refuse_out_inside_data(getattr(args, "out", None), getattr(args, "data", None), args.resume)
+    if args.knn and not args.resume:
+        _refuse_knn_without_labels(cfg)
     summary = pretrain(cfg, resume=args.resume, explicit=explicit, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -468,6 +472,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         _print_knn(run_knn(summary["run_dir"], progress=not args.no_progress))
     return 0
+
+
+def _refuse_knn_without_labels(cfg: PretrainConfig) -> None:
+    """--knn evaluates after training: on unlabeled data it would fail only then."""
+    from unmasked.data import image_folder
+    from unmasked.data.dataset import is_fashion_mnist
+
+    if cfg.data is None or is_fashion_mnist(cfg.data):
+        return
+    layout = "unlabeled" if cfg.unlabeled else image_folder._scan(cfg.data, False, 0.1, 0).layout
+    if layout == "unlabeled":
+        raise UserError(f"--knn: the kNN evaluation after pretraining needs labels, but --data {cfg.data} is "
+                        "unlabeled" + (" (--unlabeled)" if cfg.unlabeled else " (no class folders / held-out "
+                        "split)") + "; drop --knn, or use a labeled folder (root/<class>/... or "
+                        "root/train/<class>/ + root/val/<class>/)")
 
 
 def print_summary(s: dict, knn: dict | None = None) -> None:
@@ -564,6 +583,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.images < 1 or args.map_images < 1 or args.batch_size < 1:
         raise UserError("--images, --map-images and --batch-size must be positive integers")
+    _refuse_a_file_as_folder(args.out, "--out")
     layers = None if args.layers is None else [v - 1 for v in args.layers]
     r = analyze(args.run, data=args.data, device=args.device, images=args.images, map_images=args.map_images,
                 patch_layers=layers, batch_size=min(args.batch_size, 100), out=args.out,
@@ -585,6 +605,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from unmasked.analysis.report import compare
 
+    _refuse_a_file_as_folder(args.out, "--out")
     r = compare(args.runs, args.out, compute=not args.no_compute, device=args.device, progress=not args.no_progress)
     print(f"report written to {args.out}/report.md and {args.out}/report.html ({len(r['files'])} files)")
     for n in r["notes"]:
@@ -606,8 +627,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if compiled and args.path != "optimised":
         raise UserError("--compile applies to the optimised path; --plain and --reference time the eager "
                         "baselines (use --compare-plain/--compare-reference --compile to set one beside it)")
-    if args.json and not Path(args.json).parent.is_dir():  # before the benchmark, not after it
-        raise UserError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
+    if args.json:  # checked before the benchmark runs, not after
+        _refuse_unwritable_file(args.json, "--json")
     typed = {f.name for f in all_option_fields() if hasattr(args, f.name)} - NOT_BENCH_OPTIONS
     cfg = bench_config(**{name: getattr(args, name) for name in typed})
     options = BenchOptions(steps=args.steps, warmup=args.warmup, path=args.path, with_augment=args.with_augment,
@@ -628,6 +649,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UserError(f"--json {args.json}: could not write the results ({e.strerror or e}); they are "
                             "printed above") from None
     return 0
+
+
+def _refuse_unwritable_file(path: str, option: str) -> None:
+    import os.path
+
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a folder, expected a file name")
+    if not os.path.isdir(parent):
+        raise UserError(f"{option} {path}: no such folder {parent}")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{option} {path}: the folder {parent} is not writable")
+
+
+def _refuse_a_file_as_folder(path: str | None, option: str) -> None:
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a file, expected a folder (it is written into)")
 
 
 def cmd_study(args: argparse.Namespace) -> int:

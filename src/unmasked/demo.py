@@ -7,7 +7,12 @@ from pathlib import Path
 import torch
 
 from unmasked.config import PretrainConfig
-from unmasked.demo_folder import clear_previous_demo, mark_as_demo, refuse_foreign_folder
+from unmasked.demo_folder import (
+    clear_previous_demo,
+    mark_as_demo,
+    record_demo_files,
+    refuse_foreign_folder,
+)
 from unmasked.errors import UserError
 from unmasked.lock import in_use_by, run_lock
 
@@ -47,14 +52,25 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
 
 
 def _demo_in(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
+    clear_previous_demo(folder)
+    mark_as_demo(folder)
+    try:
+        return _stages(folder, out, device, progress, objective)
+    finally:  # the files it wrote, listed for the next demo however this one stops (short of SIGKILL)
+        try:
+            record_demo_files(folder)
+        except OSError:
+            pass  # a full disk: the next demo names the unlisted files instead of deleting them
+
+
+def _stages(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
     from unmasked.cli import _print_knn, print_summary
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
-    clear_previous_demo(folder)
-    mark_as_demo(folder)
     cfg = demo_config(out, device, objective)
     summary = pretrain(cfg, progress=progress)
+    record_demo_files(folder)
     if summary.get("interrupted_by"):  # SIGTERM / Ctrl-C: stop here, as `unmasked pretrain` does
         print(f"demo interrupted by {summary['interrupted_by']}: pretraining checkpoint saved at step "
               f"{summary['steps']}; continue with: unmasked pretrain --out {out} --resume, then: "

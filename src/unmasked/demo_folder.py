@@ -1,50 +1,67 @@
-"""Which files in a demo's --out folder the demo may delete: only those it can prove it wrote.
+"""Which files in a demo's --out folder the demo may delete: only those it listed as it wrote them.
 
-An earlier demo leaves a marker file; without it nothing is deleted. With it, only the files a
-run and its evaluations write are removed (never the folder itself, never anything else), so a
-user's notes beside a demo run, or a working directory passed as `--out .`, are never touched.
+A demo writes a marker file, `.unmasked-demo`, into its folder; the marker holds the list of the
+files the demo's own pretraining and kNN wrote (recorded after each stage and when the demo stops,
+however it stops short of SIGKILL). Without the marker nothing is deleted. With it, a later demo
+removes exactly the listed files (never the folder itself, never anything else) and refuses, naming
+them, when anything unlisted is there: a user's notes, a figure of their own, the output of an
+evaluation run by hand, or the files of a demo killed before it could list them.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import json
+import os
 from pathlib import Path
 
 from unmasked.errors import UserError
 
 MARKER = ".unmasked-demo"
-# What `pretrain`, `eval knn` (and the other evaluations a user may run on a demo) write.
-RUN_FILES = {
-    MARKER, "config.json", "checkpoint.pt", "metrics.jsonl", "summary.json", "encoder.safetensors",
-    "encoder.json", "knn.json", "linear.json", "linear_heads.safetensors", "finetune.json",
-    "finetuned.safetensors", "compute.json",
-}
-# Temp files of interrupted atomic writes (".checkpoint.pt.x1y2.tmp") and the run lock.
-RUN_PATTERNS = (".*.tmp", ".lock", "*.lock", "knn-*.json", "linear-*.json", "linear_heads-*.safetensors")
 LOCK_FILE = ".lock"  # held by the demo itself while it clears the folder: never removed
-RUN_SUBFOLDERS = {"features": ("train-*.pt", "heldout-*.pt", ".*.tmp"),
-                  "analysis": ("*.json", "*.png", ".*.tmp"), "tensorboard": ("events.out.tfevents.*",)}
+_NOTE = "written by `unmasked demo`; the next demo into this folder deletes the files listed here, nothing else"
 
 
-def _is_run_file(path: Path) -> bool:
-    return path.is_file() and (path.name in RUN_FILES or any(fnmatch.fnmatch(path.name, p) for p in RUN_PATTERNS))
-
-
-def _foreign(out: Path) -> list[str]:
-    """Entries of `out` that a demo did not write (relative names)."""
-    foreign = []
+def _walk(out: Path) -> tuple[list[str], list[str]]:
+    """(files, other entries: symlinks, sockets, ...) under `out`, relative, symlinks not followed."""
+    files, other = [], []
     for entry in sorted(out.iterdir()):
-        if entry.name in RUN_SUBFOLDERS and entry.is_dir() and not entry.is_symlink():
-            patterns = RUN_SUBFOLDERS[entry.name]
-            foreign += [f"{entry.name}/{f.name}" for f in sorted(entry.iterdir())
-                        if not (f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in patterns))]
-        elif entry.is_symlink() or not _is_run_file(entry):
-            foreign.append(entry.name)
-    return foreign
+        rel = entry.name
+        if entry.is_symlink():
+            other.append(rel)
+        elif entry.is_dir():
+            sub_files, sub_other = _walk(entry)
+            files += [f"{rel}/{f}" for f in sub_files]
+            other += [f"{rel}/{f}" for f in sub_other]
+        elif entry.is_file():
+            files.append(rel)
+        else:
+            other.append(rel)
+    return files, other
+
+
+def listed_files(out: Path) -> set[str] | None:
+    """The files the marker lists, or None for a marker without a list (a demo older than the list)."""
+    try:
+        record = json.loads((out / MARKER).read_text())
+        files = record["files"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else None
+
+
+def _write_marker(out: Path, files: list[str]) -> None:
+    tmp = out / f"{MARKER}.{os.getpid()}.writing"
+    tmp.write_text(json.dumps({"note": _NOTE, "files": files}, indent=1) + "\n")
+    os.replace(tmp, out / MARKER)
+
+
+def _foreign(out: Path, listed: set[str]) -> list[str]:
+    files, other = _walk(out)
+    return sorted(other + [f for f in files if f not in listed and f not in (MARKER, LOCK_FILE)])
 
 
 def clear_previous_demo(out: Path) -> None:
-    """Make `out` ready for a fresh demo run, deleting only an earlier demo's own files."""
+    """Make `out` ready for a fresh demo run, deleting only the files an earlier demo listed."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -54,19 +71,22 @@ def clear_previous_demo(out: Path) -> None:
     if not (out / MARKER).is_file():
         raise UserError(f"--out {out}: holds files that are not an earlier demo run (no {MARKER} marker); the "
                         "demo deletes only its own files, so choose another --out or empty that folder yourself")
-    foreign = _foreign(out)
+    listed = listed_files(out)
+    foreign = _foreign(out, listed or set())
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise UserError(f"--out {out}: an earlier demo run, but it also holds files the demo did not write "
-                        f"({shown}); move them elsewhere or choose another --out")
-    for entry in out.iterdir():
-        if entry.is_dir():
-            for f in entry.iterdir():
-                f.unlink()
+        why = (f"its {MARKER} lists no files (a demo of an earlier version, or one killed before it listed them)"
+               if not listed else "it also holds files the demo did not write")
+        raise UserError(f"--out {out}: an earlier demo run, but {why}: {shown}; the demo deletes only the files "
+                        "it listed, so move these elsewhere, delete them yourself, or choose another --out")
+    for rel in sorted(listed or (), key=lambda r: -r.count("/")):
+        path = out / rel
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    for entry in sorted(out.rglob("*"), key=lambda p: -len(p.parts)):  # the demo's now empty subfolders
+        if entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
             entry.rmdir()
-        elif entry.name not in (MARKER, LOCK_FILE):
-            entry.unlink()
-    (out / MARKER).unlink()  # last: an interrupted clean-up still carries the marker
+    (out / MARKER).unlink()  # last: an interrupted clean-up still carries the marker and its list
 
 
 def refuse_foreign_folder(out: Path) -> None:
@@ -79,5 +99,13 @@ def refuse_foreign_folder(out: Path) -> None:
 
 
 def mark_as_demo(out: Path) -> None:
+    """A freshly cleared (or new) folder: the marker, listing nothing yet."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by `unmasked demo`; the next demo into this folder replaces its run files\n")
+    _write_marker(out, [])
+
+
+def record_demo_files(out: Path) -> None:
+    """List what is in the folder now as written by the demo: called after each of its stages, while
+    the demo holds the folder's lock, in a folder that held nothing else when it was marked."""
+    files, _ = _walk(out)
+    _write_marker(out, sorted(f for f in files if f not in (MARKER, LOCK_FILE) and not f.endswith(".writing")))

@@ -68,6 +68,9 @@ CHOICE = Rule("one of the listed choices (argparse checks)")
 FLAG = Rule("a switch")
 DEVICE = Rule("auto, cpu, cuda or cuda:N")
 
+# torch.manual_seed takes 64 bits; larger seeds overflow there, after the run folder is locked
+MAX_SEED = 2**63 - 1
+
 # Image decoding bound (data/image_folder.py); an option of pretrain and of every evaluation.
 PIXELS = positive_int()
 
@@ -86,7 +89,7 @@ PRETRAIN = {
     "clip_grad": positive(), "subset": positive_int(), "channels": CHOICE,
     "cache_gb": non_negative("never decode into memory; stream every image from disk"),
     "num_workers": count("decode in the main process"), "strict": FLAG, "unlabeled": FLAG,
-    "seed": count("seed 0, like any other seed"), "device": DEVICE, "precision": CHOICE, "compile": FLAG,
+    "seed": int_range(0, MAX_SEED, "seed 0, like any other seed"), "device": DEVICE, "precision": CHOICE, "compile": FLAG,
     "compile_mode": CHOICE, "grad_checkpoint": FLAG, "save_every": positive_int(),
     "save_every_steps": positive_int(), "log_every": positive_int(), "steps": positive_int(), "nan": CHOICE, "on_collapse": CHOICE,
     "max_image_pixels": PIXELS, "decay_tokens": FLAG, "teacher_mode": CHOICE, "memory_check": FLAG,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from unmasked.data import fashion_mnist
+from unmasked.errors import UserError
 
 
 def absolute_data(data: str) -> str:
@@ -22,3 +25,23 @@ def record_absolute_paths(cfg):
     if cfg.init_from:
         cfg.init_from = os.path.abspath(os.path.expanduser(cfg.init_from))
     return cfg
+
+
+def refuse_out_inside_data(out: str | None, data: str | None, resume: bool = False) -> None:
+    """A run folder inside its image folder would be read as training images by the next run (its
+    figures), and would change the data a resumed run checks against: refused before anything is
+    written."""
+    if out is None:
+        return
+    if data is None and resume:  # the run's own data
+        try:
+            data = json.loads((Path(out) / "config.json").read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            data = None
+    if not data or not os.path.isdir(os.path.expanduser(data)):
+        return
+    d, o = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    if o == d or d in o.parents:
+        raise UserError(f"--out {out} is inside --data {data}: the run's figures and checkpoints would be read "
+                        "as images of the data set; choose an --out folder outside it (run folders already "
+                        "inside an image folder are left out of its scan)")

@@ -29,3 +29,19 @@ def require_keys(data, keys: tuple[str, ...], path: Path) -> dict:
     if missing:
         raise UserError(f"{path}: lacks {', '.join(missing)}; is it a file written by unmasked?")
     return data
+
+
+RUN_CONFIG_KEYS = ("objective", "data")
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's config.json: valid JSON and a run config (an object naming its objective and data)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a run config (expected a JSON object of `unmasked pretrain` options, "
+                        f"found {type(data).__name__}); restore the file `unmasked pretrain` wrote")
+    missing = [k for k in RUN_CONFIG_KEYS if not isinstance(data.get(k), str)]
+    if missing:
+        raise UserError(f"{path}: not a run config (no {' or '.join(missing)}); restore the file "
+                        "`unmasked pretrain` wrote")
+    return data

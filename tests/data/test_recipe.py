@@ -1,8 +1,7 @@
 """Image folders of small images get the small-image recipe; an explicit --img-size gets a warning."""
 
+import re
 import warnings
-
-import pytest
 
 from unmasked.config import PretrainConfig, resolve_defaults
 from unmasked.data.recipe import small_images, typical_side
@@ -17,30 +16,35 @@ def test_typical_side_is_the_median_shorter_side(tmp_path):
     assert typical_side(sorted(root.rglob("*.png"))) == (30, 6)
 
 
-def test_small_images_get_the_small_recipe_and_it_is_said(tmp_path):
+def test_small_images_get_the_small_recipe_and_it_is_said(tmp_path, capsys):
     root = class_folder(tmp_path / "d", per_class=4, size=(28, 28))
     cfg = PretrainConfig(data=str(root))
-    with pytest.warns(UserWarning, match=r"about 28 px .*far below the 224 px default: using the small-image "
-                                         r"recipe .*--img-size 28 --patch-size 4"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a note for the user, not a Python warning
         small = small_images(cfg)
+    err = capsys.readouterr().err
+    assert re.search(r"^unmasked: note: the images in .* are about 28 px .*far below the 224 px default: using "
+                     r"the small-image recipe .*--img-size 28 --patch-size 4", err)
+    assert len(err.splitlines()) == 1 and ".py" not in err  # one line: no source file, no source line
     cfg = resolve_defaults(cfg, small)
     assert (cfg.img_size, cfg.patch_size, cfg.model, cfg.decoder_width, cfg.epochs, cfg.crop) == \
            (28, 4, "vit_tiny", 128, 40, "pad")
 
 
-def test_a_given_patch_size_is_kept_and_the_size_is_a_multiple_of_it(tmp_path):
+def test_a_given_patch_size_is_kept_and_the_size_is_a_multiple_of_it(tmp_path, capsys):
     root = class_folder(tmp_path / "d", per_class=4, size=(36, 34))
     cfg = PretrainConfig(data=str(root), patch_size=8)
-    with pytest.warns(UserWarning, match="--img-size 32 --patch-size 8"):
-        assert small_images(cfg)
+    assert small_images(cfg)
+    assert "--img-size 32 --patch-size 8" in capsys.readouterr().err
     assert resolve_defaults(cfg, True).img_size == 32
 
 
-def test_an_explicit_img_size_is_kept_with_a_warning(tmp_path):
+def test_an_explicit_img_size_is_kept_with_a_warning(tmp_path, capsys):
     root = class_folder(tmp_path / "d", per_class=4, size=(28, 28))
     cfg = PretrainConfig(data=str(root), img_size=224)
-    with pytest.warns(UserWarning, match=r"--img-size 224 upscales them 8x, at 64x the compute"):
-        assert not small_images(cfg)
+    assert not small_images(cfg)
+    assert re.search(r"^unmasked: warning: .*--img-size 224 upscales them 8x, at 64x the compute",
+                     capsys.readouterr().err)
     assert resolve_defaults(cfg, False).img_size == 224
 
 
@@ -53,10 +57,11 @@ def test_images_near_the_input_size_keep_the_published_recipe(tmp_path):
     assert resolve_defaults(cfg, False).img_size == 224
 
 
-def test_pretraining_on_a_folder_of_small_images_uses_it(tmp_path):
+def test_pretraining_on_a_folder_of_small_images_uses_it(tmp_path, capsys):
     root = class_folder(tmp_path / "d", per_class=8, size=(28, 28))
     cfg = tiny_config(tmp_path, data=str(root), subset=None, batch_size=8, steps=1, model=None)
-    with pytest.warns(UserWarning, match="small-image recipe"):
-        t = Pretrainer(cfg, progress=False)
+    t = Pretrainer(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert "unmasked: note: " in err and "small-image recipe" in err
     assert (t.cfg.img_size, t.cfg.patch_size, t.cfg.model) == (28, 4, "vit_tiny")
     t.close()

@@ -28,6 +28,41 @@ def test_weighted_vote_prefers_closer_neighbours():
     assert scores[5].argmax(1).item() == 0
 
 
+def _float64_reference(train, labels, test, classes, k, temperature):
+    """The vote straight from the definition, in float64 (exp(sim / T) fits up to sim / T ~ 709)."""
+    train = torch.nn.functional.normalize(train.double(), dim=1)
+    test = torch.nn.functional.normalize(test.double(), dim=1)
+    sim, idx = (test @ train.T).topk(k, dim=1)
+    votes = torch.nn.functional.one_hot(labels[idx], classes).double() * (sim / temperature).exp().unsqueeze(-1)
+    return votes.sum(1)
+
+
+def test_a_small_temperature_gives_the_float64_votes_not_nan():
+    """exp(sim / 0.01) overflows float32: the votes (scaled per query) still match a float64 reference."""
+    gen = torch.Generator().manual_seed(0)
+    classes, k = 5, 20
+    labels = torch.arange(200) % classes
+    centres = torch.randn(classes, 16, generator=gen)
+    train = centres[labels] + 0.8 * torch.randn(200, 16, generator=gen)
+    test_labels = torch.arange(60) % classes
+    test = centres[test_labels] + 0.8 * torch.randn(60, 16, generator=gen)
+    for temperature in (0.07, 0.01, 0.005, 0.002):
+        got = knn_predict(train, labels, test, classes, ks=(k,), temperature=temperature)[k]
+        ref = _float64_reference(train, labels, test, classes, k, temperature)
+        assert torch.isfinite(got).all()
+        assert torch.equal(got.argmax(1), ref.argmax(1)), temperature
+        torch.testing.assert_close(got.double() / got.double().sum(1, keepdim=True),
+                                   ref / ref.sum(1, keepdim=True), rtol=1e-5, atol=1e-9)
+        acc = knn_accuracy(train, labels, test, test_labels, classes, ks=(k,), temperature=temperature)
+        ref_acc = float((ref.argmax(1) == test_labels).double().mean() * 100)
+        assert math.isclose(acc[k]["top1"], ref_acc), temperature
+    # far below what float64 could hold without the shift: the nearest neighbour decides
+    got = knn_predict(train, labels, test, classes, ks=(k,), temperature=1e-6)[k]
+    nearest = labels[(torch.nn.functional.normalize(test, dim=1)
+                      @ torch.nn.functional.normalize(train, dim=1).T).argmax(1)]
+    assert torch.isfinite(got).all() and torch.equal(got.argmax(1), nearest)
+
+
 def test_k_larger_than_train_set_and_top5():
     train = torch.randn(8, 6)
     labels = torch.arange(8) % 7

@@ -99,3 +99,30 @@ def test_the_study_reads_the_file_its_evaluation_options_write():
     assert result_file("linear", ["--epochs", "30", "--warmup-epochs", "3"]) == "linear-epochs30-warmupepochs3.json"
     assert result_file("knn", ["--k", "1", "5"]) == "knn-k1-5.json"
     assert result_file("analyze", []) == "analysis/analysis.json"
+
+
+def test_grid_values_that_round_alike_get_their_own_folders(tmp_path):
+    study = load_study(tiny_study(tmp_path, arms='[arms.mae]\n[grid]\nmask_ratio = [0.75, 0.7500001]\n',
+                                  seeds="[0]"))
+    assert [r.name for r in study.runs] == ["mae_mask-ratio0.75_seed0", "mae_mask-ratio0.7500001_seed0"]
+    assert len({r.dir for r in study.runs}) == 2
+    assert run_name("lut", {"lr": 1e-05, "x": 100.0}, 0) == "lut_lr1e-05_x100_seed0"  # unchanged where exact
+
+
+def test_grid_values_that_type_alike_are_refused_before_anything_runs(tmp_path):
+    """1 and 1.0 are distinct in TOML but one --lut-weight once parsed: one run, not two."""
+    with pytest.raises(UserError, match=r"are the same run once typed \(lut_lut-weight1_seed0\)"):
+        load_study(tiny_study(tmp_path, arms='[arms.lut]\n[grid]\nlut_weight = [1, 1.0]\n', seeds="[0]"))
+
+
+@pytest.mark.parametrize("extra,seeds,match", [
+    ("mask_ratio = nan", "[0]", r"run mae_seed0: --mask-ratio nan: must be in the open interval \(0, 1\)"),
+    ("", "[-1]", r"seeds = \[-1\]: expected a non-empty list of distinct integers in \[0, "),
+    ("", "[99999999999999999999]", r"seeds = \[99999999999999999999\]: expected"),
+])
+def test_values_that_would_fail_hours_later_are_refused_by_the_dry_run(tmp_path, capsys, extra, seeds, match):
+    path = tiny_study(tmp_path, extra=extra, seeds=seeds, arms='[arms.mae]\n')
+    with pytest.raises(UserError, match=match):
+        load_study(path)
+    assert main(["study", str(path), "--dry-run"]) == 2
+    assert "unmasked: error: study file" in capsys.readouterr().err

@@ -92,6 +92,16 @@ def test_changed_recipe_is_refused_naming_the_field(finished, monkeypatch, capsy
     assert "no longer matches runs made from it: run mae_seed0: mask_ratio = 0.6 in the study, 0.75 in" in err
 
 
+def test_an_option_deleted_from_the_study_is_compared_with_its_default(finished, monkeypatch, capsys):
+    """On an image folder the run would now get the default patch size (16), not the 4 it was made with."""
+    changed = finished.with_name("deleted.toml")
+    changed.write_text(finished.read_text().replace("patch_size = 4\n", ""))
+    _no_subprocess(monkeypatch)
+    assert main(["study", str(changed)]) == 2
+    err = capsys.readouterr().err
+    assert "run mae_seed0: patch_size = 16 (the default, not set in the study) in the study, 4 in" in err
+
+
 @pytest.mark.slow
 def test_killed_study_continues_to_the_same_numbers(tmp_path):
     """2 arms x 2 seeds: uninterrupted, and SIGKILLed (study and child) while the second run trains."""

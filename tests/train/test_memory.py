@@ -100,11 +100,11 @@ def test_when_nothing_fits_a_smaller_model_is_named(fm_root, tmp_path, monkeypat
         pretrain(tiny_config(tmp_path, steps=1), progress=False)
 
 
-def test_accum_steps_auto_keeps_the_global_batch_and_says_so(fm_root, tmp_path, monkeypatch):
+def test_accum_steps_auto_keeps_the_global_batch_and_says_so(fm_root, tmp_path, monkeypatch, capsys):
     _short_of_memory(monkeypatch, 20e6)
-    with pytest.warns(UserWarning, match=r"--accum-steps auto: 4 micro-batches of 8 images per step \(the global "
-                                         r"batch stays 32\)"):
-        summary = pretrain(tiny_config(tmp_path, steps=2, accum_steps="auto"), progress=False)
+    summary = pretrain(tiny_config(tmp_path, steps=2, accum_steps="auto"), progress=False)
+    assert ("unmasked: note: --accum-steps auto: 4 micro-batches of 8 images per step (the global batch stays 32)"
+            in capsys.readouterr().err)
     assert summary["images_seen"] == 64
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["accum_steps"], saved["batch_size"]) == (4, 32)
@@ -169,3 +169,71 @@ def test_memory_error_on_the_host_is_named_too(fm_root, tmp_path, monkeypatch):
 def test_available_memory_is_read_from_the_host():
     free = memory.available_bytes(torch.device("cpu"))
     assert free is not None and free > 0
+
+
+def _fake_cgroups(root, mounts, cgroup, files):
+    """A fake filesystem root: /proc/self/mountinfo and /proc/self/cgroup, and cgroup files."""
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/mountinfo").write_text("".join(
+        f"{30 + i} 23 0:{30 + i} {mroot} {point} rw,relatime - {fs} {fs} rw{opts}\n"
+        for i, (mroot, point, fs, opts) in enumerate(mounts)))
+    (root / "proc/self/cgroup").write_text(cgroup)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+NO_LIMIT_V1 = "9223372036854771712\n"
+
+
+def test_a_cgroup_v1_limit_on_a_parent_is_read(tmp_path):
+    """1,600 MB on the parent of this process's cgroup (v1, a batch scheduler's job), none on its own."""
+    mem = "sys/fs/cgroup/memory"
+    root = _fake_cgroups(tmp_path, [("/", "/sys/fs/cgroup/cpu", "cgroup", ",cpu"),
+                                    ("/", "/sys/fs/cgroup/memory", "cgroup", ",memory")],
+                         "4:memory:/job42/step0\n3:cpu:/\n0::/\n",
+                         {f"{mem}/memory.limit_in_bytes": NO_LIMIT_V1,
+                          f"{mem}/job42/memory.limit_in_bytes": "1600000000\n",
+                          f"{mem}/job42/memory.usage_in_bytes": "300000000\n",
+                          f"{mem}/job42/step0/memory.limit_in_bytes": NO_LIMIT_V1,
+                          f"{mem}/job42/step0/memory.usage_in_bytes": "250000000\n",
+                          f"{mem}/job42/step0/memory.stat": "cache 100000000\ntotal_inactive_file 50000000\n"})
+    assert memory._cgroup_available(root) == 1_300_000_000
+    # the kernel's hierarchical limit is read too, when the files above are out of reach
+    (root / mem / "job42/memory.limit_in_bytes").unlink()
+    (root / mem / "job42/step0/memory.stat").write_text(
+        "hierarchical_memory_limit 1600000000\ntotal_inactive_file 50000000\n")
+    assert memory._cgroup_available(root) == 1_600_000_000 - 200_000_000
+
+
+def test_a_cgroup_v2_limit_nested_and_a_container_mount_are_read(tmp_path):
+    v2 = "sys/fs/cgroup"
+    root = _fake_cgroups(tmp_path / "a", [("/", "/sys/fs/cgroup", "cgroup2", "")], "0::/user.slice/job/leaf\n",
+                         {f"{v2}/user.slice/memory.max": "max\n",
+                          f"{v2}/user.slice/job/memory.max": "2000000000\n",
+                          f"{v2}/user.slice/job/memory.current": "500000000\n",
+                          f"{v2}/user.slice/job/leaf/memory.max": "max\n",
+                          f"{v2}/user.slice/job/leaf/memory.current": "400000000\n",
+                          f"{v2}/user.slice/job/leaf/memory.stat": "anon 1\ninactive_file 100000000\n"})
+    assert memory._cgroup_available(root) == 1_500_000_000
+    # a container: its own cgroup is mounted at /sys/fs/cgroup, /proc/self/cgroup says "/"
+    root = _fake_cgroups(tmp_path / "b", [("/docker/abc", "/sys/fs/cgroup", "cgroup2", "")], "0::/\n",
+                         {f"{v2}/memory.max": "1600000000\n", f"{v2}/memory.current": "100000000\n"})
+    assert memory._cgroup_available(root) == 1_500_000_000
+    root = _fake_cgroups(tmp_path / "c", [("/", "/sys/fs/cgroup", "cgroup2", "")], "0::/\n",
+                         {f"{v2}/memory.max": "max\n"})
+    assert memory._cgroup_available(root) is None
+    assert memory._cgroup_available(tmp_path / "nothing") is None  # no /proc: no limit known
+
+
+def test_the_preflight_refuses_under_a_cgroup_limit(fm_root, tmp_path, monkeypatch):
+    mem = "sys/fs/cgroup/memory"
+    root = _fake_cgroups(tmp_path / "fs", [("/", "/sys/fs/cgroup/memory", "cgroup", ",memory")],
+                         "4:memory:/job\n", {f"{mem}/job/memory.limit_in_bytes": "20000000\n",
+                                             f"{mem}/job/memory.usage_in_bytes": "0\n"})
+    monkeypatch.setattr(memory, "CGROUP_ROOT", root)
+    monkeypatch.setattr(memory, "measure", lambda *a, grad_checkpoint=None, **kw: memory.StepMemory(1e6, 1e6))
+    with pytest.raises(UserError, match=r"the host \(under this process's cgroup memory limit\) has 20 MB free"):
+        pretrain(tiny_config(tmp_path, steps=1), progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from unmasked.config import PretrainConfig
 from unmasked.errors import UserError
+from unmasked.side_files import read_run_config
 
 COMPUTE_FILE = "compute.json"
 COUNT_BATCH = 2  # BatchNorm in LUT's heads needs more than one image
@@ -55,7 +56,7 @@ def training_compute(run_dir) -> dict:
     if not cfg_path.is_file():
         raise UserError(f"{run}: no config.json; training compute is read from a folder written by "
                         "`unmasked pretrain`")
-    cfg_dict = json.loads(cfg_path.read_text())
+    cfg_dict = read_run_config(cfg_path)
     key = _config_key(cfg_dict)
     cache = run / COMPUTE_FILE
     flops = None

@@ -22,6 +22,7 @@ from unmasked.analysis.differences import config_differences
 from unmasked.analysis.protocols import is_default_protocol, protocol_text
 from unmasked.errors import UserError
 from unmasked.models.vit import num_prefix_tokens
+from unmasked.side_files import read_run_config
 from unmasked.sources import read_source
 from unmasked.train.checkpoint import atomic_write_text
 
@@ -60,6 +61,8 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     if cfg is None:
         raise UserError(f"{run}: no config.json; is this a folder written by `unmasked pretrain` (or a "
                         "results folder of a source, with source.json)?")
+    if source is None:
+        cfg = read_run_config(run / "config.json")  # valid JSON, but `[1, 2]` or `{}`: named, not a traceback
     label = f"{source['source'] if source else cfg['objective'].upper()} ({run.name})"
     entry = {"run": run, "label": label, "summary": summary, "config": cfg, "source": source}
     for name, fn, cmd in (("knn", run_knn, "eval knn"), ("linear", run_linear, "eval linear")):

@@ -17,6 +17,7 @@ channels, and its shorter side resized to the base size:
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -62,13 +63,39 @@ def is_image_file(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
+# A folder holding one of these is an unmasked run (or demo) folder: its figures and reconstructions
+# are the tool's output, never training images, and its .lock is no class
+RUN_FOLDER_MARKERS = (".lock", "checkpoint.pt", ".unmasked-demo")
+_skipped_runs: set[Path] = set()  # run folders left out of a scan, named once per process
+
+
+def is_run_folder(d: Path) -> bool:
+    return any((d / m).exists() for m in RUN_FOLDER_MARKERS)
+
+
+def _skip_run_folder(d: Path) -> bool:
+    if not is_run_folder(d):
+        return False
+    if d not in _skipped_runs:
+        _skipped_runs.add(d)
+        announce(f"{d} is an unmasked run folder: its files are left out of the images")
+    return True
+
+
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if is_image_file(p))
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if is_image_file(p))
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # as rglob: symlinked folders not followed
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not _skip_run_folder(here / d)]
+        found += [p for p in (here / f for f in filenames) if is_image_file(p)]
+    return sorted(found)
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")
+                  and not _skip_run_folder(d))
 
 
 def _labeled(folder: Path, classes: list[str]) -> FolderSplit:

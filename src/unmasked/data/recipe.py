@@ -10,12 +10,12 @@ images' own size. When --img-size was given, it is kept and a warning names the 
 from __future__ import annotations
 
 import statistics
-import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from unmasked.data import image_folder
+from unmasked.notes import note, warn
 
 CENTRE_CROP_PCT = 0.875  # the evaluation view's 224 of 256
 FAR_BELOW = 3  # images this many times smaller than the input size are upscaled for nothing
@@ -37,10 +37,11 @@ def typical_side(files: list[Path], sample: int = SAMPLE) -> tuple[int | None, i
     return (int(statistics.median(sides)) if sides else None), len(sides)
 
 
-def small_images(cfg) -> bool:
+def small_images(cfg, quiet: bool = False) -> bool:
     """True when cfg.data is an image folder of images far below the input size and --img-size was
     not given; then cfg.img_size is set to their size (a multiple of the patch) and a warning says
-    so. With --img-size given, warns about the upscaling and returns False."""
+    so. With --img-size given, warns about the upscaling and returns False. `quiet`: no note (a study
+    checking its runs' configs)."""
     index = image_folder.scan(cfg.data, unlabeled=cfg.unlabeled)
     side, n = typical_side(index.train.files)
     if side is None:
@@ -50,16 +51,16 @@ def small_images(cfg) -> bool:
         return False
     about = f"the images in {cfg.data} are about {side} px (median shorter side of {n} sampled)"
     if cfg.img_size is not None:
-        warnings.warn(f"{about}: --img-size {cfg.img_size} upscales them {cfg.img_size / side:.0f}x, at "
-                      f"{(cfg.img_size / side) ** 2:.0f}x the compute; leave --img-size out for the "
-                      "small-image recipe", stacklevel=2)
+        if not quiet:
+            warn(f"{about}: --img-size {cfg.img_size} upscales them {cfg.img_size / side:.0f}x, at "
+                 f"{(cfg.img_size / side) ** 2:.0f}x the compute; leave --img-size out for the small-image recipe")
         return False
     patch = cfg.patch_size or SMALL_PATCH
     cfg.img_size = max(patch, side // patch * patch)
-    warnings.warn(f"{about}, far below the {DEFAULT_IMG_SIZE} px default: using the small-image recipe (as on "
-                  f"Fashion-MNIST): --img-size {cfg.img_size} --patch-size {patch}, ViT-Tiny, a 4 x 128 decoder, "
-                  f"40 epochs, pad crops, unless given otherwise; pass --img-size to choose the size yourself",
-                  stacklevel=2)
+    if not quiet:
+        note(f"{about}, far below the {DEFAULT_IMG_SIZE} px default: using the small-image recipe (as on "
+             f"Fashion-MNIST): --img-size {cfg.img_size} --patch-size {patch}, ViT-Tiny, a 4 x 128 decoder, "
+             f"40 epochs, pad crops, unless given otherwise; pass --img-size to choose the size yourself")
     return True
 
 

@@ -31,8 +31,12 @@ def knn_predict(
     for i in range(0, len(test), chunk):
         sim = test[i : i + chunk] @ train.T
         top_sim, top_idx = sim.topk(kmax, dim=1)
-        weights = (top_sim / temperature).exp()
-        votes = F.one_hot(train_labels[top_idx], num_classes).float() * weights.unsqueeze(-1)
+        # exp(sim / T) overflows float32 below T ~ 0.011 (NaN votes): subtracting each query's largest
+        # similarity scales its votes by a constant, which leaves the ranking alone; float64 keeps the
+        # smaller weights from underflowing to a tie
+        top_sim = top_sim.double()
+        weights = ((top_sim - top_sim[:, :1]) / temperature).exp()
+        votes = F.one_hot(train_labels[top_idx], num_classes).double() * weights.unsqueeze(-1)
         for k in ks:
             scores[k].append(votes[:, : min(k, kmax)].sum(dim=1))
     return {k: torch.cat(v) for k, v in scores.items()}

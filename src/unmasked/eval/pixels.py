@@ -87,7 +87,9 @@ def pixel_knn(ds: ImageData, view: EvalView, ks, temperature: float) -> dict:
         acc = knn_accuracy(tr_x, tr_y, te_x, te_y, len(ds.classes), ks, temperature)
         return {"results": {str(k): v for k, v in acc.items()}}
 
-    return cached_pixel_result(ds, view, {"protocol": "knn", "ks": list(ks), "temperature": temperature}, compute)
+    # "votes" keeps results cached before the votes were computed stably (NaN below T ~ 0.011) from being reused
+    return cached_pixel_result(ds, view, {"protocol": "knn", "ks": list(ks), "temperature": temperature,
+                                          "votes": "shifted-float64"}, compute)
 
 
 def pixel_linear(ds: ImageData, view: EvalView, recipe: dict, device: torch.device) -> dict:

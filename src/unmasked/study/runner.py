@@ -9,6 +9,7 @@ config.json no longer matches the study file, naming the field.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -99,18 +100,28 @@ def _same(a, b, name: str) -> bool:
     return False
 
 
-def _expected_config(run: Run):
-    """What `unmasked pretrain` resolves the run's options to on Fashion-MNIST (objectives fill some
-    shared defaults, e.g. DINOv2's weight decay), or None on image folders, where defaults depend on
-    the images and only the study's explicit options pin a value."""
+def _expected_config(run: Run, _small: dict = {}):  # noqa: B006 - a cache of folder scans, per process
+    """What `unmasked pretrain` resolves the run's options to: the objective's defaults and, on an
+    image folder, the recipe its images choose (the small-image recipe or the published one), so an
+    option deleted from the study file is compared with the default the run would get now."""
     from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
     from unmasked.data.dataset import is_fashion_mnist
+    from unmasked.data.recipe import small_images
 
     known = {f.name for f in all_option_fields()}
     cfg = PretrainConfig(**{k: v for k, v in run.options.items() if k in known})
-    if not is_fashion_mnist(cfg.data):
-        return None
-    return resolve_defaults(cfg, True)
+    if is_fashion_mnist(cfg.data):
+        return resolve_defaults(cfg, True)
+    key = (str(Path(cfg.data).expanduser().resolve()), cfg.unlabeled, cfg.img_size, cfg.patch_size)
+    if key not in _small:
+        probe = copy.copy(cfg)
+        try:
+            small = small_images(probe, quiet=True)
+        except UserError:
+            return None  # the data cannot be read now: pretrain will say why
+        _small[key] = (small, probe.img_size)
+    small, cfg.img_size = _small[key]
+    return resolve_defaults(cfg, small)
 
 
 def config_mismatches(run: Run) -> list[str]:
@@ -118,6 +129,9 @@ def config_mismatches(run: Run) -> list[str]:
     from unmasked.config import all_option_fields
 
     saved = read_json(run.dir / "config.json")
+    if saved is not None and not isinstance(saved, dict):
+        raise UserError(f"{run.dir / 'config.json'}: not a run config (expected a JSON object, found "
+                        f"{type(saved).__name__}); restore it or move the run folder away")
     if saved is None:
         return []
     free = _resume_free()
@@ -132,9 +146,10 @@ def config_mismatches(run: Run) -> list[str]:
         elif expected is not None and getattr(expected, name, None) is not None:
             want = getattr(expected, name)
         else:
-            continue  # resolved from the data: only an explicit value pins it
+            continue  # resolved while the run starts (channels, statistics): nothing to compare
         if not _same(saved[name], want, name):
-            out.append(f"{name} = {want!r} in the study, {saved[name]!r} in {run.dir / 'config.json'}")
+            typed = "" if name in run.options else " (the default, not set in the study)"
+            out.append(f"{name} = {want!r}{typed} in the study, {saved[name]!r} in {run.dir / 'config.json'}")
     return out
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unmasked.errors import UserError
+from unmasked.option_rules import MAX_SEED, check_values
 
 TOP_KEYS = {"name", "out", "seeds", "pairs", "recipe", "arms", "grid", "evals"}
 MANAGED = {"out": "the study names each run folder", "seed": "use the study's seeds = [...]",
@@ -145,7 +146,9 @@ def run_name(arm: str, point: dict, seed: int) -> str:
     def fmt(v):
         if isinstance(v, bool):
             return "on" if v else "off"
-        return f"{v:g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):  # short where that is exact (0.75, 1e-05), else every digit (0.7500001)
+            return f"{v:g}" if float(f"{v:g}") == v else repr(v)
+        return str(v)
 
     return arm + "".join(f"_{k.replace('_', '-')}{fmt(v)}" for k, v in point.items()) + f"_seed{seed}"
 
@@ -165,9 +168,11 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
     objectives = tuple(actions["objective"].choices or ())
 
     seeds = raw.get("seeds", [0])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                      and 0 <= s <= MAX_SEED for s in seeds)
             and len(set(seeds)) == len(seeds)):
-        raise UserError(f"{where}: seeds = {seeds!r}: expected a non-empty list of distinct integers, e.g. [0, 1, 2]")
+        raise UserError(f"{where}: seeds = {seeds!r}: expected a non-empty list of distinct integers in "
+                        f"[0, {MAX_SEED}], e.g. [0, 1, 2]")
     recipe = normalise_keys(raw.get("recipe", {}), actions, f"{where}: [recipe]", MANAGED)
     recipe.setdefault("knn_every", DEFAULT_KNN_EVERY)
     # one TensorBoard log per run, so `tensorboard --logdir <study>` shows every arm, when the optional
@@ -228,6 +233,8 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
 
     name = raw.get("name", path.stem)
     study_out = Path(out or raw.get("out") or Path("runs") / "studies" / path.stem)
+    if study_out.exists() and not study_out.is_dir():
+        raise UserError(f"{where}: out {study_out} is a file, expected a folder for the study's runs and report")
     study = Study(path, name, study_out, seeds, recipe, arms, grid, evals, pairs)
     for arm, arm_opts in arms.items():
         for point in study.points:
@@ -236,6 +243,25 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
                 rname = run_name(arm, point, seed)
                 argv = to_argv(options, actions)
                 ns = parse_with(pre_parser, argv, f"{where}: run {rname}")
+                try:  # NaN, a negative seed, ...: refused now, not hours later when the run starts
+                    check_values("pretrain", ns)
+                except UserError as e:
+                    raise UserError(f"{where}: run {rname}: {e}") from None
                 typed = {k: getattr(ns, k) for k in options}
                 study.runs.append(Run(rname, arm, point, seed, typed, argv, study_out / rname))
+    _refuse_shared_folders(study, where)
     return study
+
+
+def _refuse_shared_folders(study: Study, where: str) -> None:
+    """Two runs in one folder would report one run under two settings."""
+    seen: dict[str, Run] = {}
+    for run in study.runs:
+        other = seen.setdefault(run.name, run)
+        if other is run:
+            continue
+        if other.options == run.options:
+            raise UserError(f"{where}: runs {other.point} and {run.point} of arm {run.arm} are the same run "
+                            f"once typed ({run.name}); make the [grid] values distinct")
+        raise UserError(f"{where}: two runs would share the folder {run.dir} ({other.arm} {other.point} and "
+                        f"{run.arm} {run.point}); rename the arm or change the [grid] values")

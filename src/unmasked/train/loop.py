@@ -172,6 +172,9 @@ class Pretrainer:
         cfg = record_absolute_paths(cfg)  # resumable and evaluable from any folder
         resume_state = None
         if resume:
+            if self.ckpt_path.exists() and not self.ckpt_path.is_file():
+                raise UserError(f"--resume: {self.ckpt_path} is not a file (a folder?); a checkpoint is the file "
+                                "`unmasked pretrain` writes there")
             if not self.ckpt_path.is_file():
                 raise UserError(f"--resume: no checkpoint to resume in {self.run_dir} (expected {self.ckpt_path})")
             resume_state = ckpt.load_checkpoint(self.ckpt_path)

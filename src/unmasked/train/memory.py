@@ -15,7 +15,6 @@ The estimate is checked against a measured step in tests/train/test_memory.py.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from unmasked.errors import UserError
+from unmasked.notes import note
 from unmasked.rng import BatchRandom
 
 # Activations at the peak (the start of the backward pass) plus the gradients of the first layers
@@ -67,15 +67,109 @@ def _meminfo_available() -> int | None:
     return None
 
 
-def _cgroup_available() -> int | None:
-    """Room left under a cgroup v2 memory limit (containers, batch schedulers), if one is set."""
+# The filesystem root the cgroup files are read under (tests point it at a fake tree).
+CGROUP_ROOT = Path("/")
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as 2^63 - 1 rounded down to a page
+
+
+def _read(path: Path) -> str | None:
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
-    except (OSError, ValueError):
+        return path.read_text()
+    except OSError:
         return None
+
+
+def _cgroup_mounts(root: Path) -> dict[str, tuple[Path, str]]:
+    """'v2' and/or 'memory' (v1) -> (mount point, the cgroup path mounted there), from mountinfo."""
+    mounts: dict[str, tuple[Path, str]] = {}
+    for line in (_read(root / "proc/self/mountinfo") or "").splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        fstype, options = tail[0], tail[2].split(",")
+        point = root / fields[4].lstrip("/")
+        if fstype == "cgroup2":
+            mounts.setdefault("v2", (point, fields[3]))
+        elif fstype == "cgroup" and "memory" in options:
+            mounts.setdefault("memory", (point, fields[3]))
+    return mounts
+
+
+def _cgroup_dirs(root: Path) -> list[tuple[str, Path, Path]]:
+    """(version, this process's cgroup folder, its mount point) for the memory controller."""
+    mounts = _cgroup_mounts(root)
+    found = []
+    for line in (_read(root / "proc/self/cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        key = "v2" if controllers == "" else ("memory" if "memory" in controllers.split(",") else None)
+        if key is None:
+            continue
+        point, mounted = mounts.get(key, (root / ("sys/fs/cgroup" if key == "v2" else "sys/fs/cgroup/memory"), "/"))
+        rel = os.path.relpath(path, mounted) if path.startswith(mounted) else path.lstrip("/")
+        folder = (point / rel).resolve() if rel not in (".", "") else point
+        found.append(("v2" if key == "v2" else "v1", folder, point))
+    return found
+
+
+def _inactive_file(folder: Path, names: tuple[str, ...]) -> int:
+    """Page cache the kernel reclaims before it kills: not counted as used."""
+    for line in (_read(folder / "memory.stat") or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key in names:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _room(folder: Path, version: str) -> int | None:
+    """limit - usage in one cgroup folder, or None where it sets no limit."""
+    names = (("memory.max", "memory.current", ("inactive_file",)) if version == "v2" else
+             ("memory.limit_in_bytes", "memory.usage_in_bytes", ("total_inactive_file", "inactive_file")))
+    limit = (_read(folder / names[0]) or "").strip()
+    if not limit or limit == "max":
+        return None
+    try:
+        limit_b = int(limit)
+        used = int((_read(folder / names[1]) or "0").strip() or 0)
+    except ValueError:
+        return None
+    if limit_b >= UNLIMITED:
+        return None
+    return limit_b - max(0, used - _inactive_file(folder, names[2]))
+
+
+def _cgroup_available(root: Path | None = None) -> int | None:
+    """Room left under the tightest cgroup memory limit that applies (containers, batch schedulers):
+    cgroup v2 (memory.max) and v1 (memory.limit_in_bytes), on this process's cgroup and on every
+    cgroup above it up to the mount point (a limit on a parent applies to its children)."""
+    root = CGROUP_ROOT if root is None else root
+    rooms = []
+    for version, folder, point in _cgroup_dirs(root):
+        level = folder
+        while True:
+            room = _room(level, version)
+            if room is not None:
+                rooms.append(room)
+            if level == point or point not in level.parents:
+                break
+            level = level.parent
+        if version == "v1":  # the kernel's own sum of the limits above (when use_hierarchy is on)
+            for line in (_read(folder / "memory.stat") or "").splitlines():
+                if line.startswith("hierarchical_memory_limit "):
+                    try:
+                        limit = int(line.split()[1])
+                    except (ValueError, IndexError):
+                        break
+                    used = int((_read(folder / "memory.usage_in_bytes") or "0").strip() or 0)
+                    if limit < UNLIMITED:
+                        rooms.append(limit - max(0, used - _inactive_file(folder, ("total_inactive_file",))))
+    return min(rooms) if rooms else None
 
 
 def host_available_bytes() -> int | None:
@@ -204,7 +298,12 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 def _device_label(device: torch.device) -> str:
-    return f"the GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "the host"
+    if device.type == "cuda":
+        return f"the GPU ({torch.cuda.get_device_name(device)})"
+    room, meminfo = _cgroup_available(), _meminfo_available()
+    if room is not None and (meminfo is None or room < meminfo):  # the limit, not the machine, decides
+        return "the host (under this process's cgroup memory limit)"
+    return "the host"
 
 
 def preflight(cfg, objective, augments, *, channels: int, base_size: int, device: torch.device, env,
@@ -229,10 +328,10 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
         return cfg.accum_steps
     accum = fitting_accum_steps(mem, budget, batch, world)
     if auto_accum and accum is not None:
-        warnings.warn(f"--accum-steps auto: {accum} micro-batches of {batch // accum} images per step (the global "
-                      f"batch stays {batch}); the step needs about {gb(mem.need(batch // accum // world))} of the "
-                      f"{gb(free)} free on {_device_label(device)}, where one batch of {batch} would need "
-                      f"{gb(need)}", stacklevel=2)
+        note(f"--accum-steps auto: {accum} micro-batches of {batch // accum} images per step (the global "
+             f"batch stays {batch}); the step needs about {gb(mem.need(batch // accum // world))} of the "
+             f"{gb(free)} free on {_device_label(device)}, where one batch of {batch} would need "
+             f"{gb(need)}")
         return accum
 
     options = []
