@@ -116,7 +116,29 @@ def test_the_command_line_demo_trains_the_objective_it_is_given(monkeypatch):
     import unmasked.demo
 
     seen = {}
-    monkeypatch.setattr(unmasked.demo, "run_demo", lambda out, device, progress, objective: seen.update(
-        objective=objective) or {})
+    monkeypatch.setattr(unmasked.demo, "run_demo", lambda out, device, progress, objective, transcript: seen.update(
+        objective=objective, transcript=transcript) or {})
     assert main(["demo", "--objective", "dinov2", "--no-progress", "--out", "somewhere"]) == 0
-    assert seen["objective"] == "dinov2"
+    assert seen == {"objective": "dinov2", "transcript": None}
+
+
+def test_demo_transcript_holds_what_was_printed_and_its_numbers(monkeypatch, tmp_path, capsys):
+    import json
+
+    import unmasked.demo
+
+    summary = {"model": "vit/7", "data": "fashion-mnist", "device": "cpu (2 threads)", "precision": "fp32",
+               "steps": 468, "epochs": 2.0, "images_seen": 119808, "time_s": 200.0, "completed": True}
+    knn = {"top1": {"cls": 79.74, "mean": 78.94}, "headline_k": 20, "temperature": 0.07,
+           "pixels": {"top1": 84.59}, "time_s": 25.0, "precision": "float32"}
+    monkeypatch.setattr(unmasked.demo, "_demo_in", lambda *a: print("kNN20 79.74") or {
+        "pretrain": summary, "knn": knn, "printed": "kNN20 79.74\n"})
+    dest = tmp_path / "results" / "demo-mae"
+    unmasked.demo.run_demo(str(tmp_path / "run"), device="cpu", progress=False, objective="mae",
+                           transcript=str(dest))
+    assert (dest / "transcript.txt").read_text() == f"$ unmasked demo --objective mae --out {tmp_path / 'run'}\n" \
+        "kNN20 79.74\n"
+    d = json.loads((dest / "demo.json").read_text())
+    assert d["knn"]["top1"] == {"cls": 79.74, "mean": 78.94} and d["knn"]["pixels_top1"] == 84.59
+    assert d["pretrain"]["images_seen"] == 119808 and d["time_s"] >= 0 and d["objective"] == "mae"
+    assert d["provenance"]["torch"] and d["provenance"]["machine"]["cpu"]

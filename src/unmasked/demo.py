@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import shlex
+import time
 from pathlib import Path
 
 import torch
@@ -16,8 +21,8 @@ from unmasked.demo_folder import (
 from unmasked.errors import UserError
 from unmasked.lock import in_use_by, run_lock
 
-# On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that pretraining takes
-# about 6 minutes and kNN about 1. A higher base lr than the published 1.5e-4 suits so short a run
+# On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that the LUT demo takes
+# about 4 minutes in all when it has the cores to itself. A higher base lr than the published 1.5e-4 suits so short a run
 # (measured: kNN20 79.5% against 76.2% at 1.5e-4 after 2 epochs).
 CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, patch_size=7, decoder_width=128,
                   decoder_depth=2, decoder_heads=4, batch_size=256, epochs=2, warmup_epochs=0.2, base_lr=6e-4)
@@ -39,7 +44,11 @@ def demo_config(out: str, device: str, objective: str = "lut") -> PretrainConfig
     return PretrainConfig(objective=objective, data="fashion-mnist", out=out, device=device, **preset)
 
 
-def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True, objective: str = "lut") -> dict:
+def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True, objective: str = "lut",
+             transcript: str | None = None) -> dict:
+    """`transcript`: also write the printed summary (transcript.txt) and its numbers with the time,
+    commit and machine (demo.json) into that folder, for committing."""
+    t0 = time.perf_counter()
     folder = Path(out)
     holder = in_use_by(out)
     if holder:
@@ -48,7 +57,33 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
     refuse_foreign_folder(folder)  # before the lock file is written into it
     folder.mkdir(parents=True, exist_ok=True)
     with run_lock(folder, "demo"):  # held from the clean-up to the kNN result (re-entrant for pretrain)
-        return _demo_in(folder, out, device, progress, objective)
+        result = _demo_in(folder, out, device, progress, objective)
+    if transcript and result.get("knn") is not None:
+        command = "unmasked demo" + (f" --objective {objective}" if objective != "lut" else "") + \
+            (f" --out {shlex.quote(out)}" if out != "runs/demo" else "")
+        write_transcript(Path(transcript), command, objective, result, time.perf_counter() - t0)
+    return result
+
+
+def write_transcript(dest: Path, command: str, objective: str, result: dict, time_s: float) -> None:
+    from unmasked import provenance
+    from unmasked.train.checkpoint import atomic_write_text
+
+    knn = result["knn"]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--transcript {dest}: cannot create the folder ({e.strerror})") from None
+    atomic_write_text(dest / "transcript.txt", f"$ {command}\n{result['printed']}")
+    numbers = {
+        "command": command, "objective": objective, "time_s": round(time_s, 1),
+        "pretrain": {k: result["pretrain"][k] for k in ("model", "data", "device", "precision", "steps", "epochs",
+                                                       "images_seen", "time_s", "completed")},
+        "knn": {"top1": knn["top1"], "headline_k": knn["headline_k"], "temperature": knn["temperature"],
+                "pixels_top1": knn["pixels"]["top1"], "time_s": knn["time_s"], "precision": knn.get("precision")},
+        "provenance": provenance.record(),
+    }
+    atomic_write_text(dest / "demo.json", json.dumps(numbers, indent=2) + "\n")
 
 
 def _demo_in(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
@@ -78,8 +113,11 @@ def _stages(folder: Path, out: str, device: str, progress: bool, objective: str)
         return {"pretrain": summary, "knn": None,
                 "exit_code": 130 if summary["interrupted_by"] == "SIGINT" else 143}
     knn = run_knn(out, device=device, progress=progress)
-    print()
-    print_summary(summary, knn)
-    print()
-    _print_knn(knn)
-    return {"pretrain": summary, "knn": knn}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        print()
+        print_summary(summary, knn)
+        print()
+        _print_knn(knn)
+    print(printed.getvalue(), end="")
+    return {"pretrain": summary, "knn": knn, "printed": printed.getvalue()}

@@ -15,8 +15,11 @@ def _fake_run(d, knn, dist):
     d.mkdir(parents=True)
     (d / "checkpoint.pt").write_bytes(b"x")
     (d / "summary.json").write_text(json.dumps({"completed": True, "steps": 10, "time_s": 120.0}))
-    (d / "knn.json").write_text(json.dumps({"top1": {"cls": knn, "mean": knn + 1}}))
-    (d / "linear.json").write_text(json.dumps({"top1": {"cls": knn + 2, "mean": knn + 3}}))
+    view = {"transform": {"description": "native 16 px image"}}
+    (d / "knn.json").write_text(json.dumps({"top1": {"cls": knn, "mean": knn + 1}, "pixels": {"top1": 84.6},
+                                            **view}))
+    (d / "linear.json").write_text(json.dumps({"top1": {"cls": knn + 2, "mean": knn + 3}, "pixels": {"top1": 83.1},
+                                               **view}))
     (d / "analysis").mkdir()
     (d / "analysis" / "analysis.json").write_text(json.dumps({
         "attention_distance": {"last_layers": dist, "per_layer": [dist - 2, dist - 1, dist], "uniform": 14.4},
@@ -29,22 +32,56 @@ def test_report_from_finished_runs(tmp_path):
     study = load_study(tiny_study(tmp_path, seeds="[0, 1, 2]", evals="knn = true\nlinear = true\nanalyze = true"))
     for r in study.runs:
         _fake_run(r.dir, KNN[r.arm][r.seed], 11.0 + r.seed if r.arm == "mae" else 12.0 + r.seed)
-    (study.out / "raw_pixels.json").write_text(json.dumps({"top1": {"20": 84.6}}))
     res = write_report(study, "unmasked study tiny.toml")
     mae = res["groups"][0]["summary"]["knn20_cls"]
     assert mae["mean"] == 81.0 and mae["std"] == 1.0 and mae["values"] == [80.0, 81.0, 82.0]
     d = next(x for x in res["differences"] if x["metric"] == "knn20_cls")
     assert math.isclose(d["half_width"], 4.3027 / 6)  # hand-computed in test_stats
-    assert d["sentence"] == "lut − mae kNN20 CLS: +0.67 ± 0.72 points (3 seeds): not distinguishable"
+    # one pair x 7 metrics with an interval; kNN20 CLS alone has p = 1 - 4 / sqrt(18) = 0.0572
+    assert res["holm"]["family"] == 7 and d["family"] == 7
+    assert d["sentence"] == ("lut − mae kNN20 CLS: +0.67 points (95% interval -0.05 to +1.38, 3 seeds): not "
+                             "distinguishable after Holm over 7: between -0.05 and +1.38 points; three seeds "
+                             "cannot tell")
     dist = next(x for x in res["differences"] if x["metric"] == "attn_distance")
+    # every seed 1 px apart: no spread, p = 0, still "higher" after Holm
     assert dist["mean"] == 1.0 and dist["half_width"] == 0.0 and dist["verdict"] == "higher"
     md = (study.out / "report.md").read_text()
-    assert "| mae | 81.00 ± 1.00 (80.00, 81.00, 82.00) |" in md
-    assert "| raw pixels (no training) | 84.60 | 84.60 |" in md
+    assert "| mae | 81.00 ± 1.00 sd (80.00, 81.00, 82.00) |" in md
+    assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 | 83.10 |" in md
+    assert "Holm-corrected over the family of all 7 differences" in md and "seed variation only" in md
+    assert "attention distance, last layers (px)" not in md  # the column names the layers it averages
     assert "training FLOPs: n/a" in md or "training PFLOPs" in md
     for name in ("attention_distance.png", "knn_monitor.png"):
         assert (study.out / name).is_file() and name in md
-    assert (study.out / "report.html").read_text().count("data:image/png;base64,") == 2
+    html = (study.out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<td>raw pixels (no training)</td>" in html
+
+
+def test_old_raw_pixel_file_from_a_training_crop_is_not_shown(tmp_path):
+    study = load_study(tiny_study(tmp_path, seeds="[0]", evals="knn = true"))
+    for r in study.runs:
+        r.dir.mkdir(parents=True)
+        (r.dir / "knn.json").write_text(json.dumps({"top1": {"cls": 80.0, "mean": 81.0}}))  # before "pixels"
+    (study.out / "raw_pixels.json").write_text(json.dumps({"top1": {"20": 84.6}}))
+    res = write_report(study, "unmasked study tiny.toml")
+    assert res["raw_pixels"] is None and any("predates the evaluation view" in n for n in res["notes"])
+    assert "raw pixels (no training)" not in (study.out / "report.md").read_text()
+
+
+def test_finetune_column_is_the_last_epoch_and_a_variant_protocol_is_labelled(tmp_path):
+    evals = 'knn = { k = [5] }\nlinear = { epochs = 3 }\nfinetune = true'
+    study = load_study(tiny_study(tmp_path, seeds="[0]", evals=evals))
+    for r in study.runs:
+        r.dir.mkdir(parents=True)
+        (r.dir / "knn-k5.json").write_text(json.dumps({"top1": {"cls": 70.0, "mean": 71.0}}))
+        (r.dir / "knn.json").write_text(json.dumps({"top1": {"cls": 1.0, "mean": 1.0}}))  # not what the study ran
+        (r.dir / "linear-epochs3.json").write_text(json.dumps({"top1": {"cls": 60.0, "mean": 61.0}}))
+        (r.dir / "finetune.json").write_text(json.dumps({"top1": {"best": 95.0, "last": 90.0}}))
+    res = write_report(study, "unmasked study tiny.toml")
+    g = res["groups"][0]["summary"]
+    assert g["knn20_cls"]["mean"] == 70.0 and g["linear_cls"]["mean"] == 60.0 and g["finetune"]["mean"] == 90.0
+    assert "kNN20 CLS [knn-k5] (%)" in res["columns"] and "linear CLS [linear-epochs3] (%)" in res["columns"]
+    assert "fine-tune, last epoch (%)" in res["columns"] and "95.00" not in (study.out / "report.md").read_text()
 
 
 def test_grid_plots_and_unfinished_runs(tmp_path):

@@ -7,14 +7,13 @@ probe, analyses) or, for fine-tuning, named with the command that would compute 
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from unmasked import document as doc
 from unmasked.analysis import plots
 from unmasked.analysis.analyze import ANALYSIS_DIR, analyze, fixed_sample
 from unmasked.analysis.compute import training_compute
@@ -26,11 +25,7 @@ from unmasked.side_files import read_run_config
 from unmasked.sources import read_source
 from unmasked.train.checkpoint import atomic_write_text
 
-
-def inline_figure(title: str, png) -> str:
-    """A heading and the PNG inlined as base64, so that an HTML report is one self-contained file."""
-    data = base64.b64encode(Path(png).read_bytes()).decode()
-    return f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"
+inline_figure = doc.inline_figure  # kept for callers of the former location
 
 
 def _read(path: Path):
@@ -123,6 +118,16 @@ def _knn_cell(knn: dict) -> str:
     return f"{_fmt(knn['top1']['cls'])} / {_fmt(knn['top1']['mean'])} %{k_note}"
 
 
+def _distance_cell(ad: dict) -> str:
+    """'3.21 px, layers 5-6 of 6 (uniform 9.80)'; files without the layer count say 'last layers'."""
+    which = "last layers"
+    if "last_layers_count" in ad and "per_layer" in ad:
+        depth, k = len(ad["per_layer"]), ad["last_layers_count"]
+        which = f"layer {depth}" if k == 1 else f"layers {depth - k + 1}-{depth}"
+        which += f" of {depth}"
+    return f"{ad['last_layers']:.2f} px, {which} (uniform {ad['uniform']:.2f})"
+
+
 def _collect_locked(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
     """collect() holding the run folder's lock when it may compute results into it."""
     from unmasked.lock import run_folder_of, run_lock
@@ -136,7 +141,8 @@ def _collect_locked(run: Path, compute: bool, device: str, progress: bool, notes
 def table(entries: list[dict]) -> list[list[str]]:
     head = ["run", "objective", "model", "data", "images seen", "pretrain time", "training compute",
             "kNN k=20 CLS / mean",
-            "linear CLS / mean", "fine-tune best / last", "attn. distance, last layers", "RankMe CLS / mean"]
+            "linear CLS / mean", "fine-tune last (best epoch, chosen on test)",
+            "attn. distance, last quarter of layers", "RankMe CLS / mean"]
     rows = [head]
     for e in entries:
         s, c = e["summary"] or {}, e["config"]
@@ -148,9 +154,9 @@ def table(entries: list[dict]) -> list[list[str]]:
             _compute_cell(e.get("compute")),
             _knn_cell(knn) if knn else "—",
             f"{_fmt(lin['top1']['cls'])} / {_fmt(lin['top1']['mean'])} %" if lin else "—",
-            f"{_fmt(ft['top1']['best'])} / {_fmt(ft['top1']['last'])} % ({ft['recipe']['epochs']} ep.)" if ft else "—",
-            (f"{ana['attention_distance']['last_layers']:.2f} px (uniform {ana['attention_distance']['uniform']:.2f})"
-             if ana else "—"),
+            (f"{_fmt(ft['top1']['last'])} % ({_fmt(ft['top1']['best'])} %), {ft['recipe']['epochs']} ep."
+             if ft else "—"),
+            _distance_cell(ana["attention_distance"]) if ana else "—",
             f"{ana['spectrum']['rankme']['cls']:.1f} / {ana['spectrum']['rankme']['mean']:.1f}" if ana else "—",
         ])
     pixels = pixel_row(entries, len(head))
@@ -159,19 +165,19 @@ def table(entries: list[dict]) -> list[list[str]]:
     return rows
 
 
-def differences_section(entries: list[dict]) -> list[str]:
-    """Markdown: the settings besides the objective on which the runs differ, with a warning."""
+def differences_blocks(entries: list[dict]) -> list:
+    """The settings besides the objective on which the runs differ, with a warning."""
     diffs = config_differences([e["config"] for e in entries if not e.get("source")])
     if not diffs:
-        return ["Besides the objective, the runs agree on crop, pad, lr rule and peak lr, epochs, batch, mask "
-                "ratio, precision, data, subset and seed.", ""]
-    md = ["## What differs besides the objective", "",
-          f"**Warning:** these runs differ in more than the objective ({', '.join(d for d, _ in diffs)}); "
-          "a gap between them is not the objective's alone. Equal training compute is in the table above.", "",
-          "| setting | " + " | ".join(e["label"] for e in entries) + " |", "|" + "---|" * (len(entries) + 1)]
-    md += ["| " + label + " | " + " | ".join("—" if v is None else str(v) for v in values) + " |"
-           for label, values in diffs]
-    return md + [""]
+        return [doc.Paragraph("Besides the objective, the runs agree on crop, pad, lr rule and peak lr, epochs, "
+                              "batch, mask ratio, precision, data, subset and seed.")]
+    rows = [["setting"] + [e["label"] for e in entries]]
+    rows += [[label] + ["—" if v is None else str(v) for v in values] for label, values in diffs]
+    return [doc.Heading("What differs besides the objective"),
+            doc.Paragraph(f"**Warning:** these runs differ in more than the objective "
+                          f"({', '.join(d for d, _ in diffs)}); a gap between them is not the objective's alone. "
+                          "Equal training compute is in the table above."),
+            doc.Table(rows)]
 
 
 def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> list[str]:
@@ -253,52 +259,24 @@ def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto
         title = "Attention maps, side by side" if name.startswith("attention") else "Reconstructions, side by side"
         figures.append((title, name))
     rows = table(entries)
-    md = ["# unmasked: comparison report", "",
-          f"Runs: {', '.join(e['label'] for e in entries)}. Generated by `unmasked compare "
-          f"{' '.join(str(e['run']) for e in entries)} --out {out}`.", "",
-          "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    md += ["", "kNN: weighted 20-NN on L2-normalised features (T = 0.07). Linear: BatchNorm + Linear on frozen "
-               "features (optimiser and recipe in each run's linear.json). Both on one evaluation view per dataset, "
-               "whatever the training crop; 'raw pixels' is the same protocol on that view's pixels. Training "
-               "compute: FLOPs per training image (counted as `unmasked bench` counts them) x images seen, and "
-               "wall time. Attention distance: mean over the last quarter of the layers, in pixels of the model "
-               "input.", ""]
-    md += differences_section(entries)
+    blocks = [doc.Heading("unmasked: comparison report", 1),
+              doc.Paragraph(f"Runs: {', '.join(e['label'] for e in entries)}. Generated by `unmasked compare "
+                            f"{' '.join(str(e['run']) for e in entries)} --out {out}`."),
+              doc.Table(rows),
+              doc.Paragraph("kNN: weighted 20-NN on L2-normalised features (T = 0.07). Linear: BatchNorm + Linear "
+                            "on frozen features (optimiser and recipe in each run's linear.json). Both on one "
+                            "evaluation view per dataset, whatever the training crop; 'raw pixels' is the same "
+                            "protocol on that view's pixels. Fine-tune: accuracy after the last epoch; the best "
+                            "epoch, in brackets, is chosen on the test split (optimistic). Training compute: FLOPs "
+                            "per training image (counted as `unmasked bench` counts them) x images seen, and wall "
+                            "time. Attention distance: mean over the last quarter of the layers (the layers are "
+                            "named in each cell), in pixels of the model input.")]
+    blocks += differences_blocks(entries)
     if notes:
-        md += ["## Not computed", ""] + [f"- {n}" for n in notes] + [""]
-    for title, name in figures:
-        md += [f"## {title}", "", f"![{title}]({name})", ""]
-    atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
-    atomic_write_text(out_dir / "report.html", _html(rows, notes, figures, out_dir, entries))
+        blocks += [doc.Heading("Not computed"), doc.Bullets(notes)]
+    blocks += [doc.Figure(title, name) for title, name in figures]
+    doc.write(blocks, out_dir, "unmasked comparison")
     result = {"runs": [str(e["run"]) for e in entries], "files": ["report.md", "report.html"] + [f for _, f in figures],
               "notes": notes, "time_s": round(time.perf_counter() - t0, 1)}
     atomic_write_text(out_dir / "report.json", json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _html(rows, notes, figures, out_dir: Path, entries) -> str:
-    esc = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>unmasked comparison</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
-             "<h1>unmasked: comparison report</h1>",
-             f"<p>Runs: {esc(', '.join(e['label'] for e in entries))}</p><table>"]
-    parts.append("<tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>")
-    for r in rows[1:]:
-        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
-    parts.append("</table>")
-    diffs = config_differences([e["config"] for e in entries if not e.get("source")])
-    if diffs:
-        parts.append("<h2>What differs besides the objective</h2><p><strong>Warning:</strong> these runs differ "
-                     f"in more than the objective ({esc(', '.join(d for d, _ in diffs))}).</p><table>")
-        parts.append("<tr><th>setting</th>" + "".join(f"<th>{esc(e['label'])}</th>" for e in entries) + "</tr>")
-        for label, values in diffs:
-            parts.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{esc(str(v))}</td>" for v in values) + "</tr>")
-        parts.append("</table>")
-    if notes:
-        parts.append("<h2>Not computed</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    parts += [inline_figure(title, out_dir / name) for title, name in figures]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"

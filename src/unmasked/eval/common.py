@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -53,7 +54,8 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
                    cache: bool = True) -> dict[str, torch.Tensor]:
     """Features of data.train / data.heldout, cached in <run>/features/ keyed by weights and data."""
     part = data.train if split == "train" else data.heldout
-    key = feature_cache_key(split, part, loaded.encoder, eval_transform(loaded, data))
+    key = feature_cache_key(split, part, loaded.encoder,
+                            {**eval_transform(loaded, data), "precision": feature_precision(device)})
     cache_file = loaded.run_dir / "features" / f"{split}-{key}.pt"
     if cache and cache_file.is_file():
         try:
@@ -71,6 +73,39 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
 
         save_in_run(cache_file.parent, cache_file.name, lambda tmp: torch.save(feats, tmp))
     return feats
+
+
+def feature_precision(device: torch.device) -> str:
+    """How the features were computed: bf16 autocast on a GPU (extract_features), float32 elsewhere.
+    Part of the feature-cache key and of every result file."""
+    return "bfloat16 autocast" if torch.device(device).type == "cuda" else "float32"
+
+
+# The top-level keys of every result file (knn.json, linear.json, finetune.json and their variants),
+# in this order; what a protocol adds (its recipe, per-k results, history) follows them.
+ENVELOPE_KEYS = ("protocol", "description", "default_protocol", "file", "top1", "results", "pixels",
+                 "data", "train_split", "test_split", "train_images", "test_images", "num_classes",
+                 "encoder", "objective", "transform", "precision", "time_s")
+
+
+def result_envelope(protocol: str, description: str, loaded: LoadedEncoder, ds: ImageData, *, file: str,
+                    default_protocol: bool, top1: dict, results: dict, precision: str, time_s: float,
+                    pixels: dict | None = None, **extra) -> dict:
+    """The one shape of a result file: what was measured (protocol, headline top-1, all results),
+    on what (data, splits, encoder, evaluation view, precision), how long it took, then the
+    protocol's own fields. Files written before `precision` was recorded still read: readers use
+    only `top1` and the provenance keys, which every version has."""
+    out = {"protocol": protocol, "description": description, "default_protocol": default_protocol,
+           "file": file, "top1": top1, "results": results}
+    if pixels is not None:
+        out["pixels"] = pixels
+    out.update(provenance(loaded, ds))
+    out["precision"] = precision
+    out["time_s"] = round(time_s, 1)
+    clash = set(out) & set(extra)
+    if clash:
+        raise ValueError(f"result fields {sorted(clash)} belong to the envelope")
+    return {**out, **extra}
 
 
 def write_result(loaded: LoadedEncoder, name: str, result: dict) -> dict:
@@ -101,19 +136,26 @@ def frozen_features(path, data: str | None, device: str, batch_size: int, num_wo
 
 def is_own_data(loaded: LoadedEncoder, ds: ImageData) -> bool:
     """Whether an evaluation ran on the data the encoder was pretrained on (the default protocol)."""
-    if is_fashion_mnist(ds.name) or is_fashion_mnist(loaded.data):
-        return is_fashion_mnist(ds.name) and is_fashion_mnist(loaded.data)
-    return Path(ds.name).resolve() == Path(loaded.data).resolve()
+    return same_data(ds.name, loaded.data)
+
+
+def same_data(data: str, run_data: str) -> bool:
+    if is_fashion_mnist(data) or is_fashion_mnist(run_data):
+        return is_fashion_mnist(data) and is_fashion_mnist(run_data)
+    return Path(data).resolve() == Path(run_data).resolve()
+
+
+def result_name(stem: str, parts: list[str], data: str, run_data: str, ext: str = ".json") -> str:
+    """knn.json for the default protocol; knn-k1-T0.5-on-<data>.json for a variant, so that a
+    variant never replaces the default result that `compare` reads. `study` names the file its
+    evaluation options write with this same function."""
+    if not same_data(data, run_data):
+        parts = [*parts, "on-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).name)]
+    return stem + "".join(f"-{p}" for p in parts) + ext
 
 
 def variant_name(stem: str, parts: list[str], loaded: LoadedEncoder, ds: ImageData, ext: str = ".json") -> str:
-    """knn.json for the default protocol; knn-k1-T0.5-on-<data>.json for a variant, so that a
-    variant never replaces the default result that `compare` reads."""
-    import re
-
-    if not is_own_data(loaded, ds):
-        parts = [*parts, "on-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(ds.name).name)]
-    return stem + "".join(f"-{p}" for p in parts) + ext
+    return result_name(stem, parts, ds.name, loaded.data, ext)
 
 
 def provenance(loaded: LoadedEncoder, ds: ImageData) -> dict:

@@ -308,7 +308,7 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
 
     from unmasked.data.dataset import subset_indices
     from unmasked.devices import resolve_device
-    from unmasked.eval.common import labeled_data, provenance, write_result
+    from unmasked.eval.common import feature_precision, labeled_data, result_envelope, write_result
     from unmasked.eval.run_files import save_in_run
     from unmasked.runs import load_encoder
 
@@ -322,14 +322,18 @@ def run_finetune(path, data: str | None = None, device: str = "auto", num_worker
     model, info = finetune(loaded, ds, recipe, dev, num_workers, progress)
     model_problem = save_in_run(loaded.run_dir, "finetuned.safetensors", lambda tmp: save_file(
         {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp))
-    result = {
-        "protocol": "finetune",
-        "description": "full fine-tuning, layer-wise lr decay, mixup/cutmix, label smoothing, RandAugment, "
-                       "global average pool + trained fc_norm",
-        "top1": {"best": info["best"]["top1"], "last": info["last"]["top1"]},
-        **info,
-        **provenance(loaded, ds),
-    }
+    last, best = info.pop("last"), info.pop("best")
+    result = result_envelope(
+        "finetune", "full fine-tuning, layer-wise lr decay, mixup/cutmix, label smoothing, RandAugment, "
+        "global average pool + trained fc_norm", loaded, ds, file="finetune.json", default_protocol=True,
+        # "last" is the result; "best" is the epoch with the highest test accuracy, i.e. chosen on the
+        # test split: optimistic, kept for reference and never shown in a study table
+        top1={"last": last["top1"], "best": best["top1"]},
+        results={k: v for k, v in last.items() if k.startswith("top")},
+        precision=feature_precision(dev), time_s=info.pop("time_s"),
+        best_chosen_on="test split (the held-out images the accuracy is measured on)",
+        last=last, best=best, **info,
+    )
     if model_problem:
         result["not_saved"] = [model_problem]
     write_result(loaded, "finetune.json", result)

@@ -50,13 +50,16 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes, ks=KS,
                  temperature=TEMPERATURE) -> dict[int, dict[str, float]]:
-    """{k: {"top1": %, "top5": % (only when there are more than 5 classes)}}"""
+    """{k: {"top1": %, "top5": % (only when there are more than 5 classes)}}
+
+    Top-5 counts the min(5, k) best-voted classes: with fewer than 5 neighbours the other classes
+    have no vote, and ranking them among ties would count guesses as hits."""
     scores = knn_predict(train_feats, train_labels, test_feats, num_classes, ks, temperature)
     out = {}
     for k, s in scores.items():
         res = {"top1": topk_accuracy(s, test_labels, 1)}
         if num_classes > 5:
-            res["top5"] = topk_accuracy(s, test_labels, 5)
+            res["top5"] = topk_accuracy(s, test_labels, min(5, k, len(train_feats)))
         out[k] = res
     return out
 
@@ -82,17 +85,18 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
 
     from unmasked.eval.common import (
         evaluation_view,
+        feature_precision,
         frozen_features,
         is_own_data,
-        provenance,
+        result_envelope,
         variant_name,
         write_result,
     )
     from unmasked.eval.pixels import pixel_knn
 
     t0 = time.perf_counter()
-    loaded, ds, _, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress, "kNN evaluation",
-                                            img_size)
+    loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
+                                              "kNN evaluation", img_size)
     ks = tuple(sorted(set(ks)))
     results = {}
     for kind in ("cls", "mean"):
@@ -104,20 +108,14 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
     # what `compare` shows under "kNN k=20" is k = 20 at T = 0.07 on the encoder's own data (knn.json);
     # other settings go to their own file (knn-k1.json, knn-T0.5-on-<data>.json) and never replace it
     variant = protocol_variant(ks, temperature, loaded.eval_size)
-    result = {
-        "protocol": "knn",
-        "description": "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)",
-        "temperature": temperature,
-        "ks": list(ks),
-        "k_used": {str(k): min(k, len(tr["labels"])) for k in ks},  # k above the training-set size: all of it
-        "headline_k": head_k,
-        "default_protocol": not variant and is_own_data(loaded, ds),
-        "file": variant_name("knn", variant, loaded, ds),
-        "top1": {kind: results[kind][str(head_k)]["top1"] for kind in results},
-        "results": results,
-        "pixels": pixels,
-        **provenance(loaded, ds),
-        "time_s": round(time.perf_counter() - t0, 1),
-    }
+    result = result_envelope(
+        "knn", "weighted kNN, cosine similarity on L2-normalised features, weights exp(sim / T)", loaded, ds,
+        file=variant_name("knn", variant, loaded, ds), default_protocol=not variant and is_own_data(loaded, ds),
+        top1={kind: results[kind][str(head_k)]["top1"] for kind in results}, results=results, pixels=pixels,
+        precision=feature_precision(dev), time_s=time.perf_counter() - t0,
+        temperature=temperature, ks=list(ks),
+        k_used={str(k): min(k, len(tr["labels"])) for k in ks},  # k above the training-set size: all of it
+        headline_k=head_k,
+    )
     write_result(loaded, result["file"], result)
     return result

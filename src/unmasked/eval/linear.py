@@ -147,9 +147,10 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
 
     from unmasked.eval.common import (
         evaluation_view,
+        feature_precision,
         frozen_features,
         is_own_data,
-        provenance,
+        result_envelope,
         variant_name,
         write_result,
     )
@@ -177,18 +178,13 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
     pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), recipe, dev)
     heads_problem = save_in_run(loaded.run_dir, variant_name("linear_heads", variant, loaded, ds, ".safetensors"),
                                 lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
-    result = {
-        "protocol": "linear",
-        "description": f"frozen features, BatchNorm1d(affine=False) + Linear, {info['optimizer']}, warm-up + cosine",
-        "recipe": info,
-        "default_protocol": is_own_data(loaded, ds) and not variant,
-        "file": variant_name("linear", variant, loaded, ds),
-        "top1": {k: v["top1"] for k, v in results.items()},
-        "results": results,
-        "pixels": pixels,
-        **provenance(loaded, ds),
-        "time_s": round(time.perf_counter() - t0, 1),
-    }
+    result = result_envelope(
+        "linear", f"frozen features, BatchNorm1d(affine=False) + Linear, {info['optimizer']}, warm-up + cosine",
+        loaded, ds, file=variant_name("linear", variant, loaded, ds),
+        default_protocol=is_own_data(loaded, ds) and not variant,
+        top1={k: v["top1"] for k, v in results.items()}, results=results, pixels=pixels,
+        precision=feature_precision(dev), time_s=time.perf_counter() - t0, recipe=info,
+    )
     if heads_problem:
         result["not_saved"] = [heads_problem]
     write_result(loaded, result["file"], result)

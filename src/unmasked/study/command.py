@@ -1,24 +1,32 @@
-"""`unmasked study FILE [--dry-run | --report-only]`: the three things a user does with a study."""
+"""`unmasked study FILE [--dry-run | --report-only] [--results-dir DIR]`: the things a user does with a study."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
+from pathlib import Path
 
+from unmasked import provenance
 from unmasked.errors import UserError
 from unmasked.study.raw_pixels import FILE as RAW_FILE
-from unmasked.study.raw_pixels import raw_pixel_knn
+from unmasked.study.raw_pixels import is_current, raw_pixel_knn
 from unmasked.study.report import write_report
 from unmasked.study.runner import dry_run, execute, is_finished, read_json
 from unmasked.study.spec import load_study
 from unmasked.train.checkpoint import atomic_write_text
 
+HTML_LIMIT = 2_000_000  # bytes: a larger report.html (many inlined figures) stays out of the repository
+
 
 def ensure_raw_pixels(study) -> None:
-    """Computed once per study folder, from the first finished run's data and input size."""
+    """Only for a study without a kNN evaluation (each kNN result file holds its raw-pixel row):
+    computed once per study folder, on the evaluation view of the first finished run's data."""
+    if "knn" in study.evals:
+        return
     path = study.out / RAW_FILE
-    if path.is_file():
+    if is_current(read_json(path)):
         return
     done = next((r for r in study.runs if is_finished(r)), None)
     if done is None:
@@ -27,11 +35,30 @@ def ensure_raw_pixels(study) -> None:
     atomic_write_text(path, json.dumps(raw_pixel_knn(read_json(done.dir / "config.json")), indent=1) + "\n")
 
 
+def copy_results(study, result: dict, results_dir: str) -> Path:
+    """<results_dir>/<study name>/: study.json (with provenance), report.md, the figures and, when
+    small, report.html; text and PNG only, never a checkpoint or a feature cache."""
+    dest = Path(results_dir) / study.name
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--results-dir {results_dir}: cannot create {dest} ({e.strerror})") from None
+    for name in result["files"]:
+        src = study.out / name
+        if name == "report.html" and src.stat().st_size > HTML_LIMIT:
+            continue
+        if name.endswith((".md", ".json", ".png", ".html")) and src.is_file():
+            shutil.copyfile(src, dest / name)
+    return dest
+
+
 def run_study(file: str, out: str | None = None, dry: bool = False, report_only: bool = False,
-              device: str | None = None, progress: bool = True) -> dict:
+              device: str | None = None, progress: bool = True, results_dir: str | None = None) -> dict:
     if dry and report_only:
         raise UserError("--dry-run and --report-only exclude each other: the first lists the runs, the second "
                         "writes the report from finished ones")
+    if dry and results_dir:
+        raise UserError("--results-dir with --dry-run: a dry run writes no report to copy")
     study = load_study(file, out)
     if dry:
         return dry_run(study)
@@ -41,8 +68,12 @@ def run_study(file: str, out: str | None = None, dry: bool = False, report_only:
     elif not study.out.is_dir():
         raise UserError(f"--report-only: {study.out} does not exist; run `unmasked study {file}` first")
     command = "unmasked study " + shlex.join([file] + (["--out", out] if out else []))
-    result = write_report(study, command)
+    prov = provenance.record()
+    result = write_report(study, command, prov)
     print(f"report written to {study.out}/report.md, report.html and study.json")
+    if results_dir:
+        dest = copy_results(study, result, results_dir)
+        print(f"results copied to {dest}/ (study.json, report.md, figures)")
     for d in result["differences"]:
         if d["metric"] in ("knn20_cls", "linear_cls"):
             print(f"  {d['sentence']}")

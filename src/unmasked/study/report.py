@@ -1,21 +1,27 @@
 """A study's report: report.md, a self-contained report.html (figures inlined) and study.json.
 
 Everything is read from the files the runs and evaluations wrote; nothing is computed here
-except statistics over seeds, so `--report-only` recomputes nothing.
+except statistics over seeds, so `--report-only` recomputes nothing. The report is a list of
+blocks (unmasked.document), rendered to both Markdown and HTML.
+
+What the statistics cover: seed variation only. The test set and the probe's seed are fixed, so
+an interval says how much the number moves when pretraining is repeated with another seed, not
+how it would move on other test images.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
 
-from unmasked.analysis.report import inline_figure
+from unmasked import document as doc
+from unmasked.analysis.differences import config_differences
 from unmasked.study import stats
 from unmasked.study.plots import band_plot, grid_plot
 from unmasked.study.raw_pixels import FILE as RAW_FILE
-from unmasked.study.runner import is_finished, read_json
+from unmasked.study.raw_pixels import is_current as raw_is_current
+from unmasked.study.runner import RESULT_FILES, is_finished, read_json, result_file, run_result_file
 from unmasked.study.spec import Run, Study
 from unmasked.train.checkpoint import atomic_write_text
 from unmasked.train.metrics import read_jsonl
@@ -26,7 +32,7 @@ METRICS = [
     ("knn20_mean", "kNN20 mean-pool (%)", "points", 2),
     ("linear_cls", "linear CLS (%)", "points", 2),
     ("linear_mean", "linear mean-pool (%)", "points", 2),
-    ("finetune", "fine-tune best (%)", "points", 2),
+    ("finetune", "fine-tune, last epoch (%)", "points", 2),
     ("attn_distance", "attention distance, last layers (px)", "px", 2),
     ("rankme_cls", "RankMe CLS", "", 1),
     ("rankme_mean", "RankMe mean-pool", "", 1),
@@ -34,14 +40,15 @@ METRICS = [
     ("train_pflops", "training PFLOPs", None, 3),
 ]
 LABELS = {k: label for k, label, _, _ in METRICS}
+SEED_ONLY = ("The intervals and standard deviations cover seed variation only: every run is evaluated on "
+             "the same fixed test set with a fixed probe seed, so they say how much a number moves when "
+             "pretraining is repeated with another seed, not how it would move on other test images.")
 
 
 def training_flops(run_dir: Path) -> float | None:
-    """From unmasked.analysis.compute when it is there (a parallel branch adds it); else unknown."""
-    try:
-        from unmasked.analysis.compute import training_compute
-    except ImportError:
-        return None
+    """Training FLOPs as `compare` counts them; None when the run's step cannot be rebuilt."""
+    from unmasked.analysis.compute import training_compute
+
     try:
         flops = training_compute(run_dir).get("train_flops")
     except Exception:  # noqa: BLE001 - one run's missing numbers must not sink the report
@@ -52,23 +59,33 @@ def training_flops(run_dir: Path) -> float | None:
 def run_values(run: Run, evals: dict | None = None) -> dict:
     """Every metric of one run that its files hold, plus the curves for the plots (kNN and linear
     results read from the files the study's evaluation options write)."""
-    from unmasked.study.runner import result_file
-
     d = run.dir
     v: dict = {}
     evals = evals or {}
-    knn, lin = read_json(d / result_file("knn", evals.get("knn", ()))), read_json(d / result_file("linear", evals.get("linear", ())))
+    files = {p: run_result_file(run, p, evals.get(p, ())) for p in ("knn", "linear")}
+    knn, lin = read_json(d / files["knn"]), read_json(d / files["linear"])
     ft = read_json(d / "finetune.json")
     ana, summary = read_json(d / "analysis" / "analysis.json"), read_json(d / "summary.json")
+    pixels = {}
     if knn:
         v["knn20_cls"], v["knn20_mean"] = knn["top1"]["cls"], knn["top1"]["mean"]
+        if "pixels" in knn:
+            pixels["knn"] = knn["pixels"]["top1"]
+            pixels["view"] = knn.get("transform", {}).get("description")
     if lin:
         v["linear_cls"], v["linear_mean"] = lin["top1"]["cls"], lin["top1"]["mean"]
-    if ft:
-        v["finetune"] = ft["top1"]["best"]
+        if "pixels" in lin:
+            pixels["linear"] = lin["pixels"]["top1"]
+            pixels.setdefault("view", lin.get("transform", {}).get("description"))
+    if ft:  # the last epoch: the best one is chosen on the test split and never enters a study table
+        v["finetune"] = ft["top1"]["last"]
+    layers = None
     if ana:
-        v["attn_distance"] = ana["attention_distance"]["last_layers"]
+        ad = ana["attention_distance"]
+        v["attn_distance"] = ad["last_layers"]
         v["rankme_cls"], v["rankme_mean"] = ana["spectrum"]["rankme"]["cls"], ana["spectrum"]["rankme"]["mean"]
+        if "last_layers_count" in ad and "per_layer" in ad:
+            layers = (len(ad["per_layer"]) - ad["last_layers_count"] + 1, len(ad["per_layer"]))
     if summary:
         v["pretrain_min"] = summary["time_s"] / 60
     flops = training_flops(d) if summary else None
@@ -82,7 +99,8 @@ def run_values(run: Run, evals: dict | None = None) -> dict:
     if monitor:
         curves["knn_epochs"] = [r["epoch"] for r in monitor]
         curves["knn_cls"] = [r["knn20_cls"] for r in monitor]
-    return {"values": v, "curves": curves, "finished": is_finished(run)}
+    return {"values": v, "curves": curves, "finished": is_finished(run), "pixels": pixels,
+            "files": files, "attn_layers": layers}
 
 
 def group_label(arm: str, point: dict) -> str:
@@ -95,7 +113,7 @@ def _cell(s: dict | None, digits: int) -> str:
     vals = ", ".join(f"{x:.{digits}f}" for x in s["values"])
     if s["std"] is None:
         return f"{s['mean']:.{digits}f} ({vals})"
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} ({vals})"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} sd ({vals})"
 
 
 def build(study: Study) -> dict:
@@ -116,21 +134,24 @@ def build(study: Study) -> dict:
         for point in study.points:
             ga = next(g for g in groups if g["arm"] == a and g["point"] == point)
             gb = next(g for g in groups if g["arm"] == b and g["point"] == point)
-            for key, label, unit, _ in METRICS:
+            for key, _label, unit, _ in METRICS:
                 if unit is None:
                     continue
                 d = stats.paired_difference({int(s): x for s, x in ga["seeds"][key].items()},
                                             {int(s): x for s, x in gb["seeds"][key].items()})
-                if d is None:
-                    continue
-                name = label.split(" (")[0]
-                where = "".join(f", {k}={v}" for k, v in point.items())
-                diffs.append({"b": b, "a": a, "point": point, "metric": key, **d,
-                              "sentence": stats.sentence(b, a, name + where, d, unit or "")})
-    return {"per_run": per_run, "groups": groups, "differences": diffs}
+                if d is not None:
+                    diffs.append({"b": b, "a": a, "point": point, "metric": key, "unit": unit, **d})
+    family = stats.correct_family(diffs)
+    for d in diffs:
+        name = LABELS[d["metric"]].split(" (")[0]
+        where = "".join(f", {k}={v}" for k, v in d["point"].items())
+        d["sentence"] = stats.sentence(d["b"], d["a"], name + where, d, d.pop("unit"))
+    changed = [d for d in diffs if d.get("verdict_unadjusted", d["verdict"]) != d["verdict"]]
+    return {"per_run": per_run, "groups": groups, "differences": diffs, "family": family,
+            "changed_by_holm": len(changed)}
 
 
-def figures(study: Study, built: dict, out: Path) -> list[tuple[str, str]]:
+def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
     figs = []
     groups, per_run = built["groups"], built["per_run"]
 
@@ -145,10 +166,10 @@ def figures(study: Study, built: dict, out: Path) -> list[tuple[str, str]]:
             series.append({"label": g["label"], "x": list(range(1, len(ys[0]) + 1)), "ys": ys})
     if series:
         uniform = next(c["uniform"] for g in groups for c in curves_of(g, "attn_per_layer"))
-        figs.append(("Attention distance per layer (band: min-max over seeds)",
-                     band_plot(series, out / "attention_distance.png", "layer (block index)",
-                               "mean attention distance (px)", "Mean attention distance per layer",
-                               hline=(uniform, f"uniform attention ({uniform:.1f} px)")).name))
+        figs.append(doc.Figure("Attention distance per layer (band: min-max over seeds)",
+                               band_plot(series, out / "attention_distance.png", "layer (block index)",
+                                         "mean attention distance (px)", "Mean attention distance per layer",
+                                         hline=(uniform, f"uniform attention ({uniform:.1f} px)")).name))
     series = []
     for g in groups:
         cs = curves_of(g, "knn_cls")
@@ -156,9 +177,10 @@ def figures(study: Study, built: dict, out: Path) -> list[tuple[str, str]]:
             n = min(len(c["knn_cls"]) for c in cs)
             series.append({"label": g["label"], "x": cs[0]["knn_epochs"][:n], "ys": [c["knn_cls"][:n] for c in cs]})
     if series:
-        figs.append(("kNN monitor during pretraining (band: min-max over seeds)",
-                     band_plot(series, out / "knn_monitor.png", "epoch", "kNN20 top-1, CLS (%) — monitor subset",
-                               "kNN monitor (1,000 held-out queries, 5,000-image bank)").name))
+        figs.append(doc.Figure("kNN monitor during pretraining (band: min-max over seeds)",
+                               band_plot(series, out / "knn_monitor.png", "epoch",
+                                         "kNN20 top-1, CLS (%) — monitor subset",
+                                         "kNN monitor (1,000 held-out queries, 5,000-image bank)").name))
     for key in study.grid:
         for metric in ("knn20_cls", "linear_cls", "attn_distance"):
             lines = {}
@@ -170,89 +192,164 @@ def figures(study: Study, built: dict, out: Path) -> list[tuple[str, str]]:
                 lines.setdefault(group_label(g["arm"], rest), []).append((g["point"][key], s))
             if lines:
                 name = f"grid_{key}_{metric}.png"
-                figs.append((f"{LABELS[metric]} vs {key} (bars: std over seeds)",
-                             grid_plot(lines, out / name, key, LABELS[metric]).name))
+                figs.append(doc.Figure(f"{LABELS[metric]} vs {key} (bars: sample std over seeds)",
+                                       grid_plot(lines, out / name, key, LABELS[metric]).name))
     return figs
 
 
-def _table(study: Study, built: dict, raw: dict | None) -> list[list[str]]:
-    rows = [["arm"] + [label for _, label, _, _ in METRICS]]
+def protocol_labels(study: Study, built: dict) -> dict[str, str]:
+    """Column labels, with the result file named where the study's evaluation options are not the
+    default protocol (other k, T, probe recipe, input size or data), and the layers that the
+    attention distance averages."""
+    labels = dict(LABELS)
+    for proto, keys in (("knn", ("knn20_cls", "knn20_mean")), ("linear", ("linear_cls", "linear_mean"))):
+        if proto in study.evals and result_file(proto, study.evals[proto]) != RESULT_FILES[proto]:
+            name = result_file(proto, study.evals[proto])
+            for k in keys:
+                labels[k] = f"{LABELS[k][:-4]} [{name[:-5]}] (%)"
+    layers = {r["attn_layers"] for r in built["per_run"].values() if r["attn_layers"]}
+    if len(layers) == 1:
+        lo, depth = layers.pop()
+        which = f"layer {lo}" if lo == depth else f"layers {lo}-{depth}"
+        labels["attn_distance"] = f"attention distance, {which} of {depth} (px)"
+    else:
+        labels["attn_distance"] = "attention distance, last quarter of the layers (px)"
+    return labels
+
+
+def pixel_reference(study: Study, built: dict, raw: dict | None, notes: list[str]) -> dict | None:
+    """The raw-pixel numbers, from the runs' own result files (the evaluation's pixel row)."""
+    found = [r["pixels"] for r in built["per_run"].values() if r["pixels"]]
+    if found:
+        seen = {json.dumps(p, sort_keys=True) for p in found}
+        if len(seen) > 1:
+            notes.append("raw pixels: the runs' result files hold different pixel rows (different data or "
+                         "evaluation view); the first is shown")
+        return found[0]
+    if raw_is_current(raw) and "top1" in raw:
+        return {"knn": raw["top1"]["20"], "view": raw["view"]["description"]}
+    if raw is not None:
+        notes.append(f"raw pixels: {RAW_FILE} predates the evaluation view (it used a training crop); not shown")
+    return None
+
+
+def _table(study: Study, built: dict, pixels: dict | None, labels: dict) -> list[list[str]]:
+    rows = [["arm"] + [labels[k] for k, *_ in METRICS]]
     for g in built["groups"]:
         rows.append([g["label"]] + [_cell(g["summary"][k], digits) for k, _, _, digits in METRICS])
-    if raw and "top1" in raw:
-        k20 = f"{raw['top1']['20']:.2f}"
-        rows.append(["raw pixels (no training)", k20, k20] + ["—"] * (len(METRICS) - 2))
+    if pixels:
+        knn = f"{pixels['knn']:.2f}" if "knn" in pixels else "—"
+        lin = f"{pixels['linear']:.2f}" if "linear" in pixels else "—"
+        rows.append(["raw pixels (no training)", knn, knn, lin, lin] + ["—"] * (len(METRICS) - 4))
     return rows
 
 
-def write_report(study: Study, command: str) -> dict:
+def _arm_configs(study: Study) -> tuple[list[str], list[dict]]:
+    """One config.json per arm and grid point, all at the same seed (so the seed drops out)."""
+    labels, configs = [], []
+    for arm in study.arms:
+        for point in study.points:
+            run = next((r for r in study.runs if r.arm == arm and r.point == point and r.seed == study.seeds[0]), None)
+            cfg = read_json(run.dir / "config.json") if run else None
+            if cfg:
+                labels.append(group_label(arm, point))
+                configs.append(cfg)
+    return labels, configs
+
+
+def differences_blocks(study: Study, built: dict) -> list:
+    """As `compare`: a warning and a table when arms differ in more than the objective, with each
+    arm's training compute beside it."""
+    labels, configs = _arm_configs(study)
+    try:
+        diffs = config_differences(configs) if len(configs) > 1 else []
+    except Exception:  # noqa: BLE001 - an unreadable config must not sink the report
+        diffs = []
+    if not diffs:
+        return []
+    compute = {g["label"]: g["summary"] for g in built["groups"]}
+
+    def mean_of(label, key, digits):
+        s = compute.get(label, {}).get(key)
+        return f"{s['mean']:.{digits}f}" if s else "—"
+
+    rows = [["setting"] + labels]
+    rows += [[name] + ["—" if v is None else str(v) for v in values] for name, values in diffs]
+    rows.append(["training PFLOPs (mean over seeds)"] + [mean_of(lab, "train_pflops", 3) for lab in labels])
+    rows.append(["pretraining time, min (mean over seeds)"] + [mean_of(lab, "pretrain_min", 1) for lab in labels])
+    return [doc.Heading("What differs besides the objective"),
+            doc.Paragraph(f"**Warning:** these arms differ in more than the objective "
+                          f"({', '.join(d for d, _ in diffs)}); a gap between them is not the objective's alone. "
+                          "Each arm's training compute is in the last rows."),
+            doc.Table(rows)]
+
+
+def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes: list[str],
+           figs: list[doc.Figure]) -> list:
+    out = [doc.Heading(f"Study {study.name}", 1),
+           doc.Paragraph(f"Command: `{command}`. Study file: `{study.path}`. Seeds: "
+                         f"{', '.join(map(str, study.seeds))}. Cells: mean ± sample standard deviation (sd) "
+                         "over seeds, then each seed's value."),
+           doc.Table(rows),
+           doc.Paragraph("kNN: weighted 20-NN, T = 0.07, on the whole held-out split. Linear: the probe recipe "
+                         "of the result file named in the column (default: linear.json). Raw pixels: the same "
+                         "kNN and linear probe, by the same evaluation code, on the pixels of the same evaluation "
+                         "view. Fine-tune: accuracy after the last epoch (the best epoch is chosen on the test "
+                         "split and left out). " + SEED_ONLY)]
+    out += differences_blocks(study, built)
+    if built["differences"]:
+        out += [doc.Heading("Paired differences between arms"),
+                doc.Paragraph(f"Same seeds paired; each sentence gives the mean difference and its unadjusted 95% "
+                              f"interval (Student's t over seeds). The verdict words (higher / lower / not "
+                              f"distinguishable) are Holm-corrected over the family of all "
+                              f"{built['family']} differences below (pairs x metrics), at a family-wise error "
+                              f"of 5%; \"not distinguishable\" gives the range the interval still allows."),
+                doc.Bullets([d["sentence"] for d in built["differences"]])]
+    if notes:
+        out += [doc.Heading("Notes"), doc.Bullets(notes)]
+    return out + figs
+
+
+def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
+    """report.md, report.html and study.json; `prov` (unmasked.provenance.record()) says which commit,
+    machine and torch wrote the report, beside the devices the runs' summary.json name."""
     t0 = time.perf_counter()
     out = study.out
     out.mkdir(parents=True, exist_ok=True)
     built = build(study)
     raw = read_json(out / RAW_FILE)
     figs = figures(study, built, out)
-    rows = _table(study, built, raw)
     unfinished = [r.name for r in study.runs if not built["per_run"][r.name]["finished"]]
     notes = []
     if unfinished:
         notes.append(f"{len(unfinished)} of {len(study.runs)} runs not finished: {', '.join(unfinished)}")
     if not any(g["summary"]["train_pflops"] for g in built["groups"]):
-        notes.append("training FLOPs: n/a (unmasked.analysis.compute is not available)")
-    if raw is None:
-        notes.append("raw-pixel row: not computed yet (the study computes it after its runs)")
-    md = [f"# Study {study.name}", "",
-          f"Command: `{command}`. Study file: `{study.path}`. Seeds: {', '.join(map(str, study.seeds))}. "
-          f"Cells: mean ± sample std over seeds (each seed's value).", "",
-          "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    md += ["", "kNN: weighted 20-NN, T = 0.07, on the whole held-out split. Raw pixels: the same protocol on "
-               "[0, 1] pixels at the encoders' input size. Attention distance: mean over the last quarter of the "
-               "layers.", ""]
-    if built["differences"]:
-        md += ["## Paired differences between arms", "",
-               "Same seeds paired; ± is the half-width of the 95% interval (Student's t over seeds). "
-               "\"not distinguishable\": the interval covers 0.", ""]
-        md += [f"- {d['sentence']}" for d in built["differences"]] + [""]
-    if notes:
-        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    for title, name in figs:
-        md += [f"## {title}", "", f"![{title}]({name})", ""]
-    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
-    atomic_write_text(out / "report.html", _html(study, command, rows, built, notes, figs, out))
+        notes.append("training FLOPs: n/a (no run's training step could be rebuilt from its config.json)")
+    pixels = pixel_reference(study, built, raw, notes)
+    if pixels is None:
+        notes.append("raw-pixel row: not computed yet (each kNN / linear evaluation writes it)")
+    labels = protocol_labels(study, built)
+    rows = _table(study, built, pixels, labels)
+    devices = sorted({s["device"] for r in study.runs if (s := read_json(r.dir / "summary.json")) and "device" in s})
+    body = blocks(study, command, built, rows, notes, figs)
+    if prov:
+        from unmasked.provenance import one_line
+
+        body.insert(2, doc.Paragraph(f"Runs trained on: {', '.join(devices) or 'unknown'}. Report written with "
+                                     f"{one_line(prov)}."))
+    files = doc.write(body, out, f"study {study.name}")
     result = {
         "study": study.name, "file": str(study.path), "out": str(out), "seeds": study.seeds,
         "arms": study.arms, "grid": study.grid, "evals": study.evals,
+        "columns": rows[0],
         "runs": [{"name": r.name, "arm": r.arm, "point": r.point, "seed": r.seed, "dir": str(r.dir),
                   **built["per_run"][r.name]} for r in study.runs],
         "groups": [{k: g[k] for k in ("arm", "point", "label", "runs", "summary")} for g in built["groups"]],
-        "differences": built["differences"], "raw_pixels": raw, "notes": notes,
-        "files": ["report.md", "report.html", "study.json"] + [n for _, n in figs],
+        "differences": built["differences"],
+        "holm": {"family": built["family"], "alpha": 0.05, "verdicts_changed": built["changed_by_holm"]},
+        "raw_pixels": pixels, "notes": notes, "trained_on": devices, "provenance": prov,
+        "files": files + ["study.json"] + doc.figures_of(figs),
         "time_s": round(time.perf_counter() - t0, 1),
     }
     atomic_write_text(out / "study.json", json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _html(study, command, rows, built, notes, figs, out: Path) -> str:
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>study {esc(study.name)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
-             f"<h1>Study {esc(study.name)}</h1>",
-             f"<p>Command: <code>{esc(command)}</code>. Cells: mean ± sample std over seeds (each seed's "
-             "value).</p><table>",
-             "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>"]
-    parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows[1:]]
-    parts.append("</table>")
-    if built["differences"]:
-        parts.append("<h2>Paired differences between arms</h2><p>± is the half-width of the 95% interval "
-                     "(Student's t over seeds); not distinguishable: the interval covers 0.</p><ul>")
-        parts += [f"<li>{esc(d['sentence'])}</li>" for d in built["differences"]]
-        parts.append("</ul>")
-    if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    parts += [inline_figure(title, out / name) for title, name in figs]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"

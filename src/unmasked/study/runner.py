@@ -55,26 +55,47 @@ def is_finished(run: Run) -> bool:
     return bool(s.get("completed")) or (run.options.get("steps") is not None and s.get("steps", 0) >= run.options["steps"])
 
 
-def result_file(proto: str, extra: list[str] | tuple = ()) -> str:
-    """The file an evaluation writes with the study's options: kNN and linear-probe variants (other k,
-    T or probe recipe) go to their own file, never knn.json / linear.json."""
+def result_file(proto: str, extra: list[str] | tuple = (), config: dict | None = None) -> str:
+    """The file an evaluation writes with the study's options, named by the same function the
+    evaluation uses: kNN and linear-probe variants (other k, T, probe recipe, --img-size, --data) go
+    to their own file, never knn.json / linear.json. `config` is the run's config.json (its input
+    size and data decide whether --img-size / --data make a variant); without it, the study's
+    recipe is assumed to hold them."""
     if proto not in ("knn", "linear"):
         return RESULT_FILES[proto]
     from unmasked.cli import build_parser
+    from unmasked.eval.common import result_name
 
     args = build_parser().parse_args([*EVAL_COMMANDS[proto], "RUN", *extra])
+    config = config or {}
+    run_data = config.get("data") or args.data or ""
+    data = args.data or run_data
+    size = [] if args.img_size is None or args.img_size == config.get("img_size") else [f"img{args.img_size}"]
     if proto == "knn":
-        from unmasked.eval.knn import result_file as knn_file
+        from unmasked.eval.knn import protocol_variant
 
-        return knn_file(args.k, args.temperature)
-    from unmasked.eval.linear import result_file as linear_file
+        parts = protocol_variant(tuple(sorted(set(args.k))), args.temperature, None) + size
+        return result_name("knn", parts, data, run_data)
+    from unmasked.eval.linear import recipe_variant
 
-    return linear_file(epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.base_lr,
-                       probe_batch=args.probe_batch, optimizer=args.optimizer)
+    parts = recipe_variant(epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.base_lr,
+                           probe_batch=args.probe_batch, optimizer=args.optimizer) + size
+    return result_name("linear", parts, data, run_data)
+
+
+def run_result_file(run: Run, proto: str, extra: list[str] | tuple = ()) -> str:
+    """result_file for one run: its config.json once it exists, else the options the study gives it."""
+    cfg = read_json(run.dir / "config.json") or {k: run.options.get(k) for k in ("data", "img_size")}
+    return result_file(proto, extra, cfg)
+
+
+def is_default_result(proto: str, extra: list[str] | tuple = ()) -> bool:
+    """Whether the study's options for this evaluation are the protocol `compare` shows (knn.json, linear.json)."""
+    return result_file(proto, extra) == RESULT_FILES[proto]
 
 
 def eval_done(run: Run, proto: str, extra: list[str] | tuple = ()) -> bool:
-    result, ckpt = run.dir / result_file(proto, extra), run.dir / "checkpoint.pt"
+    result, ckpt = run.dir / run_result_file(run, proto, extra), run.dir / "checkpoint.pt"
     return result.is_file() and ckpt.is_file() and result.stat().st_mtime >= ckpt.stat().st_mtime
 
 
