@@ -251,6 +251,7 @@ class _Runner:
             "dtype": self.precision,
             "images_per_s": round(cfg.batch_size / dt, 1),
             "step_ms": round(dt * 1000, 2),
+            "step_s": dt,  # unrounded: speed-ups are ratios of these, not of the rounded columns
             "flop_per_step": int(flops),
             "tflop_per_step": round(flops / 1e12, 4),
             "achieved_tflops": round(flops / dt / 1e12, 2),

@@ -92,3 +92,14 @@ def test_grid_plots_and_unfinished_runs(tmp_path):
     res = write_report(study, "unmasked study x.toml")
     assert "grid_mask_ratio_knn20_cls.png" in res["files"]
     assert any("1 of 4 runs not finished: lut_mask-ratio0.9_seed1" in n for n in res["notes"])
+
+
+def test_the_study_reads_the_file_its_evaluation_options_write():
+    from unmasked.study.runner import result_file
+
+    cfg = {"data": "fashion-mnist", "img_size": 28}
+    assert result_file("knn", [], cfg) == "knn.json"
+    assert result_file("knn", ["--img-size", "28"], cfg) == "knn.json"  # the encoder's own size
+    assert result_file("knn", ["--img-size", "56"], cfg) == "knn-img56.json"
+    assert result_file("knn", ["--k", "5", "--temperature", "0.5"], cfg) == "knn-k5-T0.5.json"
+    assert result_file("linear", ["--epochs", "30", "--data", "/x/other"], cfg) == "linear-epochs30-on-other.json"
