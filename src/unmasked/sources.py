@@ -9,7 +9,8 @@ A source is named by one string:
 - `hf-hub:ORG/NAME`, `local-dir:PATH` - timm's own model names for a Hub repository or a folder with
   config.json and model.safetensors;
 - `random:PRESET[/PATCH]` (e.g. `random:vit_tiny/4`) - our encoder, randomly initialised from a seed,
-  the baseline that says what pretraining added; input size and channels from the data unless given.
+  the baseline that says what pretraining added; input size and channels from the data unless given;
+  `random:RUN_FOLDER` takes a run's exact shape and normalisation instead.
 
 Evaluations write into a results folder (`--out DIR`). It holds source.json, which names the source,
 its weights file and sha256, input size and normalisation, so that `load_encoder(DIR)`, `compare DIR`
@@ -195,22 +196,27 @@ def parse_random(source: str) -> tuple[str, int | None]:
     preset, _, patch = body.partition("/")
     if preset not in PRESETS or (patch and not patch.isdigit()):
         raise UserError(f"{source}: expected random:PRESET[/PATCH] with PRESET one of {', '.join(PRESETS)} "
-                        "(e.g. random:vit_tiny/4)")
+                        "(e.g. random:vit_tiny/4), or random:RUN_FOLDER (that run's shape)")
     return preset, int(patch) if patch else None
 
 
-def build_random(source: str, img_size: int, in_chans: int, seed: int):
-    from unmasked.models.vit import ViTEncoder, encoder_spec
+def _random_of_run(source: str):
+    """random:RUN - the shape and normalisation of a run's encoder, re-initialised (None if not a run)."""
+    body = Path(source.removeprefix("random:"))
+    if not body.is_dir() or read_source(body) is not None:
+        return None
+    from unmasked.runs import load_encoder
 
-    preset, patch = parse_random(source)
-    patch = patch or (4 if img_size <= 64 else 16)
-    if img_size % patch:
-        raise UserError(f"{source}: input size {img_size} is not a multiple of the patch size {patch}")
-    spec = encoder_spec(preset, img_size, patch, in_chans)
+    return load_encoder(body)
+
+
+def build_random(spec: dict, seed: int):
+    """Our encoder with MAE's initialisation drawn from `seed` (the global RNG left as it was)."""
+    from unmasked.models.vit import EncoderSpec, ViTEncoder
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        enc = ViTEncoder(spec)
-    return enc
+        return ViTEncoder(EncoderSpec(**spec))
 
 
 def spec_of(model):
@@ -239,25 +245,33 @@ def _data_defaults(data: str, img_size: int | None) -> tuple[int, int, list, lis
     return size, ds.channels, list(mean), list(std)
 
 
-def prepare(source: str, out, data: str | None, weights: str | None = None, img_size: int | None = None,
-            seed: int = 0) -> Path:
-    """Write (or check) the results folder of a source; returns it. Builds the encoder once, so that a
-    bad source fails here, in one line, before any slow work."""
-    if not out:
-        raise UserError(f"{source}: not a run folder; pass --out DIR, the folder its results go to")
-    out = Path(out)
-    old = read_source(out)
-    if old is None and out.is_dir() and any(out.iterdir()):
-        if (out / "config.json").is_file():
-            raise UserError(f"--out {out}: a run folder of `unmasked pretrain`; give {source} its own folder")
+def source_record(source: str, data: str | None, weights: str | None = None, img_size: int | None = None,
+                  seed: int = 0) -> dict:
+    """What source.json holds about a source; builds a timm encoder once, so that a bad source fails
+    here, in one line, before any slow work."""
     record: dict = {"source": source, "seed": seed, "img_size": img_size}
-    if source.startswith("random:"):
-        parse_random(source)
+    run = _random_of_run(source) if source.startswith("random:") else None
+    if run is not None:
+        from dataclasses import replace
+
+        spec = replace(run.spec, img_size=img_size or run.spec.img_size)
+        if spec.img_size % spec.patch_size:
+            raise UserError(f"--img-size {spec.img_size}: not a multiple of the run's patch size {spec.patch_size}")
+        record.update(img_size=spec.img_size, in_chans=spec.in_chans, mean=list(run.mean), std=list(run.std),
+                      data=data or run.data, spec=spec.to_dict(), normalisation_from=f"the run {run.run_dir}")
+    elif source.startswith("random:"):
+        from unmasked.models.vit import encoder_spec
+
+        preset, patch = parse_random(source)
         if not data:
             raise UserError(f"{source}: pass --data; a random encoder takes its input size, channels and "
                             "normalisation from the data")
         size, chans, mean, std = _data_defaults(data, img_size)
-        record.update(img_size=size, in_chans=chans, mean=mean, std=std, data=data)
+        patch = patch or (4 if size <= 64 else 16)
+        if size % patch:
+            raise UserError(f"{source}: input size {size} is not a multiple of the patch size {patch}")
+        record.update(img_size=size, in_chans=chans, mean=mean, std=std, data=data,
+                      spec=encoder_spec(preset, size, patch, chans).to_dict())
     else:
         model, info = build_timm(source, weights, img_size)
         cfg = model.pretrained_cfg or {}
@@ -265,6 +279,19 @@ def prepare(source: str, out, data: str | None, weights: str | None = None, img_
                       weights_sha256=info["weights_sha256"],
                       mean=list(cfg.get("mean", (0.485, 0.456, 0.406))),
                       std=list(cfg.get("std", (0.229, 0.224, 0.225))), data=data)
+    return record
+
+
+def prepare(source: str, out, data: str | None, weights: str | None = None, img_size: int | None = None,
+            seed: int = 0) -> Path:
+    """Write (or check) the results folder of a source; returns it."""
+    if not out:
+        raise UserError(f"{source}: not a run folder; pass --out DIR, the folder its results go to")
+    out = Path(out)
+    old = read_source(out)
+    if old is None and (out / "config.json").is_file():
+        raise UserError(f"--out {out}: a run folder of `unmasked pretrain`; give {source} its own folder")
+    record = source_record(source, data, weights, img_size, seed)
     if old is not None:
         same = all(old.get(k) == record.get(k) for k in ("source", "weights_sha256", "img_size", "seed"))
         if not same:
@@ -281,23 +308,33 @@ def prepare(source: str, out, data: str | None, weights: str | None = None, img_
     return out
 
 
+def open_source(source: str, weights: str | None = None, img_size: int | None = None, data: str | None = None,
+                seed: int = 0):
+    """A source's LoadedEncoder without a results folder (e.g. for a warm start); run_dir is None."""
+    return _loaded(source_record(source, data, weights, img_size, seed), None)
+
+
 def load(folder) -> object:
     """The LoadedEncoder of a results folder (its source.json)."""
+    folder = Path(folder)
+    return _loaded(read_source(folder), folder)
+
+
+def _loaded(rec: dict, folder: Path | None):
     from unmasked.runs import LoadedEncoder
 
-    folder = Path(folder)
-    rec = read_source(folder)
+    where = folder / SOURCE_FILE if folder is not None else rec["source"]
     src = rec["source"]
     if src.startswith("random:"):
-        enc = build_random(src, rec["img_size"], rec["in_chans"], rec.get("seed", 0))
+        enc = build_random(rec["spec"], rec.get("seed", 0))
         kind = "random"
     else:
         if rec.get("weights"):
             w = Path(rec["weights"])
             if not w.is_file():
-                raise UserError(f"{folder / SOURCE_FILE}: its weights file {w} is gone")
+                raise UserError(f"{where}: its weights file {w} is gone")
             if sha256_of(w) != rec.get("weights_sha256"):
-                raise UserError(f"{folder / SOURCE_FILE}: its weights file {w} changed since the results "
+                raise UserError(f"{where}: its weights file {w} changed since the results "
                                 "were computed (sha256 differs); give the new file its own --out folder")
         enc, _ = build_timm(src, rec.get("weights"), rec.get("img_size"))
         kind = "public"
@@ -306,9 +343,9 @@ def load(folder) -> object:
     info = {"name": src, "weights": rec.get("weights"), "weights_sha256": rec.get("weights_sha256"),
             "seed": rec.get("seed") if kind == "random" else None,
             "normalisation": {"mean": rec["mean"], "std": rec["std"],
-                              "from": "the data's channel statistics" if kind == "random"
-                              else "the encoder's pretrained_cfg"},
+                              "from": rec.get("normalisation_from", "the data's channel statistics")
+                              if kind == "random" else "the encoder's pretrained_cfg"},
             "img_size": spec.img_size, "patch_size": spec.patch_size, "in_chans": spec.in_chans,
             "prefix_tokens": int(getattr(enc, "num_prefix_tokens", 1))}
-    return LoadedEncoder(enc, spec, rec["mean"], rec["std"], 1.0, rec["data"], kind, folder, None,
-                         folder / SOURCE_FILE, source_info=info)
+    return LoadedEncoder(enc, spec, rec["mean"], rec["std"], 1.0, rec.get("data") or "", kind, folder, None,
+                         Path(where), source_info=info)

@@ -89,3 +89,33 @@ def test_bad_sources_fail_in_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1, err
+
+
+def test_finetune_of_an_encoder_with_registers_and_layerscale(tmp_path):
+    data = small_fashion_mnist(tmp_path / "fm", train=64, test=20)
+    model = randomise_(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, num_classes=0, depth=2))
+    w = tmp_path / "reg4.safetensors"
+    save_file(model.state_dict(), str(w))
+    res = tmp_path / "reg4"
+    assert main(["eval", "knn", "timm:vit_small_patch14_reg4_dinov2", "--weights", str(w), "--out", str(res),
+                 "--data", str(data), "--img-size", "28", "--no-progress", "--k", "5"]) == 0
+    assert main(["eval", "finetune", str(res), "--steps", "2", "--train-batch", "16", "--epochs", "1",
+                 "--num-workers", "0", "--no-progress"]) == 0
+    r = json.loads((res / "finetune.json").read_text())
+    assert r["steps"] == 2 and r["source"]["prefix_tokens"] == 5 and 0 <= r["top1"]["last"] <= 100
+
+
+def test_random_of_a_run_folder_takes_its_shape_and_normalisation(tmp_path):
+    from tests.conftest import tiny_config
+    from unmasked.runs import load_encoder
+    from unmasked.train.loop import pretrain
+
+    data = small_fashion_mnist(tmp_path / "fm", train=64, test=20)
+    pretrain(tiny_config(tmp_path, objective="mae", data=str(data), subset=None, batch_size=16, steps=1),
+             progress=False)
+    run = load_encoder(tmp_path / "run")
+    rnd = load_encoder(f"random:{tmp_path / 'run'}", out=tmp_path / "rnd")
+    assert rnd.spec == run.spec and rnd.mean == run.mean and rnd.data == run.data
+    assert not all((a == b).all() for a, b in zip(rnd.encoder.state_dict().values(), run.encoder.state_dict().values()))
+    again = load_encoder(tmp_path / "rnd")
+    assert all((a == b).all() for a, b in zip(rnd.encoder.state_dict().values(), again.encoder.state_dict().values()))

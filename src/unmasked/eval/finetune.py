@@ -87,6 +87,29 @@ def build_classifier(spec_kwargs: dict, num_classes: int, drop_path: float, enco
     return model
 
 
+def classifier_from_encoder(encoder: VisionTransformer, num_classes: int, drop_path: float) -> VisionTransformer:
+    """The same recipe for a public timm ViT as it is (registers, LayerScale, learned positions): a copy
+    of it with the global-average-pool head over the patch tokens, a fresh fc_norm in place of the final
+    norm, and stochastic depth rising linearly to `drop_path`."""
+    import copy
+
+    from timm.layers import DropPath
+
+    model = copy.deepcopy(encoder)
+    model.reset_classifier(num_classes, global_pool="avg")
+    model.norm = nn.Identity()
+    model.fc_norm = nn.LayerNorm(model.embed_dim, eps=1e-6)
+    depth = len(model.blocks)
+    for i, blk in enumerate(model.blocks):
+        rate = drop_path * i / max(depth - 1, 1)
+        for name in ("drop_path1", "drop_path2"):
+            if hasattr(blk, name):
+                setattr(blk, name, DropPath(rate) if rate > 0 else nn.Identity())
+    trunc_normal_(model.head.weight, std=2e-5)
+    nn.init.zeros_(model.head.bias)
+    return model
+
+
 def layer_id(name: str, depth: int) -> int:
     """0 for embeddings, i + 1 for block i, depth + 1 for fc_norm and head."""
     if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
@@ -204,8 +227,11 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     np.random.seed(recipe.seed)  # timm's Mixup draws its mixing ratios from NumPy
     num_classes = len(ds.classes)
     eval_crop_pct = eval_view_for(ds.name, loaded.spec.img_size).crop_pct  # the view kNN and linear use
-    spec_kwargs = loaded.spec.timm_kwargs()
-    model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
+    if loaded.source_info is not None and loaded.objective == "public":
+        model = classifier_from_encoder(loaded.encoder, num_classes, recipe.drop_path).to(device)
+    else:
+        spec_kwargs = loaded.spec.timm_kwargs()
+        model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
     train = ds.train
     if recipe.batch_size > len(train):
         raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(train)} training images")

@@ -14,7 +14,7 @@ from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current, raw_pixel_knn
 from unmasked.study.report import write_report
 from unmasked.study.runner import dry_run, execute, is_finished, read_json
-from unmasked.study.spec import load_study
+from unmasked.study.spec import is_encoder_run, load_study
 from unmasked.train.checkpoint import atomic_write_text
 
 HTML_LIMIT = 2_000_000  # bytes: a larger report.html (many inlined figures) stays out of the repository
@@ -28,11 +28,25 @@ def ensure_raw_pixels(study) -> None:
     path = study.out / RAW_FILE
     if is_current(read_json(path)):
         return
-    done = next((r for r in study.runs if is_finished(r)), None)
+    finished = [r for r in study.runs if is_finished(r)]
+    done = next((r for r in finished if not is_encoder_run(r)), None) or next(iter(finished), None)
     if done is None:
         return
     print(f"[study {study.name}] raw-pixel kNN baseline", file=sys.stderr, flush=True)
-    atomic_write_text(path, json.dumps(raw_pixel_knn(read_json(done.dir / "config.json")), indent=1) + "\n")
+    config = read_json(done.dir / "config.json") if not is_encoder_run(done) else _source_config(done)
+    atomic_write_text(path, json.dumps(raw_pixel_knn(config), indent=1) + "\n")
+
+
+def _source_config(run) -> dict:
+    """What raw_pixel_knn reads from a config.json, for an arm that was not pretrained (its source.json)."""
+    from unmasked.eval.view import eval_view_for
+    from unmasked.sources import read_source
+
+    rec = read_source(run.dir)
+    view = eval_view_for(rec["data"], rec["img_size"])
+    return {"data": rec["data"], "img_size": rec["img_size"], "base_size": view.base_size,
+            "in_chans": rec.get("in_chans") or (rec.get("spec") or {}).get("in_chans") or 3,
+            "crop": "rrc" if view.crop_pct < 1 else "pad"}
 
 
 def copy_results(study, result: dict, results_dir: str) -> Path:

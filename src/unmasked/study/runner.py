@@ -21,7 +21,7 @@ from pathlib import Path
 
 from unmasked.errors import UserError
 from unmasked.study.budget import fmt_duration, run_budget
-from unmasked.study.spec import Run, Study
+from unmasked.study.spec import Run, Study, is_encoder_run
 
 RESULT_FILES = {"knn": "knn.json", "linear": "linear.json", "analyze": "analysis/analysis.json",
                 "finetune": "finetune.json"}
@@ -48,7 +48,16 @@ def read_json(path: Path) -> dict | None:
 
 
 # -- state of one run -----------------------------------------------------------------------
+def _origin(run: Run) -> Path:
+    """The file every evaluation must be newer than: the checkpoint, or a source's source.json."""
+    from unmasked.sources import SOURCE_FILE
+
+    return run.dir / (SOURCE_FILE if is_encoder_run(run) else "checkpoint.pt")
+
+
 def is_finished(run: Run) -> bool:
+    if is_encoder_run(run):
+        return _origin(run).is_file()
     s = read_json(run.dir / "summary.json")
     if not s or not (run.dir / "checkpoint.pt").is_file():
         return False
@@ -95,7 +104,7 @@ def is_default_result(proto: str, extra: list[str] | tuple = ()) -> bool:
 
 
 def eval_done(run: Run, proto: str, extra: list[str] | tuple = ()) -> bool:
-    result, ckpt = run.dir / run_result_file(run, proto, extra), run.dir / "checkpoint.pt"
+    result, ckpt = run.dir / run_result_file(run, proto, extra), _origin(run)
     return result.is_file() and ckpt.is_file() and result.stat().st_mtime >= ckpt.stat().st_mtime
 
 
@@ -229,14 +238,20 @@ def _estimate(b: dict, run: Run, study: Study) -> float:
 
 def execute(study: Study, device: str | None, progress: bool) -> None:
     check_configs(study)
-    budgets = {r.name: run_budget(r.options, study.evals) for r in study.runs}
+    budgets = {r.name: _budget(r, study) for r in study.runs}
     bar = Progress(study, budgets)
     study.out.mkdir(parents=True, exist_ok=True)
     quiet = [] if progress else ["--no-progress"]
     dev = device or study.recipe.get("device")
     for i, run in enumerate(study.runs):
         b = budgets[run.name]
-        if not is_finished(run):
+        if is_encoder_run(run) and not is_finished(run):
+            from unmasked.sources import prepare
+
+            bar.line(i, run, f"preparing {run.options['encoder']} (not pretrained)")
+            prepare(run.options["encoder"], run.dir, run.options["data"], run.options.get("weights"),
+                    run.options.get("img_size"), run.seed)
+        elif not is_finished(run):
             resume = (run.dir / "checkpoint.pt").is_file()
             bar.line(i, run, "resuming pretraining" if resume else "pretraining")
             argv = ["pretrain", "--out", str(run.dir), *quiet]
@@ -264,6 +279,13 @@ def execute(study: Study, device: str | None, progress: bool) -> None:
           f"{fmt_duration(time.perf_counter() - bar.t0)}", file=sys.stderr, flush=True)
 
 
+def _budget(run: Run, study: Study) -> dict:
+    if is_encoder_run(run):  # no pretraining; its evaluations are not estimated
+        return {"train_images": None, "epochs": 0, "batch_size": None, "steps": 0, "images_seen": 0,
+                "pretrain_s": 0.0, "evals_s": None}
+    return run_budget(run.options, study.evals)
+
+
 def _argv_for(run: Run, keys: set[str]) -> list[str]:
     """The run's own arguments for just these options (argv pairs kept in order)."""
     out, i, argv = [], 0, run.argv
@@ -280,11 +302,11 @@ def _argv_for(run: Run, keys: set[str]) -> list[str]:
 def dry_run(study: Study) -> dict:
     rows, total = [], 0.0
     for run in study.runs:
-        b = run_budget(run.options, study.evals)
-        state = run_state(run)
+        b = _budget(run, study)
+        state = ("done" if is_finished(run) else "new") if is_encoder_run(run) else run_state(run)
         est = 0.0 if state == "done" else (b["pretrain_s"] or 0) + (b["evals_s"] or 0)
         total += est
-        rows.append((run.name, run.options["objective"], b, state, est))
+        rows.append((run.name, run.options.get("objective") or "(none)", b, state, est))
     print(f"study {study.name} ({study.path}): {len(study.runs)} runs = {len(study.arms)} arm(s) x "
           f"{len(study.points)} grid point(s) x {len(study.seeds)} seed(s), in {study.out}")
     print(f"evaluations per run: {', '.join(study.evals) or 'none'}")

@@ -10,6 +10,8 @@
     [arms.lut-w0]
     objective = "lut"
     lut_weight = 0.0
+    [arms.random]                   # no pretraining: a source measured as it is (random init, a
+    encoder = "random:vit_tiny/4"   # timm:NAME with weights = "FILE", hf-hub:, local-dir:), seeded
     [grid]                          # optional ablations: every combination, for every arm
     mask_ratio = [0.5, 0.75, 0.9]
     [evals]                         # true, false or a table of the command's options
@@ -153,6 +155,30 @@ def run_name(arm: str, point: dict, seed: int) -> str:
     return arm + "".join(f"_{k.replace('_', '-')}{fmt(v)}" for k, v in point.items()) + f"_seed{seed}"
 
 
+ENCODER_ARM_KEYS = {"encoder", "weights", "img_size"}
+
+
+def _encoder_arm(table: dict, where: str) -> dict:
+    """An arm measured without pretraining: encoder = a source (see unmasked/sources.py)."""
+    from unmasked.sources import PREFIXES, is_source
+
+    opts = {k.replace("-", "_"): v for k, v in table.items()}
+    extra = sorted(set(opts) - ENCODER_ARM_KEYS)
+    if extra:
+        raise UserError(f"{where}: {', '.join(extra)}: an arm with encoder = ... is not pretrained; it takes only "
+                        f"{', '.join(sorted(ENCODER_ARM_KEYS))}")
+    if not is_source(opts["encoder"]):
+        raise UserError(f"{where}: encoder = {opts['encoder']!r}: expected a source starting with "
+                        f"{', '.join(PREFIXES)}")
+    if opts.get("weights") is not None:
+        opts["weights"] = str(Path(opts["weights"]).expanduser())
+    return opts
+
+
+def is_encoder_run(run: Run) -> bool:
+    return "encoder" in run.options
+
+
 def load_study(path: str | Path, out: str | None = None) -> Study:
     from unmasked.cli import build_parser
 
@@ -187,6 +213,9 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
     for arm, table in arms_raw.items():
         if not NAME.match(arm):
             raise UserError(f"{where}: arm name {arm!r}: use letters, digits, '-' and '.' (it names run folders)")
+        if isinstance(table, dict) and "encoder" in table:
+            arms[arm] = _encoder_arm(table, f"{where}: [arms.{arm}]")
+            continue
         opts = normalise_keys(table, actions, f"{where}: [arms.{arm}]", MANAGED)
         opts.setdefault("objective", arm if arm in objectives else None)
         if opts["objective"] not in objectives:
@@ -195,6 +224,10 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
         arms[arm] = opts
 
     grid = normalise_keys(raw.get("grid", {}), actions, f"{where}: [grid]", MANAGED)
+    encoder_arms = [a for a, o in arms.items() if "encoder" in o]
+    if grid and encoder_arms:
+        raise UserError(f"{where}: [grid] varies pretraining options, but [arms.{encoder_arms[0]}] is not "
+                        "pretrained (encoder = ...); put the grid's values in arms of their own")
     for key, values in grid.items():
         if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
             raise UserError(f"{where}: [grid] {key} = {values!r}: expected a non-empty list of distinct values")
@@ -237,6 +270,12 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
         raise UserError(f"{where}: out {study_out} is a file, expected a folder for the study's runs and report")
     study = Study(path, name, study_out, seeds, recipe, arms, grid, evals, pairs)
     for arm, arm_opts in arms.items():
+        if "encoder" in arm_opts:  # one results folder per seed, on the recipe's data
+            for seed in seeds:
+                options = {**arm_opts, "data": recipe.get("data", "fashion-mnist"), "seed": seed}
+                rname = run_name(arm, {}, seed)
+                study.runs.append(Run(rname, arm, {}, seed, options, [], study_out / rname))
+            continue
         for point in study.points:
             for seed in seeds:
                 options = {**recipe, **arm_opts, **point, "seed": seed}
