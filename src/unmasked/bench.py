@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from unmasked.build import build_objective
 from unmasked.config import PretrainConfig
+from unmasked.objectives import registry
 from unmasked.rng import BatchRandom
 from unmasked.train.compiling import (
     compile_objective,
@@ -73,22 +74,16 @@ def device_name(device: torch.device) -> str:
 
 
 def _config(spec: BenchSpec, gpu: bool) -> PretrainConfig:
-    from unmasked.objectives import registry
-
     small = spec.img_size <= 64
-    entry = registry.get(spec.objective)
     given = dict(decoder_width=spec.decoder_width, decoder_depth=spec.decoder_depth,
                  decoder_heads=spec.decoder_heads,
                  fuse_views=False if spec.path != "optimised" else (spec.fuse_views if spec.fuse_views is not None
                                                                     else gpu))
-    own = {f.name for f in registry.option_fields_of(entry)}
-    cfg = PretrainConfig(
+    cfg = PretrainConfig.flat(  # options of other objectives are ignored
         objective=spec.objective, model=spec.model, img_size=spec.img_size, patch_size=spec.patch_size,
-        batch_size=spec.batch_size, seed=spec.seed, epochs=100,  # epochs only size schedules
-        **{k: v for k, v in given.items() if k in own},
+        batch_size=spec.batch_size, seed=spec.seed, epochs=100, **given,  # epochs only size schedules
     )
-    if entry.resolve is not None:  # the objective's own defaults for this data size (e.g. the decoder)
-        entry.resolve(cfg, small)
+    cfg.objective_options.resolve(cfg, small)  # the objective's own defaults for this data size (e.g. the decoder)
     cfg.in_chans = spec.channels
     cfg.mean, cfg.std = [0.5] * spec.channels, [0.25] * spec.channels
     cfg.crop, cfg.pad = "pad", 4  # LUT's 4-px reflect pad at every size
@@ -439,10 +434,8 @@ def busy_fraction(spans: list[tuple[float, float]], wall_us: float) -> float | N
 def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.device) -> str:
     """What the timed path does, read from the objective and device it ran with."""
     extra = ", with batched augmentation" if spec.with_augment else ""
-    from unmasked.objectives import registry
-
-    entry = registry.get(spec.objective)
-    lut = entry.views > 1 or entry.teacher  # separate view calls / an EMA step to describe
+    objective = registry.get(spec.objective).objective
+    lut = objective.views > 1 or objective.uses_teacher  # separate view calls / an EMA step to describe
     if spec.path == "plain":
         return ("fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" if lut
                 else "fp32, explicit softmax attention, per-tensor AdamW") + extra
@@ -450,9 +443,9 @@ def _options(spec: BenchSpec, precision: str, fused_views: bool, device: torch.d
         amp = "fp16 autocast + GradScaler" if precision == "fp16" else "fp32"
         return (f"published-style: {amp}, grad norm, " + (
             "separate view calls, SDPA, default AdamW, per-parameter EMA" if lut else "SDPA, default AdamW") + extra)
-    opts = [precision, "SDPA", ("fused views" if fused_views else "separate views") if entry.views > 1 else None,
+    opts = [precision, "SDPA", ("fused views" if fused_views else "separate views") if objective.views > 1 else None,
             "fused AdamW" if device.type == "cuda" else "foreach AdamW",
-            "foreach EMA" if entry.teacher else None]
+            "foreach EMA" if objective.uses_teacher else None]
     if spec.compile:
         opts.append(f"torch.compile({spec.compile_mode})")
     if spec.grad_checkpoint:

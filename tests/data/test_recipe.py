@@ -19,18 +19,18 @@ def test_typical_side_is_the_median_shorter_side(tmp_path):
 
 def test_small_images_get_the_small_recipe_and_it_is_said(tmp_path):
     root = class_folder(tmp_path / "d", per_class=4, size=(28, 28))
-    cfg = PretrainConfig(data=str(root))
+    cfg = PretrainConfig.flat(data=str(root))
     with pytest.warns(UserWarning, match=r"about 28 px .*far below the 224 px default: using the small-image "
                                          r"recipe .*--img-size 28 --patch-size 4"):
         small = small_images(cfg)
     cfg = resolve_defaults(cfg, small)
-    assert (cfg.img_size, cfg.patch_size, cfg.model, cfg.decoder_width, cfg.epochs, cfg.crop) == \
+    assert (cfg.img_size, cfg.patch_size, cfg.model, cfg.objective_options.decoder_width, cfg.epochs, cfg.crop) == \
            (28, 4, "vit_tiny", 128, 40, "pad")
 
 
 def test_a_given_patch_size_is_kept_and_the_size_is_a_multiple_of_it(tmp_path):
     root = class_folder(tmp_path / "d", per_class=4, size=(36, 34))
-    cfg = PretrainConfig(data=str(root), patch_size=8)
+    cfg = PretrainConfig.flat(data=str(root), patch_size=8)
     with pytest.warns(UserWarning, match="--img-size 32 --patch-size 8"):
         assert small_images(cfg)
     assert resolve_defaults(cfg, True).img_size == 32
@@ -38,7 +38,7 @@ def test_a_given_patch_size_is_kept_and_the_size_is_a_multiple_of_it(tmp_path):
 
 def test_an_explicit_img_size_is_kept_with_a_warning(tmp_path):
     root = class_folder(tmp_path / "d", per_class=4, size=(28, 28))
-    cfg = PretrainConfig(data=str(root), img_size=224)
+    cfg = PretrainConfig.flat(data=str(root), img_size=224)
     with pytest.warns(UserWarning, match=r"--img-size 224 upscales them 8x, at 64x the compute"):
         assert not small_images(cfg)
     assert resolve_defaults(cfg, False).img_size == 224
@@ -46,7 +46,7 @@ def test_an_explicit_img_size_is_kept_with_a_warning(tmp_path):
 
 def test_images_near_the_input_size_keep_the_published_recipe(tmp_path):
     root = class_folder(tmp_path / "d", per_class=2, size=(200, 160))
-    cfg = PretrainConfig(data=str(root))
+    cfg = PretrainConfig.flat(data=str(root))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not small_images(cfg)

@@ -207,3 +207,11 @@ def build_encoder(spec: EncoderSpec) -> ViTEncoder:
 def pooled_features(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """The two feature kinds every evaluation reports: CLS and mean of the patch tokens."""
     return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(dim=1)}
+
+
+def spec_from_config(cfg) -> EncoderSpec:
+    """The encoder of a resolved PretrainConfig (its model, sizes and drop path)."""
+    return encoder_spec(
+        cfg.model, cfg.img_size, cfg.patch_size, cfg.in_chans,
+        embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, drop_path_rate=cfg.drop_path,
+    )

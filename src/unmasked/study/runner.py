@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
+from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study
@@ -103,11 +105,8 @@ def _expected_config(run: Run):
     """What `unmasked pretrain` resolves the run's options to on Fashion-MNIST (objectives fill some
     shared defaults, e.g. DINOv2's weight decay), or None on image folders, where defaults depend on
     the images and only the study's explicit options pin a value."""
-    from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
-    from unmasked.data.dataset import is_fashion_mnist
-
     known = {f.name for f in all_option_fields()}
-    cfg = PretrainConfig(**{k: v for k, v in run.options.items() if k in known})
+    cfg = PretrainConfig.flat(**{k: v for k, v in run.options.items() if k in known})
     if not is_fashion_mnist(cfg.data):
         return None
     return resolve_defaults(cfg, True)
@@ -115,8 +114,6 @@ def _expected_config(run: Run):
 
 def config_mismatches(run: Run) -> list[str]:
     """Fields where the run's config.json differs from what the study asks for now."""
-    from unmasked.config import all_option_fields
-
     saved = read_json(run.dir / "config.json")
     if saved is None:
         return []
@@ -129,8 +126,8 @@ def config_mismatches(run: Run) -> list[str]:
             continue
         if name in run.options:
             want = run.options[name]
-        elif expected is not None and getattr(expected, name, None) is not None:
-            want = getattr(expected, name)
+        elif expected is not None and expected.has_option(name) and expected.option(name) is not None:
+            want = expected.option(name)
         else:
             continue  # resolved from the data: only an explicit value pins it
         if not _same(saved[name], want, name):
