@@ -105,7 +105,6 @@ def test_capabilities_are_read_from_the_class(tmp_path, name):
         assert pred.shape == patches.shape and mask.mask.shape == patches.shape[:2]
 
 
-@pytest.mark.slow
 def test_compiled_equals_eager(tmp_path, name):
     torch._dynamo.reset()
     cfg, eager = tiny(tmp_path, name)
