@@ -37,7 +37,25 @@ def tiny_config(tmp_path, **overrides) -> PretrainConfig:
         epochs=2, warmup_epochs=0.5, log_every=2, num_workers=0, device="cpu",
     )
     base.update(overrides)
-    return PretrainConfig(**base)
+    return PretrainConfig.flat(**base)  # options of another objective (the decoder for DINOv2) are ignored
+
+
+# small heads for DINOv2 (other objectives ignore these options)
+SMALL_HEADS = dict(dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=2)
+
+
+def tiny_registered(tmp_path, name: str, seed: int = 0):
+    """(resolved config, objective) of any registered objective, 28 px, 1 channel, tiny, seeded."""
+    from unmasked.build import build_objective
+    from unmasked.config import resolve_defaults, validate
+
+    cfg = resolve_defaults(tiny_config(tmp_path, objective=name, img_size=28, patch_size=4, **SMALL_HEADS), True)
+    cfg.in_chans, cfg.mean, cfg.std = 1, [0.5], [0.25]
+    validate(cfg)
+    torch.manual_seed(seed)
+    obj = build_objective(cfg)
+    obj.set_step_values({k: s[0] for k, s in obj.schedules(10, 5).items()})
+    return cfg, obj
 
 
 def tiny_objective(kind: str, depth: int = 2, hidden_dim: int = 64):

@@ -91,12 +91,12 @@ def test_a_symlink_in_a_marked_folder_is_not_followed(tmp_path):
 def test_cpu_preset_on_cpu():
     cfg = demo_config("runs/x", "cpu")
     assert (cfg.objective, cfg.data) == ("lut", "fashion-mnist")
-    assert all(getattr(cfg, k) == v for k, v in CPU_PRESET.items())
+    assert all(cfg.option(k) == v for k, v in CPU_PRESET.items())
 
 
 def test_demo_takes_any_registered_objective():
     cfg = demo_config("runs/x", "cpu", "mae")
-    assert cfg.objective == "mae" and cfg.decoder_depth == CPU_PRESET["decoder_depth"]
+    assert cfg.objective == "mae" and cfg.objective_options.decoder_depth == CPU_PRESET["decoder_depth"]
     import pytest
 
     with pytest.raises(SystemExit):  # argparse refuses an unregistered objective

@@ -104,7 +104,7 @@ def test_eval_refuses_before_any_work(tmp_path, capsys, monkeypatch, name, value
     ("max_image_pixels", 0, "--max-image-pixels 0: must be a positive integer"),
 ])
 def test_pretrain_config_validation_applies_the_same_rules(field, value, message):
-    cfg = resolve_defaults(PretrainConfig(**{field: value}), fashion=True)
+    cfg = resolve_defaults(PretrainConfig.flat(**{field: value}), fashion=True)
     with pytest.raises(UserError) as e:
         validate(cfg)
     assert str(e.value).startswith(message)

@@ -72,7 +72,7 @@ class BenchOptions:
 def bench_config(**options) -> PretrainConfig:
     """The pretraining config bench builds its step from: the options given, `BENCH_DEFAULTS`
     for those not given, the rest resolved as pretrain resolves them (small images: <= 64 px)."""
-    cfg = PretrainConfig(**{**BENCH_DEFAULTS, **{k: v for k, v in options.items() if v is not None}})
+    cfg = PretrainConfig.flat(**{**BENCH_DEFAULTS, **{k: v for k, v in options.items() if v is not None}})
     if cfg.accum_steps == "auto":
         raise UserError("--accum-steps auto: bench has no memory preflight to choose it; give a number")
     cfg = resolve_defaults(cfg, cfg.img_size <= 64)
@@ -132,9 +132,10 @@ def _path_config(cfg: PretrainConfig, path: str, device: torch.device) -> Pretra
     """The baselines call views separately; optimised fuses them as training does (default: on
     CUDA)."""
     cfg = copy.deepcopy(cfg)
-    if hasattr(cfg, "fuse_views"):
-        cfg.fuse_views = False if path != "optimised" else (
-            cfg.fuse_views if cfg.fuse_views is not None else device.type == "cuda")
+    if cfg.has_option("fuse_views"):
+        fused = cfg.option("fuse_views")
+        cfg.set_option("fuse_views", False if path != "optimised" else (
+            fused if fused is not None else device.type == "cuda"))
     return cfg
 
 
@@ -411,8 +412,8 @@ def _options(runner: _Runner, fused_views: bool) -> str:
     """What the timed path does, read from the objective and device it ran with."""
     cfg, options, precision = runner.cfg, runner.options, runner.precision
     extra = ", with batched augmentation" if options.with_augment else ""
-    entry = registry.get(cfg.objective)
-    lut = entry.views > 1 or entry.teacher  # separate view calls / an EMA step to describe
+    objective = registry.get(cfg.objective).objective
+    lut = objective.views > 1 or objective.uses_teacher  # separate view calls / an EMA step to describe
     if runner.path == "plain":
         return ("fp32, separate view calls, explicit softmax attention, per-tensor AdamW/EMA" if lut
                 else "fp32, explicit softmax attention, per-tensor AdamW") + extra
@@ -421,9 +422,9 @@ def _options(runner: _Runner, fused_views: bool) -> str:
         return (f"published-style: {amp}, grad norm, " + (
             "separate view calls, SDPA, default AdamW, per-parameter EMA" if lut else "SDPA, default AdamW") + extra)
     opts = [precision + (" + GradScaler" if precision == "fp16" else ""), "SDPA",
-            ("fused views" if fused_views else "separate views") if entry.views > 1 else None,
+            ("fused views" if fused_views else "separate views") if objective.views > 1 else None,
             "fused AdamW" if runner.device.type == "cuda" else "foreach AdamW",
-            "foreach EMA" if entry.teacher else None]
+            "foreach EMA" if objective.uses_teacher else None]
     if cfg.accum_steps > 1:
         opts.append(f"{cfg.accum_steps} micro-batches")
     if cfg.compile:

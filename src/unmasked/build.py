@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from unmasked.config import PretrainConfig
 from unmasked.data.augment import AugmentSpec, default_blur_sigma
-from unmasked.models import encoder_spec
-from unmasked.models.vit import EncoderSpec
-from unmasked.objectives import Objective
+from unmasked.models.vit import spec_from_config
+from unmasked.objectives import Objective, registry
 
-
-def spec_from_config(cfg: PretrainConfig) -> EncoderSpec:
-    return encoder_spec(
-        cfg.model, cfg.img_size, cfg.patch_size, cfg.in_chans,
-        embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, drop_path_rate=cfg.drop_path,
-    )
+__all__ = ["spec_from_config", "build_objective", "augment_spec", "model_name"]
 
 
 def build_objective(cfg: PretrainConfig) -> Objective:
-    from unmasked.objectives import registry
-
     return registry.get(cfg.objective).build(cfg)
 
 

@@ -74,8 +74,12 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = 
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         help_text = meta["help"]
+        own = "".join(f"; {e.name}: {_shown(e.defaults[f.name])}" for e in registry.entries()
+                      if f.name in e.defaults)  # what an objective sets otherwise where it is not given
         if default is not None and not isinstance(default, bool):
-            help_text += f" (default: {default})"
+            help_text += f" (default: {default}{own})"
+        elif own:
+            help_text += f" ({own[2:]})"
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if isinstance(default, bool) or "bool" in str(f.type):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -90,6 +94,10 @@ def _add_config_options(parser: argparse.ArgumentParser, skip: frozenset[str] = 
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
         groups[meta["group"]].add_argument(flag, **kwargs)
+
+
+def _shown(value) -> str:
+    return "from the data and model" if value is None else str(value)
 
 
 def _field_type(f):
@@ -465,7 +473,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from unmasked.train.loop import pretrain
 
     explicit = {f.name for f in all_option_fields() if hasattr(args, f.name)}
-    cfg = PretrainConfig(**{name: getattr(args, name) for name in explicit})
+    cfg = PretrainConfig.flat(**{name: getattr(args, name) for name in explicit})
     refuse_out_inside_data(getattr(args, "out", None), getattr(args, "data", None), args.resume)
     if args.knn and not args.resume:
         _refuse_knn_without_labels(cfg)

@@ -1,11 +1,13 @@
-"""The pretraining configuration: one flat dataclass, its defaults, and how they are resolved.
+"""The pretraining configuration: the shared options, the objective's options, their defaults.
 
-Every field is a command-line option of `unmasked pretrain` (the help text lives here, next to
-the default). The shared options are the dataclass's fields; each registered objective adds its
-own options (its `ObjectiveEntry.options` dataclass) as flat attributes and config.json keys.
-Fields left as None are resolved from the data: Fashion-MNIST gets a small recipe (ViT-Tiny,
-28 px, patch 4), image folders the published ViT recipe (224 px, patch 16); the objective's
-`resolve` fills its own (e.g. the MAE decoder). The resolved config is saved next to the run.
+Every shared field is a command-line option of `unmasked pretrain` (the help text and the rule of
+the values it accepts live here, next to the default). The objective's options are its options
+dataclass, held as `cfg.objective_options`; the command line and config.json keep them flat
+(`--lut-weight`, "lut_weight"). An objective changes shared defaults as data (its registry
+entry's `defaults`), applied only to the options the user did not give. Fields left as None are
+resolved from the data: Fashion-MNIST gets a small recipe (ViT-Tiny, 28 px, patch 4), image
+folders the published ViT recipe (224 px, patch 16); the objective's options resolve their own
+(e.g. the MAE decoder). The resolved config is saved next to the run.
 """
 
 from __future__ import annotations
@@ -14,17 +16,40 @@ import argparse
 import json
 import math
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+from unmasked.errors import UserError
 from unmasked.models.vit import PRESETS
+from unmasked.objectives import registry  # registers the built-in objectives
+from unmasked.options import (
+    CHOICE,
+    DEVICE,
+    FLAG,
+    MAX_SEED,
+    PATH,
+    PIXELS,
+    TEXT,
+    Rule,
+    _number,
+    check_rules,
+    count,
+    field_rules,
+    flag,
+    fraction,
+    int_range,
+    non_negative,
+    open_unit,
+    opt,
+    positive,
+    positive_int,
+    unit,
+    up_to_one,
+)
+from unmasked.train.checkpoint import atomic_write_text
 
-
-def opt(default, help: str, group: str = "training", choices=None, metavar=None, parse=None, rule=None):
-    """A config field and its command-line option; `rule` (an option_rules.Rule) says which values it
-    accepts, so an objective's own options carry their validation with them."""
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar,
-                                            "parse": parse, "rule": rule})
+ACCUM = Rule("must be a positive integer or 'auto'", lambda v: v == "auto" or (_number(v) and v >= 1))
 
 
 def int_or_auto(text: str) -> int | str:
@@ -43,99 +68,106 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two r
 @dataclass
 class PretrainConfig:
     # -- what to train ----------------------------------------------------------------------
-    objective: str = opt("lut", "pretraining objective (the registered ones; see unmasked.objectives)", "objective")
+    objective: str = opt("lut", "pretraining objective (the registered ones; see unmasked.objectives)", "objective", rule=CHOICE)
     data: str = opt("fashion-mnist", "'fashion-mnist' (Debian's dataset-fashion-mnist or a folder with its IDX "
                     "files) or an image folder: root/train/<class>/ + root/val/<class>/, root/<class>/, "
-                    "or a folder of unlabeled images", "data", metavar="DATA")
-    out: str = opt("runs/pretrain", "run folder: config, checkpoints, metrics, exported encoder", "run", metavar="DIR")
+                    "or a folder of unlabeled images", "data", metavar="DATA", rule=TEXT)
+    out: str = opt("runs/pretrain", "run folder: config, checkpoints, metrics, exported encoder", "run", metavar="DIR", rule=PATH)
     # -- model ------------------------------------------------------------------------------
     model: str | None = opt(None, "encoder size (timm's widths/depths/heads); default vit_tiny on Fashion-MNIST, "
-                            "vit_base on image folders", "model", choices=tuple(PRESETS))
-    img_size: int | None = opt(None, "input size in pixels (default 28 on Fashion-MNIST, 224 otherwise)", "model")
-    patch_size: int | None = opt(None, "patch size in pixels (default 4 on Fashion-MNIST, 16 otherwise)", "model")
-    width: int | None = opt(None, "override the preset's embedding width", "model")
-    depth: int | None = opt(None, "override the preset's number of blocks", "model")
-    heads: int | None = opt(None, "override the preset's attention heads", "model")
-    drop_path: float = opt(0.0, "stochastic depth rate of the encoder", "model")
+                            "vit_base on image folders", "model", choices=tuple(PRESETS), rule=CHOICE)
+    img_size: int | None = opt(None, "input size in pixels (default 28 on Fashion-MNIST, 224 otherwise)", "model", rule=positive_int())
+    patch_size: int | None = opt(None, "patch size in pixels (default 4 on Fashion-MNIST, 16 otherwise)", "model", rule=positive_int())
+    width: int | None = opt(None, "override the preset's embedding width", "model", rule=positive_int())
+    depth: int | None = opt(None, "override the preset's number of blocks", "model", rule=positive_int())
+    heads: int | None = opt(None, "override the preset's attention heads", "model", rule=positive_int())
+    drop_path: float | None = opt(0.0, "stochastic depth rate of the encoder (DINOv2: 0.1 below ViT-L, 0.3 for "
+                                  "ViT-L)", "model", rule=fraction("no stochastic depth"))
     init_from: str | None = opt(None, "warm start: load the encoder weights of this run folder, checkpoint or "
                                 "encoder.safetensors (same encoder shape); decoder, heads and optimiser start "
-                                "fresh", "model", metavar="RUN")
+                                "fresh", "model", metavar="RUN", rule=PATH)
     # -- objective (its own options: see the objective's group) -----------------------------
     ema_momentum: float = opt(0.996, "objectives with an EMA teacher: its momentum at the start (cosine to 1.0 "
-                              "per step)", "objective")
+                              "per step)", "objective", rule=unit("the teacher copies the student at every step"))
     # -- augmentation -----------------------------------------------------------------------
     crop: str | None = opt(None, "random crop: 'rrc' RandomResizedCrop (MAE), 'pad' reflect-pad crop (LUT), "
                            "'none'; default 'pad' on Fashion-MNIST, else rrc for MAE / pad for LUT", "data",
-                           choices=("rrc", "pad", "none"))
-    crop_scale_min: float = opt(0.2, "smallest crop area fraction for 'rrc'", "data")
+                           choices=("rrc", "pad", "none"), rule=CHOICE)
+    crop_scale_min: float = opt(0.2, "smallest crop area fraction for 'rrc'", "data", rule=up_to_one())
     pad: int | None = opt(None, "reflect padding in pixels for 'pad' crops (default 4 at every image size, as "
-                          "LUT's code: RandomCrop(224, padding=4))", "data")
+                          "LUT's code: RandomCrop(224, padding=4))", "data", rule=count("no padding"))
     # -- optimisation -----------------------------------------------------------------------
-    epochs: int | None = opt(None, "training epochs (default 40 on Fashion-MNIST, 100 otherwise)")
-    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default 5%% of the epochs, at least 1)")
+    epochs: int | None = opt(None, "training epochs (default 40 on Fashion-MNIST, 100 otherwise)", rule=positive_int())
+    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default 5%% of the epochs, at least 1)", rule=non_negative("no warm-up"))
     batch_size: int | None = opt(None, "images per optimiser step, over all processes and accumulation steps "
-                                 "(default 256)")
+                                 "(default 256)", rule=positive_int())
     accum_steps: int | str = opt(1, "gradient accumulation: micro-batches per optimiser step; 'auto' = the fewest "
                                  "whose step fits in memory (the global batch stays --batch-size)", metavar="N|auto",
-                                 parse=int_or_auto)
-    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling")
-    lr: float | None = opt(None, "absolute peak learning rate (overrides --base-lr and scaling)")
-    lr_scaling: str = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
-                          "sqrt = base_lr * sqrt(batch) / 4 (LUT's code)", choices=("linear", "sqrt"))
-    min_lr: float = opt(0.0, "learning rate at the end of the cosine")
-    weight_decay: float = opt(0.05, "AdamW weight decay (none on biases and norms; see --decay-tokens)")
+                                 parse=int_or_auto, rule=ACCUM)
+    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling", rule=positive())
+    lr: float | None = opt(None, "absolute peak learning rate (overrides --base-lr and scaling)", rule=positive())
+    lr_scaling: str | None = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
+                                 "sqrt = base_lr * sqrt(batch) / 4 (LUT's code; at batch 256 linear gives 4x less "
+                                 "than LUT's authors); DINOv2: linear on small images, sqrt on image folders",
+                                 choices=("linear", "sqrt"), rule=CHOICE)
+    adam_beta2: float = opt(0.95, "AdamW's second-moment decay beta2 (beta1 is 0.9); MAE and LUT use 0.95, "
+                            "DINOv2 0.999", rule=open_unit())
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine", rule=non_negative("the cosine decays to zero"))
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on biases and norms; see --decay-tokens)", rule=non_negative("no weight decay"))
     decay_tokens: bool = opt(True, "weight decay on the CLS and mask tokens too, as the published MAE/LUT code "
                              "does (timm's add_weight_decay exempts only 1-D tensors); --no-decay-tokens exempts "
-                             "them")
+                             "them", rule=FLAG)
     weight_decay_end: float | None = opt(None, "cosine the weight decay from --weight-decay to this value over the "
-                                         "run (default: constant)")
+                                         "run (default: constant)", rule=non_negative("the weight decay falls to zero by the end"))
     layer_decay: float | None = opt(None, "layer-wise lr decay of the encoder: block l of L gets lr x "
-                                    "decay^(L - l) (default: off)")
-    patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)")
-    clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)")
+                                    "decay^(L - l) (default: off)", rule=up_to_one())
+    patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)", rule=non_negative("the patch embedding is not trained"))
+    clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)", rule=positive())
     # -- data handling ----------------------------------------------------------------------
-    subset: int | None = opt(None, "use only N training images (a reproducible random subset)", "data", metavar="N")
-    channels: int | None = opt(None, "1 or 3 input channels (default: what the data has)", "data", choices=(1, 3))
-    cache_gb: float = opt(8.0, "decode image folders once into memory when they fit in this many GB", "data")
-    num_workers: int | None = opt(None, "data loader worker processes (default: CPU cores, up to 8)", "data")
-    strict: bool = opt(False, "refuse unreadable images instead of skipping them", "data")
+    subset: int | None = opt(None, "use only N training images (a reproducible random subset)", "data", metavar="N", rule=positive_int())
+    channels: int | None = opt(None, "1 or 3 input channels (default: what the data has)", "data", choices=(1, 3), rule=CHOICE)
+    cache_gb: float = opt(8.0, "decode image folders once into memory when they fit in this many GB", "data", rule=non_negative("never decode into memory; stream every image from disk"))
+    num_workers: int | None = opt(None, "data loader worker processes (default: CPU cores, up to 8)", "data", rule=count("decode in the main process"))
+    strict: bool = opt(False, "refuse unreadable images instead of skipping them", "data", rule=FLAG)
     max_image_pixels: int = opt(100_000_000, "skip (or with --strict refuse) images with more pixels than this: "
-                                "a small compressed file can decode to gigabytes per worker", "data", metavar="N")
-    unlabeled: bool = opt(False, "treat the image folder as unlabeled even if it has class folders", "data")
+                                "a small compressed file can decode to gigabytes per worker", "data", metavar="N", rule=PIXELS)
+    unlabeled: bool = opt(False, "treat the image folder as unlabeled even if it has class folders", "data", rule=FLAG)
     # -- run --------------------------------------------------------------------------------
-    seed: int = opt(0, "random seed (data order, augmentation, masks, initialisation)", "run")
-    device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", "run")
+    seed: int = opt(0, "random seed (data order, augmentation, masks, initialisation)", "run",
+                    rule=int_range(0, MAX_SEED, "seed 0, like any other seed"))
+    device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", "run", rule=DEVICE)
     precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp16 with a gradient scaler on a GPU without "
                          "bf16 such as V100 or T4, fp32 on CPU), 'fp32', 'bf16' or 'fp16'", "run",
-                         choices=("auto", "fp32", "bf16", "fp16"))
-    compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance")
+                         choices=("auto", "fp32", "bf16", "fp16"), rule=CHOICE)
+    compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance", rule=FLAG)
     compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "
                             "launch-bound models), 'max-autotune' searches kernels", "performance",
-                            choices=COMPILE_MODES)
+                            choices=COMPILE_MODES, rule=CHOICE)
     grad_checkpoint: bool = opt(False, "activation checkpointing in the encoder (less memory, more compute)",
-                                "performance")
+                                "performance", rule=FLAG)
     memory_check: bool = opt(True, "before the first step, estimate its peak memory and refuse, naming the "
-                             "options that fit, when the device has not that much free", "performance")
-    save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run", metavar="N")
-    save_every_steps: int | None = opt(None, "also write a checkpoint every N optimiser steps", "run", metavar="N")
-    log_every: int = opt(20, "log metrics every N optimiser steps", "run", metavar="N")
+                             "options that fit, when the device has not that much free", "performance", rule=FLAG)
+    save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run", metavar="N", rule=positive_int())
+    save_every_steps: int | None = opt(None, "also write a checkpoint every N optimiser steps", "run", metavar="N", rule=positive_int())
+    log_every: int = opt(20, "log metrics every N optimiser steps", "run", metavar="N", rule=positive_int())
     steps: int | None = opt(None, "stop after N optimiser steps in total (the schedule still spans --epochs)",
-                            "run", metavar="N")
+                            "run", metavar="N", rule=positive_int())
     nan: str = opt("stop", "on a non-finite loss: 'stop' the run, or 'skip' that step", "run",
-                   choices=("stop", "skip"))
+                   choices=("stop", "skip"), rule=CHOICE)
     on_collapse: str = opt("warn", "on a representation collapse (DINOv2 teacher entropy pinned at 0 or ln K, "
                            "nearly identical embeddings, kNN monitor at chance): 'warn' (one line, logged in "
-                           "metrics.jsonl) or 'stop' the run, its checkpoint kept", "run", choices=("warn", "stop"))
+                           "metrics.jsonl) or 'stop' the run, its checkpoint kept", "run", choices=("warn", "stop"),
+                           rule=CHOICE)
     knn_every: float | None = opt(None, "kNN monitor every N epochs (fractions allowed, e.g. 0.25): weighted "
                                   "20-NN top-1 of CLS and mean-pooled features, a fixed bank of 5,000 training "
                                   "images and 1,000 fixed held-out queries, eval mode, no augmentation, no "
                                   "gradient; logged to metrics.jsonl. Each check encodes those 6,000 images "
                                   "(measured: 5 s of one core for the CPU demo model, about 3 s on 2 cores: 1%% "
                                   "of its 2-epoch LUT run, 2.5%% of its MAE run, per check) and is left out of the run's time and images/s (off by default)",
-                                  "run", metavar="N")
+                                  "run", metavar="N", rule=positive())
     tensorboard: bool = opt(False, "mirror metrics.jsonl (losses, lr, momentum, kNN monitor, images/s) into "
                             "TensorBoard event files in <out>/tensorboard; needs pip install "
-                            "'unmasked[tensorboard]'", "run")
+                            "'unmasked[tensorboard]'", "run", rule=FLAG)
 
     # -- resolved from the data (not options) ------------------------------------------------
     in_chans: int | None = field(default=None, metadata={"resolved": True})
@@ -144,22 +176,62 @@ class PretrainConfig:
     mean: list[float] | None = field(default=None, metadata={"resolved": True})
     std: list[float] | None = field(default=None, metadata={"resolved": True})
 
-    # ---------------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update({name: getattr(self, name) for name in _objective_defaults()})
-        return d
+    # -- the objective's own options (its options dataclass; flat on the command line) --------
+    objective_options: Any = field(default=None, metadata={"resolved": True})
+
+    def __post_init__(self):
+        if self.objective_options is None and self.objective in registry.names():
+            self.objective_options = registry.get(self.objective).options()
+
+    @classmethod
+    def flat(cls, **given) -> PretrainConfig:
+        """A config from flat options, shared and the objective's (as the command line gives them):
+        the objective's `defaults` fill the shared options not given. Options of other objectives
+        are ignored (a study recipe shared by several objectives has them); any other name is a
+        TypeError."""
+        entry = registry.get(given.get("objective", DEFAULTS["objective"]))
+        return cls._assemble(entry, {**entry.defaults, **given})
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
-        known = {f.name for f in fields(cls)} | set(_objective_defaults())
-        # a run saved before an option existed resumes with the behaviour it was trained with
-        legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k not in d}
-        return cls(**legacy, **{k: v for k, v in d.items() if k in known})
+        """A saved config.json (flat keys). Options missing from it, because the run was saved
+        before they existed, get the behaviour it was trained with (`LEGACY_DEFAULTS`, the
+        objective's `LEGACY`); keys no longer known are dropped."""
+        entry = registry.get(d.get("objective", DEFAULTS["objective"]))
+        legacy = {**LEGACY_DEFAULTS, **entry.options.LEGACY}
+        known = SHARED_NAMES | {f.name for f in registry.option_fields_of(entry)}
+        return cls._assemble(entry, {**{k: v for k, v in legacy.items() if k not in d},
+                                     **{k: v for k, v in d.items() if k in known}})
+
+    @classmethod
+    def _assemble(cls, entry, values: dict) -> PretrainConfig:
+        own_names = {f.name for f in registry.option_fields_of(entry)}
+        unknown = set(values) - SHARED_NAMES - own_names - {f.name for f in registry.option_fields()}
+        if unknown:
+            raise TypeError(f"PretrainConfig: unknown option(s) {', '.join(sorted(unknown))}")
+        shared = {k: v for k, v in values.items() if k in SHARED_NAMES}
+        own = entry.options(**{k: v for k, v in values.items() if k in own_names})
+        return cls(**shared, objective_options=own)
+
+    def to_dict(self) -> dict:
+        """Flat, as config.json has always been: the shared fields, then the objective's options."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "objective_options"}
+        d.update({f.name: getattr(self.objective_options, f.name) for f in fields(self.objective_options)})
+        return d
+
+    def option(self, name: str):
+        """A shared or objective option by its flat name."""
+        if name in SHARED_NAMES:
+            return getattr(self, name)
+        return getattr(self.objective_options, name)
+
+    def has_option(self, name: str) -> bool:
+        return name in SHARED_NAMES or hasattr(self.objective_options, name)
+
+    def set_option(self, name: str, value) -> None:
+        setattr(self if name in SHARED_NAMES else self.objective_options, name, value)
 
     def save(self, path: str | Path) -> None:
-        from unmasked.train.checkpoint import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     # -- derived values ---------------------------------------------------------------------
@@ -177,41 +249,25 @@ class PretrainConfig:
         return self.base_lr * self.batch_size / 256
 
 
-# What runs saved before these options existed did: tokens exempt from weight decay, a train-mode
-# teacher. Their optimiser state has the old parameter groups, so a resume must keep them.
-LEGACY_DEFAULTS = {"decay_tokens": False, "teacher_mode": "train"}
+# What runs saved before these options existed did: tokens exempt from weight decay. Their
+# optimiser state has the old parameter groups, so a resume must keep them.
+LEGACY_DEFAULTS = {"decay_tokens": False}
 
-CORE_FIELDS = list(fields(PretrainConfig))
+CORE_FIELDS = [f for f in fields(PretrainConfig) if f.name != "objective_options"]
 OPTION_FIELDS = [f for f in CORE_FIELDS if not f.metadata.get("resolved")]  # the shared options
+SHARED_NAMES = {f.name for f in CORE_FIELDS}
 DEFAULTS = {f.name: f.default for f in OPTION_FIELDS if f.default is not MISSING}
-
-
-def _objective_defaults() -> dict:
-    from unmasked.objectives import registry  # registers the built-in objectives on first import
-
-    return registry.option_defaults()
+SHARED_RULES = field_rules(OPTION_FIELDS)
 
 
 def all_option_fields() -> list:
     """The shared options, then every registered objective's options (the CLI's flags)."""
-    from unmasked.objectives import registry
-
     return OPTION_FIELDS + registry.option_fields()
 
 
-_dataclass_init = PretrainConfig.__init__
-
-
-def _init_with_objective_options(self, **kwargs):
-    """The dataclass's __init__ for the shared fields; objective options are flat attributes too."""
-    defaults = _objective_defaults()
-    extra = {k: kwargs.pop(k) for k in list(kwargs) if k in defaults}
-    _dataclass_init(self, **kwargs)  # an unknown keyword is still a TypeError
-    for name, default in defaults.items():
-        setattr(self, name, extra.get(name, default))
-
-
-PretrainConfig.__init__ = _init_with_objective_options
+def pretrain_rules() -> dict[str, Rule]:
+    """The rule of every pretrain option, read from the fields (shared, then every objective's)."""
+    return {**SHARED_RULES, **field_rules(registry.option_fields())}
 
 
 def resolve_defaults(cfg: PretrainConfig, fashion: bool) -> PretrainConfig:
@@ -225,11 +281,7 @@ def resolve_defaults(cfg: PretrainConfig, fashion: bool) -> PretrainConfig:
     cfg.patch_size = pick(cfg.patch_size, 4, 16)
     cfg.epochs = pick(cfg.epochs, 40, 100)
     cfg.batch_size = pick(cfg.batch_size, 256, 256)
-    from unmasked.objectives import registry
-
-    entry = registry.get(cfg.objective)
-    if entry.resolve is not None:  # the objective's own defaults (it may also choose e.g. the crop)
-        entry.resolve(cfg, small)
+    cfg.objective_options.resolve(cfg, small)  # its own fields; it may also choose e.g. the crop
     if cfg.crop is None:
         cfg.crop = "pad"
     if cfg.pad is None:
@@ -241,35 +293,24 @@ def resolve_defaults(cfg: PretrainConfig, fashion: bool) -> PretrainConfig:
     return cfg
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def check_values(cfg: PretrainConfig) -> None:
+    """Each option on its own against the rule on its field (NaN, infinities, signs, ranges)."""
+    check_rules(SHARED_RULES, cfg)
+    check_rules(field_rules(fields(cfg.objective_options)), cfg.objective_options)
 
 
 def validate(cfg: PretrainConfig) -> None:
-    """Reject impossible settings with a message naming the option, its value and what is allowed."""
-    from unmasked.errors import UserError
-
+    """Each value against its field's rule, then the combinations, with a message naming the
+    option, its value and what is allowed."""
     def bad(name, allowed):
-        raise UserError(f"{_flag(name)} {getattr(cfg, name)}: {allowed}")
+        raise UserError(f"{flag(name)} {getattr(cfg, name)}: {allowed}")
 
-    from unmasked.objectives import registry
-    from unmasked.option_rules import check_values
-
-    entry = registry.get(cfg.objective)
-    check_values("pretrain", cfg)  # each option on its own (NaN, infinities, signs, ranges); then combinations
+    check_values(cfg)
     if cfg.compile and cfg.compile_mode != "default" and cfg.accum_steps > 1:
         # CUDA graphs keep gradients in their memory pool, which the next micro-batch's replay
         # overwrites before the gradients are accumulated
         bad("compile_mode", "CUDA graphs (reduce-overhead, max-autotune) cannot accumulate gradients over "
                             f"--accum-steps {cfg.accum_steps}; use --compile-mode default or --accum-steps 1")
-    for name in ("epochs", "batch_size", "accum_steps", "img_size", "patch_size", "save_every", "log_every"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            bad(name, "must be a positive integer")
-    for name in ("steps", "subset", "save_every_steps", "width", "depth", "heads"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            bad(name, "must be a positive integer when given")
     if cfg.img_size % cfg.patch_size:
         raise UserError(f"--img-size {cfg.img_size} is not divisible by --patch-size {cfg.patch_size}; "
                         "choose sizes where img_size = k * patch_size")
@@ -279,33 +320,11 @@ def validate(cfg: PretrainConfig) -> None:
     width, heads = cfg.width or width, cfg.heads or heads
     if width % heads or width % 4:
         raise UserError(f"--width {width} must be divisible by --heads {heads} and by 4")
-    for name in ("base_lr", "weight_decay", "min_lr", "drop_path", "warmup_epochs", "cache_gb"):
-        if getattr(cfg, name) < 0:
-            bad(name, "must not be negative")
-    if cfg.lr is not None and cfg.lr <= 0:
-        bad("lr", "must be positive")
-    if cfg.clip_grad is not None and cfg.clip_grad <= 0:
-        bad("clip_grad", "must be positive")
     if cfg.min_lr > cfg.peak_lr():
         bad("min_lr", f"must not exceed the peak learning rate {cfg.peak_lr():g} (from --lr, or --base-lr and "
                       "--batch-size)")
-    if not 0.0 <= cfg.ema_momentum <= 1.0:
-        bad("ema_momentum", "must be in [0, 1]")
-    if cfg.weight_decay_end is not None and cfg.weight_decay_end < 0:
-        bad("weight_decay_end", "must not be negative")
-    if cfg.layer_decay is not None and not 0.0 < cfg.layer_decay <= 1.0:
-        bad("layer_decay", "must be in (0, 1]")
-    if cfg.patch_embed_lr_mult < 0:
-        bad("patch_embed_lr_mult", "must not be negative")
-    if not 0.0 < cfg.crop_scale_min <= 1.0:
-        bad("crop_scale_min", "must be in (0, 1]")
-    if cfg.crop == "pad" and not 0 <= cfg.pad < cfg.img_size:
+    if cfg.crop == "pad" and not cfg.pad < cfg.img_size:
         bad("pad", f"must be in [0, {cfg.img_size})")
     if cfg.warmup_epochs > cfg.epochs:
         bad("warmup_epochs", f"must not exceed --epochs {cfg.epochs}")
-    if cfg.num_workers < 0:
-        bad("num_workers", "must not be negative")
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
-        bad("device", "use auto, cpu, cuda or cuda:N")
-    if entry.validate is not None:
-        entry.validate(cfg)
+    cfg.objective_options.validate(cfg)

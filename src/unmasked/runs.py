@@ -12,6 +12,7 @@ from unmasked import sources
 from unmasked.config import PretrainConfig
 from unmasked.errors import UserError
 from unmasked.models.vit import EncoderSpec, ViTEncoder
+from unmasked.objectives import registry
 from unmasked.side_files import read_json
 from unmasked.train import checkpoint as ckpt
 
@@ -124,12 +125,10 @@ def load_run_objective(path: str | Path, device: torch.device):
 def run_reconstructs(checkpoint: str | Path) -> bool:
     """Whether the run's objective can draw reconstructions (a registry capability), read from the
     config.json beside the checkpoint (or the checkpoint itself)."""
-    from unmasked.objectives import registry
-
     checkpoint = Path(checkpoint)
     cfg_file = checkpoint.parent / "config.json"
     try:
         objective = json.loads(cfg_file.read_text())["objective"]
     except (OSError, ValueError, KeyError):
         objective = ckpt.load_checkpoint(checkpoint)["config"]["objective"]
-    return objective in registry.names() and registry.get(objective).reconstructs
+    return objective in registry.names() and registry.get(objective).objective.reconstructs()

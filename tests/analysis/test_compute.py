@@ -7,7 +7,7 @@ from unmasked.config import PretrainConfig, resolve_defaults
 def _run(tmp_path, objective, **kw):
     run = tmp_path / objective
     run.mkdir()
-    cfg = resolve_defaults(PretrainConfig(objective=objective, width=32, depth=2, heads=2, decoder_width=32,
+    cfg = resolve_defaults(PretrainConfig.flat(objective=objective, width=32, depth=2, heads=2, decoder_width=32,
                                           decoder_depth=1, decoder_heads=2, proj_hidden=64, **kw), fashion=True)
     cfg.in_chans, cfg.mean, cfg.std = 1, [0.3], [0.3]
     cfg.save(run / "config.json")

@@ -4,7 +4,7 @@ from unmasked.config import PretrainConfig, resolve_defaults
 
 
 def _cfg(**kw):
-    return resolve_defaults(PretrainConfig(**kw), fashion=False).to_dict()
+    return resolve_defaults(PretrainConfig.flat(**kw), fashion=False).to_dict()
 
 
 def test_only_settings_beside_the_objective_are_listed():
@@ -35,8 +35,8 @@ def test_settings_an_objective_does_not_use_are_not_compared():
     from unmasked.analysis.differences import NOT_USED, config_differences
     from unmasked.config import PretrainConfig, resolve_defaults
 
-    lut = resolve_defaults(PretrainConfig(objective="lut", data="fashion-mnist"), True).to_dict()
-    dino = resolve_defaults(PretrainConfig(objective="dinov2", data="fashion-mnist"), True).to_dict()
+    lut = resolve_defaults(PretrainConfig.flat(objective="lut", data="fashion-mnist"), True).to_dict()
+    dino = resolve_defaults(PretrainConfig.flat(objective="dinov2", data="fashion-mnist"), True).to_dict()
     diffs = dict(config_differences([lut, dino]))
     assert diffs["crop"] == ["pad", NOT_USED] and diffs["mask ratio"] == [0.75, NOT_USED]
     assert diffs["weight decay"] == [0.05, (0.04, 0.4)] and diffs["gradient clip"] == [None, 3.0]

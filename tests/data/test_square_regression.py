@@ -33,7 +33,7 @@ def _views(objective: str, fashion: bool, crop: str | None = None):
         kw["proj_hidden"] = 64
     if not fashion:
         kw.update(img_size=56, patch_size=8)
-    cfg = resolve_defaults(PretrainConfig(**kw), fashion)
+    cfg = resolve_defaults(PretrainConfig.flat(**kw), fashion)
     c = 1 if fashion else 3
     cfg.mean, cfg.std, cfg.in_chans = [0.5] * c, [0.25] * c, c
     torch.manual_seed(0)

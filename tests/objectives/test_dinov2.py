@@ -8,6 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from tests.conftest import tiny_config
 from tests.objectives.dinov2_loop import HandLoop, one_thread, tiny_dinov2  # noqa: F401 (fixture)
+from unmasked.config import resolve_defaults, validate
 from unmasked.data.augment import AugmentSpec, BatchAugment
 from unmasked.errors import UserError
 from unmasked.objectives import dinov2 as dinov2_module
@@ -118,34 +119,58 @@ def test_options_are_prefixed_documented_and_grouped():
         assert f.metadata["help"].startswith("DINOv2: ") and f.metadata["group"] == "dinov2"
 
 
-def _cfg(tmp_path, **overrides):
-    cfg = tiny_config(tmp_path, objective="dinov2", img_size=28, patch_size=4, in_chans=1)
-    for f in fields(DINOv2Options):
-        setattr(cfg, f.name, f.default)
-    for k, v in overrides.items():
-        setattr(cfg, k, v)
+def _cfg(tmp_path, **given):
+    """A DINOv2 config as `unmasked pretrain` builds it from these options (before resolution)."""
+    cfg = tiny_config(tmp_path, **{"objective": "dinov2", "img_size": 28, "patch_size": 4, **given})
+    cfg.in_chans = 1
     return cfg
 
 
+def _resolved(tmp_path, small=True, **given):
+    return resolve_defaults(_cfg(tmp_path, **given), small)
+
+
 def test_resolve_fills_small_and_folder_defaults(tmp_path):
-    small = _cfg(tmp_path)
-    dinov2_module.resolve(small, small=True)
-    assert (small.dino_heads_k, small.dino_local_size, small.dino_blur) == (4096, 12, False)
-    assert small.ibot_mask_min_patches == 1 and small.dino_teacher_temp_warmup_epochs == pytest.approx(0.6)
+    small = _resolved(tmp_path)
+    o = small.objective_options
+    assert (o.dino_heads_k, o.dino_local_size, o.dino_blur) == (4096, 12, False)
+    assert o.ibot_mask_min_patches == 1 and o.dino_teacher_temp_warmup_epochs == pytest.approx(0.6)
     assert (small.base_lr, small.weight_decay, small.clip_grad, small.lr_scaling) == (5e-4, 0.04, 3.0, "linear")
-    big = _cfg(tmp_path, img_size=224, patch_size=16, epochs=100)
-    dinov2_module.resolve(big, small=False)
-    assert (big.dino_heads_k, big.dino_local_size, big.dino_blur, big.dino_global_scale_min) == (65536, 96, True, 0.32)
-    assert big.ibot_mask_min_patches == 4 and big.dino_teacher_temp_warmup_epochs == 30
+    big = _resolved(tmp_path, small=False, img_size=224, patch_size=16, epochs=100)
+    o = big.objective_options
+    assert (o.dino_heads_k, o.dino_local_size, o.dino_blur, o.dino_global_scale_min) == (65536, 96, True, 0.32)
+    assert o.ibot_mask_min_patches == 4 and o.dino_teacher_temp_warmup_epochs == 30
     assert big.lr_scaling == "sqrt"
-    typed = _cfg(tmp_path, dino_heads_k=1024, base_lr=1e-3)
-    dinov2_module.resolve(typed, small=True)
-    assert typed.dino_heads_k == 1024 and typed.base_lr == 1e-3
+    typed = _resolved(tmp_path, dino_heads_k=1024, base_lr=1e-3)
+    assert typed.objective_options.dino_heads_k == 1024 and typed.base_lr == 1e-3
+
+
+def test_dinov2_recipe_is_applied_only_where_no_value_was_given(tmp_path):
+    """DINOv2's optimiser (betas, layer decay, patch-embed lr, EMA, warm-up, min lr, drop path,
+    weight decay) where not given; a given value is kept even when it equals MAE's default."""
+    cfg = _resolved(tmp_path, small=False, model="vit_large", epochs=100, warmup_epochs=None)
+    assert (cfg.adam_beta2, cfg.layer_decay, cfg.patch_embed_lr_mult, cfg.ema_momentum, cfg.min_lr) == \
+        (0.999, 0.9, 0.2, 0.992, 1e-6)
+    assert (cfg.warmup_epochs, cfg.drop_path, cfg.weight_decay, cfg.weight_decay_end) == (10.0, 0.3, 0.04, 0.4)
+    assert cfg.objective_options.dino_clip_per_module
+    mae_values = dict(base_lr=1.5e-4, weight_decay=0.05, ema_momentum=0.996, adam_beta2=0.95, drop_path=0.0,
+                      lr_scaling="linear")
+    typed = _resolved(tmp_path, small=False, **mae_values)
+    assert {k: typed.option(k) for k in mae_values} == mae_values
+    assert typed.weight_decay_end == 0.4  # an explicit --weight-decay keeps DINOv2's cosine to 0.4
+    lut = tiny_config(tmp_path, objective="lut")
+    assert (lut.adam_beta2, lut.layer_decay, lut.ema_momentum, lut.min_lr) == (0.95, None, 0.996, 0.0)
+
+
+def test_ibot_heads_k_with_a_shared_head_is_one_line_error(tmp_path):
+    with pytest.raises(UserError, match=r"^--ibot-heads-k 512: only a separate iBOT head") as e:
+        _resolved(tmp_path, ibot_heads_k=512)
+    assert "\n" not in str(e.value)
+    assert _resolved(tmp_path, ibot_heads_k=512, ibot_separate_head=True).objective_options.ibot_heads_k == 512
 
 
 def test_build_gives_a_working_objective(tmp_path):
-    cfg = _cfg(tmp_path, dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=1)
-    dinov2_module.resolve(cfg, small=True)
+    cfg = _resolved(tmp_path, dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=1)
     obj = dinov2_module.build(cfg)
     assert obj.student.dino_head.last_layer.weight_v.shape == (64, 16)
     loss, _ = obj(*_views(obj))
@@ -155,27 +180,26 @@ def test_build_gives_a_working_objective(tmp_path):
 @pytest.mark.parametrize("field,value,match", [
     ("dino_local_size", 10, "multiple of --patch-size 4"),
     ("dino_local_size", 32, "at most --img-size 28"),
-    ("dino_teacher_temp", 0.0, "must be positive"),
+    ("dino_teacher_temp", 0.0, "must be a finite number above 0"),
     ("dino_center_momentum", 1.0, r"in \[0, 1\)"),
     ("ibot_mask_ratio_max", 0.05, "ibot-mask-ratio-min"),
     ("dino_heads_k", 0, "positive integer"),
-    ("koleo_weight", -1.0, "must not be negative"),
+    ("koleo_weight", -1.0, "must be a finite number >= 0"),
     ("dino_local_scale_min", 0.5, "must not exceed --dino-local-scale-max"),
 ])
 def test_validate_names_the_option_and_what_is_allowed(tmp_path, field, value, match):
-    cfg = _cfg(tmp_path)
-    dinov2_module.resolve(cfg, small=True)
-    setattr(cfg, field, value)
+    """Single values are refused by their field's rule, combinations by the options' validate."""
+    cfg = _resolved(tmp_path)
+    setattr(cfg.objective_options, field, value)
     with pytest.raises(UserError, match=match) as e:
-        dinov2_module.validate(cfg)
+        validate(cfg)
     assert f"--{field.replace('_', '-')}" in str(e.value)
 
 
 def test_validate_refuses_koleo_on_a_micro_batch_of_one(tmp_path):
-    cfg = _cfg(tmp_path, batch_size=4, accum_steps=4)
-    dinov2_module.resolve(cfg, small=True)
+    cfg = _resolved(tmp_path, batch_size=4, accum_steps=4)
     with pytest.raises(UserError, match="KoLeo needs at least 2 images"):
-        dinov2_module.validate(cfg)
+        cfg.objective_options.validate(cfg)
 
 
 def _images(step, b=8):

@@ -10,12 +10,16 @@ import torch
 import torch.nn as nn
 
 from unmasked.cli import build_parser, main
-from unmasked.config import PretrainConfig, opt
+from unmasked.config import PretrainConfig
 from unmasked.data.augment import AugmentSpec
 from unmasked.errors import UserError
+from unmasked.models import build_encoder
+from unmasked.models.patches import patchify
+from unmasked.models.vit import spec_from_config
 from unmasked.objectives import registry
 from unmasked.objectives.base import Objective
-from unmasked.objectives.registry import ObjectiveEntry
+from unmasked.objectives.registry import ObjectiveEntry, ObjectiveOptions
+from unmasked.options import opt, positive
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 from unmasked.train.schedules import cosine
@@ -25,8 +29,8 @@ from ..conftest import tiny_config
 
 # -- a fourth objective, as a user would write it in its own module ---------------------------------
 @dataclass
-class DummyOptions:
-    dummy_scale: float = opt(1.0, "weight of the dummy loss", "dummy")
+class DummyOptions(ObjectiveOptions):
+    dummy_scale: float = opt(1.0, "weight of the dummy loss", "dummy", rule=positive())
 
 
 class DummyStudent(nn.Module):
@@ -67,8 +71,6 @@ class Dummy(Objective):
         return 2
 
     def forward(self, views, rng):
-        from unmasked.models.patches import patchify
-
         (x,) = views
         pred = self.student_call(patchify(x, self.encoder.spec.patch_size))[:, 0]
         loss = self.scale * self.step_values["dummy_temp"] * (pred - x.mean(dim=(1, 2, 3))).pow(2).mean()
@@ -76,14 +78,11 @@ class Dummy(Objective):
 
 
 def build_dummy(cfg) -> Dummy:
-    from unmasked.build import spec_from_config
-    from unmasked.models import build_encoder
-
-    return Dummy(build_encoder(spec_from_config(cfg)), cfg.dummy_scale)
+    return Dummy(build_encoder(spec_from_config(cfg)), cfg.objective_options.dummy_scale)
 
 
-DUMMY = ObjectiveEntry(name="dummy", build=build_dummy, options=DummyOptions, views=1, teacher=False,
-                       reconstructs=False, description="test objective")
+DUMMY = ObjectiveEntry(name="dummy", objective=Dummy, options=DummyOptions, build=build_dummy,
+                       defaults={"weight_decay": 0.0})
 
 
 @pytest.fixture
@@ -101,9 +100,11 @@ def _choices(parser, *path):
 
 # -- tests ----------------------------------------------------------------------------------------
 def test_builtin_objectives_are_registered():
-    assert {"mae", "lut"} <= set(registry.names())
-    assert registry.get("lut").teacher and registry.get("lut").views == 2
-    assert not registry.get("mae").teacher and registry.get("mae").reconstructs
+    assert {"mae", "lut", "dinov2"} <= set(registry.names())
+    lut, mae, dino = (registry.get(n).objective for n in ("lut", "mae", "dinov2"))
+    assert lut.uses_teacher and lut.views == 2 and lut.reconstructs() and lut.shared_crop
+    assert not mae.uses_teacher and mae.reconstructs()
+    assert dino.uses_teacher and not dino.reconstructs() and not dino.shared_crop
 
 
 def test_cli_lists_exactly_the_registered_objectives(dummy_registered):
@@ -124,26 +125,47 @@ def test_objective_options_form_their_own_help_group(dummy_registered, capsys):
     assert "options of lut:" in out and "options of mae and lut:" in out
 
 
-def test_unknown_objective_and_clashing_options_are_refused():
+def test_unknown_objective_is_refused():
     with pytest.raises(UserError, match="--objective nope: unknown objective; choose one of mae, lut"):
         registry.get("nope")
 
-    @dataclass
-    class Clash:
-        lut_weight: float = opt(9.0, "another objective's name", "clash")
 
-    with pytest.raises(ValueError, match="already defined by objective 'lut'"):
-        registry.register(ObjectiveEntry("clash", build_dummy, Clash, 1, False, False, "x"))
-    assert "clash" not in registry.names()
-
-
-def test_objective_options_are_flat_config_keys(dummy_registered):
-    cfg = PretrainConfig(objective="dummy", dummy_scale=2.0)
+def test_objective_options_are_held_as_a_dataclass_and_saved_flat(dummy_registered):
+    cfg = PretrainConfig.flat(objective="dummy", dummy_scale=2.0)
+    assert cfg.objective_options == DummyOptions(dummy_scale=2.0)
+    assert not hasattr(cfg, "dummy_scale") and not hasattr(cfg, "lut_weight")  # no flat namespace
     d = cfg.to_dict()
-    assert d["dummy_scale"] == 2.0 and d["lut_weight"] == 0.25
-    assert PretrainConfig.from_dict(d).dummy_scale == 2.0
-    with pytest.raises(TypeError):
-        PretrainConfig(not_an_option=1)
+    assert d["dummy_scale"] == 2.0 and "lut_weight" not in d  # only this objective's options
+    assert PretrainConfig.from_dict(d).objective_options.dummy_scale == 2.0
+    with pytest.raises(TypeError, match="not_an_option"):
+        PretrainConfig.flat(not_an_option=1)
+
+
+def test_an_objective_changes_shared_defaults_only_where_none_was_given(dummy_registered):
+    assert PretrainConfig.flat(objective="dummy").weight_decay == 0.0
+    assert PretrainConfig.flat(objective="dummy", weight_decay=0.05).weight_decay == 0.05  # = MAE's, typed
+    assert PretrainConfig.flat(objective="mae").weight_decay == 0.05
+    saved = PretrainConfig.flat(objective="dummy", weight_decay=0.05).to_dict()
+    assert PretrainConfig.from_dict(saved).weight_decay == 0.05  # a saved run keeps its values
+
+
+def test_the_cli_gives_the_objective_only_the_options_typed(dummy_registered, monkeypatch):
+    import unmasked.train.loop as loop
+
+    class Seen(Exception):
+        pass
+
+    seen = {}
+
+    def fake_pretrain(cfg, **kw):
+        seen.update(cfg=cfg, **kw)
+        raise Seen
+
+    monkeypatch.setattr(loop, "pretrain", fake_pretrain)
+    with pytest.raises(Seen):
+        main(["pretrain", "--objective", "dummy", "--dummy-scale", "4", "--weight-decay", "0.05", "--no-progress"])
+    assert seen["cfg"].objective_options.dummy_scale == 4.0 and seen["cfg"].weight_decay == 0.05
+    assert seen["explicit"] == {"objective", "dummy_scale", "weight_decay"}
 
 
 def test_a_fourth_objective_trains_two_steps_without_touching_the_loop(fm_root, tmp_path, dummy_registered):
@@ -171,14 +193,22 @@ def test_a_fourth_objective_trains_two_steps_without_touching_the_loop(fm_root, 
 
 
 def test_config_json_of_earlier_runs_still_loads():
-    """Keys written before objectives owned their options (flat, every objective's) keep their values."""
+    """Keys written before objectives owned their options (flat, every objective's) keep their values;
+    options that did not exist yet get the behaviour the run was trained with."""
     old = {"objective": "lut", "data": "fashion-mnist", "mask_ratio": 0.6, "norm_pix_loss": False,
            "lut_weight": 0.5, "ema_momentum": 0.99, "proj_hidden": 128, "fuse_views": False, "decoder_width": 64,
-           "decoder_depth": 2, "decoder_heads": 2, "crop": "pad", "removed_long_ago": 1}
+           "decoder_depth": 2, "decoder_heads": 2, "crop": "pad", "dino_heads_k": 4096, "removed_long_ago": 1}
     cfg = PretrainConfig.from_dict(old)
-    assert {k: getattr(cfg, k) for k in old if k != "removed_long_ago"} == {
-        k: v for k, v in old.items() if k != "removed_long_ago"}
-    assert set(old) - {"removed_long_ago"} <= set(cfg.to_dict())
+    kept = {k: v for k, v in old.items() if k not in ("removed_long_ago", "dino_heads_k")}
+    assert {k: cfg.option(k) for k in kept} == kept
+    assert set(kept) <= set(cfg.to_dict()) and "dino_heads_k" not in cfg.to_dict()
+    assert (cfg.decay_tokens, cfg.objective_options.teacher_mode, cfg.adam_beta2) == (False, "train", 0.95)
+    dino = PretrainConfig.from_dict({"objective": "dinov2", "base_lr": 5e-4, "weight_decay": 0.04,
+                                     "decoder_width": 128, "lut_weight": 0.25})
+    # what DINOv2 runs did before its own optimiser recipe: MAE's betas, no layer decay, joint clipping
+    assert (dino.adam_beta2, dino.layer_decay, dino.patch_embed_lr_mult, dino.min_lr, dino.drop_path) == \
+        (0.95, None, 1.0, 0.0, 0.0)
+    assert not dino.objective_options.dino_clip_per_module and dino.ema_momentum == 0.996
 
 
 def test_objective_validation_names_the_option(tmp_path):

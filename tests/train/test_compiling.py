@@ -4,23 +4,24 @@ import pytest
 import torch
 from torch._dynamo.eval_frame import OptimizedModule
 
+from unmasked.objectives import registry
 from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
 
-from ..conftest import tiny_objective
+from ..conftest import tiny_objective, tiny_registered
 
 
-@pytest.mark.parametrize("kind", ["lut", "mae"])
-def test_compile_objective_wraps_student_and_teacher_and_eager_calls_sets_them_aside(kind):
-    obj = tiny_objective(kind)
+@pytest.mark.parametrize("kind", registry.names())
+def test_compile_objective_wraps_student_and_teacher_and_eager_calls_sets_them_aside(tmp_path, kind):
+    _, obj = tiny_registered(tmp_path, kind)
     compile_objective(obj, obj.student, "reduce-overhead")  # lazy: nothing compiles until called
     student, teacher = obj.__dict__["_student_call"], obj.__dict__["_teacher_call"]
     assert isinstance(student, OptimizedModule)
-    assert isinstance(teacher, OptimizedModule) if kind == "lut" else teacher is None
+    assert isinstance(teacher, OptimizedModule) if obj.uses_teacher else teacher is None
     with eager_calls(obj):
         assert obj.__dict__["_student_call"] is None and obj.__dict__["_teacher_call"] is None
     assert obj.__dict__["_student_call"] is student and obj.__dict__["_teacher_call"] is teacher
     # the compiled wrappers are not submodules: checkpoints keep the same keys
-    assert set(obj.state_dict()) == set(tiny_objective(kind).state_dict())
+    assert set(obj.state_dict()) == set(tiny_registered(tmp_path, kind)[1].state_dict())
 
 
 def test_compile_objective_refuses_unknown_mode():

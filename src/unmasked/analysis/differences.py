@@ -9,6 +9,7 @@ mask ratio) is shown as "-" for its runs rather than compared.
 from __future__ import annotations
 
 from unmasked.config import PretrainConfig
+from unmasked.objectives import registry
 
 NOT_USED = "-"
 
@@ -16,18 +17,14 @@ NOT_USED = "-"
 def _owned(option: str, read):
     """Read a setting only for runs whose objective has that option (others do not use it)."""
     def get(c):
-        from unmasked.objectives import registry
-
-        return read(c) if c.objective in registry.option_owners(option) else NOT_USED
+        return read(c) if c.has_option(option) else NOT_USED
     return get
 
 
 def _crop(read):
     """The shared crop settings matter only to objectives whose views use them (not DINOv2's multi-crop)."""
     def get(c):
-        from unmasked.objectives import registry
-
-        return read(c) if registry.get(c.objective).shared_crop else NOT_USED
+        return read(c) if registry.get(c.objective).objective.shared_crop else NOT_USED
     return get
 
 
@@ -43,7 +40,7 @@ COMPARED = (
     ("gradient clip", lambda c: c.clip_grad),
     ("epochs", lambda c: c.epochs),
     ("batch", lambda c: c.batch_size),
-    ("mask ratio", _owned("mask_ratio", lambda c: c.mask_ratio)),
+    ("mask ratio", _owned("mask_ratio", lambda c: c.option("mask_ratio"))),
     ("precision", lambda c: c.precision),
     ("data", lambda c: c.data),
     ("subset", lambda c: c.subset),

@@ -212,7 +212,7 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
         ckpt = e["run"] / "checkpoint.pt"
         if ckpt.is_file() and run_reconstructs(ckpt):
             obj, cfg = load_run_objective(ckpt, dev)
-            rec = reconstructions(obj, x, cfg.norm_pix_loss)
+            rec = reconstructions(obj, x, obj.norm_pix_loss)
             if not rec_cols:  # every run draws the same mask (same seed, grid and ratio): show it once
                 masked = [to_display(rec["masked"][b], cfg.mean, cfg.std) for b in range(len(x))]
                 ratio = f"{rec['mask'].float().mean().item():.0%}"

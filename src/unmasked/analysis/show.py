@@ -225,10 +225,10 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
             from unmasked.analysis.reconstruct import reconstructions
 
             obj, cfg = recon
-            rec = reconstructions(obj, x, cfg.norm_pix_loss, seed=seed)
+            rec = reconstructions(obj, x, obj.norm_pix_loss, seed=seed)
             panels += [(_display(rec[k][0], cfg.mean, cfg.std), t, None) for k, t in (
-                ("masked", f"masked view ({cfg.mask_ratio:.0%} of patches hidden)"),
-                ("reconstruction", "reconstruction" + (" (de-normalised)" if cfg.norm_pix_loss else "")),
+                ("masked", f"masked view ({obj.mask_ratio:.0%} of patches hidden)"),
+                ("reconstruction", "reconstruction" + (" (de-normalised)" if obj.norm_pix_loss else "")),
                 ("pasted", "reconstruction + visible patches"))]
         note = "" if att is not None else "; no class token, so no CLS attention"
         title = (f"{label}: {path.name}. {how} ({grid[0]}x{grid[1]} patches of "

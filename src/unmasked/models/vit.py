@@ -221,3 +221,11 @@ def encoder_tokens(encoder, x: torch.Tensor) -> torch.Tensor:
 
 def num_prefix_tokens(encoder) -> int:
     return int(getattr(encoder, "num_prefix_tokens", 1))
+
+
+def spec_from_config(cfg) -> EncoderSpec:
+    """The encoder of a resolved PretrainConfig (its model, sizes and drop path)."""
+    return encoder_spec(
+        cfg.model, cfg.img_size, cfg.patch_size, cfg.in_chans,
+        embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, drop_path_rate=cfg.drop_path,
+    )

@@ -22,6 +22,15 @@ class Objective(nn.Module):
 
     name: str = ""
     ema_kernels = "foreach"  # how update_momentum averages (train/ema.py); bench's baselines change it
+    # capabilities, read from the class by the CLI, bench, compare and the reports
+    views: int = 1  # augmented views per image (by default)
+    uses_teacher: bool = False  # keeps an EMA teacher (`update_teacher` does something)
+    shared_crop: bool = True  # its views use --crop / --pad / --crop-scale-min
+
+    @classmethod
+    def reconstructs(cls) -> bool:
+        """Has `reconstruct()` (reconstruction figures in analyze and compare)."""
+        return callable(getattr(cls, "reconstruct", None))
 
     def __init__(self):
         super().__init__()
@@ -87,6 +96,10 @@ class Objective(nn.Module):
 
     def freeze_last_layer_steps(self, steps_per_epoch: int) -> int:
         return 0
+
+    def clip_gradients(self, max_norm: float) -> torch.Tensor:
+        """Clip the student's gradient norm to `max_norm`; returns the norm before clipping."""
+        return torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
 
     def export_encoder(self) -> nn.Module:
         """The encoder that is exported and evaluated (default: the student's)."""

@@ -17,23 +17,18 @@ import torch.nn as nn
 
 from unmasked.data.augment import AugmentSpec
 from unmasked.models.dino_head import DINOHead
-from unmasked.models.vit import EncoderSpec, ViTEncoder, build_encoder
+from unmasked.models.vit import EncoderSpec, ViTEncoder, build_encoder, spec_from_config
 from unmasked.objectives.base import Objective
 from unmasked.objectives.dino.block_mask import batch_block_masks
 from unmasked.objectives.dino.losses import dino_loss, ibot_loss, koleo_loss
-from unmasked.objectives.dino.options import (
-    DINOv2Options,
-    check_options,
-    options_from,
-    resolve_options,
-)
+from unmasked.objectives.dino.options import SHARED_DEFAULTS, DINOv2Options
 from unmasked.objectives.dino.targets import Centering, sinkhorn_knopp
 from unmasked.objectives.dino.temperature import WarmupConstant
 from unmasked.objectives.registry import ObjectiveEntry
 from unmasked.rng import BatchRandom
 from unmasked.train.ema import update_momentum
 
-__all__ = ["DINOv2", "DINOv2Options", "build", "resolve", "validate"]
+__all__ = ["DINOv2", "DINOv2Options", "build"]
 
 
 def _run_heads(net, cls: torch.Tensor, patches: torch.Tensor):
@@ -89,6 +84,9 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
 
 class DINOv2(Objective):
     name = "dinov2"
+    views = 2 + 8  # 2 global crops and, by default, 8 local crops
+    uses_teacher = True
+    shared_crop = False  # its own multi-crop (--dino-global-scale-min, ...)
     export_network = "teacher"  # what encoder.json should say
 
     def __init__(self, encoder: ViTEncoder | EncoderSpec, options: DINOv2Options):
@@ -139,6 +137,18 @@ class DINOv2(Objective):
 
     def freeze_last_layer_steps(self, steps_per_epoch: int) -> int:
         return round(self.options.dino_freeze_last_layer_epochs * steps_per_epoch)
+
+    def clip_gradients(self, max_norm: float) -> torch.Tensor:
+        """DINOv2 clips the backbone (with the mask token) and each head on its own; the norm
+        returned is the joint one, as with joint clipping."""
+        if not self.options.dino_clip_per_module:
+            return super().clip_gradients(max_norm)
+        s = self.student
+        modules = [[*s.encoder.parameters(), s.mask_token], list(s.dino_head.parameters())]
+        if s.ibot_head is not None:
+            modules.append(list(s.ibot_head.parameters()))
+        norms = torch.stack([torch.nn.utils.clip_grad_norm_(m, max_norm) for m in modules])
+        return norms.square().sum().sqrt()
 
     def export_encoder(self) -> ViTEncoder:
         return self.teacher.encoder
@@ -195,55 +205,11 @@ class DINOv2(Objective):
             self.ibot_center.apply_update()
 
 
-# -- registry hooks -----------------------------------------------------------------------------
+# -- registration -------------------------------------------------------------------------------
 def build(cfg) -> DINOv2:
     """The objective for a resolved PretrainConfig."""
-    from unmasked.build import spec_from_config  # here: unmasked.build imports the objectives
-
-    return DINOv2(build_encoder(spec_from_config(cfg)), options_from(cfg))
+    return DINOv2(build_encoder(spec_from_config(cfg)), cfg.objective_options)
 
 
-def resolve(cfg, small: bool) -> None:
-    """DINOv2's data-dependent defaults, after the shared ones (img_size, patch_size, epochs).
-
-    Shared options whose defaults are MAE's get DINOv2's when left at those defaults (a value
-    typed equal to the default cannot be told apart): weight decay 0.04 (cosine to 0.4 where the
-    loop offers --weight-decay-end), gradient clip 3.0, lr 5e-4 scaled linearly on small images
-    (DINO v1) and by sqrt on image folders (5e-4 * sqrt(batch) / 4 = DINOv2's
-    0.004 * sqrt(batch / 1024)).
-    """
-    from unmasked.config import DEFAULTS
-
-    o = resolve_options(options_from(cfg), cfg.img_size, cfg.patch_size, cfg.epochs, small)
-    for name, value in vars(o).items():
-        setattr(cfg, name, value)
-    if cfg.base_lr == DEFAULTS["base_lr"]:
-        cfg.base_lr = 5e-4
-        if not small and cfg.lr_scaling == DEFAULTS["lr_scaling"]:
-            cfg.lr_scaling = "sqrt"
-    if cfg.weight_decay == DEFAULTS["weight_decay"]:
-        cfg.weight_decay = 0.04
-        if getattr(cfg, "weight_decay_end", 0.0) is None:
-            cfg.weight_decay_end = 0.4
-    if cfg.clip_grad is None:
-        cfg.clip_grad = 3.0
-
-
-def validate(cfg) -> None:
-    check_options(options_from(cfg), cfg.img_size, cfg.patch_size, cfg.batch_size // cfg.accum_steps)
-
-
-ENTRY = ObjectiveEntry(
-    name="dinov2", build=build, options=DINOv2Options, views=2 + 8, teacher=True, reconstructs=False,
-    description="DINOv2-style self-distillation: DINO + iBOT + KoLeo on multi-crop views; exports the EMA "
-                "teacher's backbone (Oquab et al., 2023)",
-    resolve=resolve, validate=validate,
-    # A DINOv2 step on the CPU demo model costs about twice a LUT step (multi-crop, two heads), so the
-    # demo trains 1 epoch with 4 local crops of 2 x 2 patches and a smaller head. A constant teacher
-    # temperature of 0.04 (DINO v1's) and EMA 0.99 suit so short a run: with the 0.04 -> 0.07 warm-up
-    # and EMA 0.996 short CPU runs drifted towards uniform output; the prototypes train after 0.1 epoch.
-    cpu_demo=dict(epochs=1, warmup_epochs=0.1, base_lr=5e-4, dino_local_crops=4, dino_local_size=14,
-                  dino_head_hidden=512, dino_head_bottleneck=128, dino_heads_k=1024, dino_teacher_temp=0.04,
-                  ema_momentum=0.99, dino_freeze_last_layer_epochs=0.1),
-    step_cost=6.0, shared_crop=False,  # with the demo's 4 local crops about two LUT steps (more with the default 8)
-)
+ENTRY = ObjectiveEntry(name="dinov2", objective=DINOv2, options=DINOv2Options, build=build,
+                       defaults=SHARED_DEFAULTS)

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
-from unmasked.config import opt
 from unmasked.data.augment import AugmentSpec
+from unmasked.errors import UserError
 from unmasked.models import MAEDecoder, MLPHead, ViTEncoder, build_encoder
 from unmasked.models.patches import patchify
+from unmasked.models.vit import spec_from_config
 from unmasked.objectives.base import Objective
 from unmasked.objectives.losses import cross_view_loss, masked_mse, reconstruction_target
-from unmasked.objectives.mae import MAEOptions, build_decoder, resolve_decoder, validate_masked
+from unmasked.objectives.mae import MAEOptions, build_decoder
 from unmasked.objectives.masking import check_lut_mask_ratio, lut_masks
 from unmasked.objectives.registry import ObjectiveEntry
+from unmasked.options import CHOICE, FLAG, non_negative, opt, positive_int
 from unmasked.rng import BatchRandom
 from unmasked.train.ema import update_momentum
 
@@ -82,6 +85,8 @@ class LUTTeacher(nn.Module):
 
 class LUT(Objective):
     name = "lut"
+    views = 2
+    uses_teacher = True
 
     def __init__(
         self,
@@ -151,46 +156,40 @@ class LUT(Objective):
 # -- options and registration ---------------------------------------------------------------------
 @dataclass
 class LUTOptions(MAEOptions):
-    lut_weight: float = opt(0.25, "weight w of the global-context loss", "lut")
-    proj_hidden: int = opt(4096, "hidden width of projector and predictor", "lut")
+    # runs saved before --teacher-mode existed trained a train-mode teacher
+    LEGACY: ClassVar[dict] = {"teacher_mode": "train"}
+
+    lut_weight: float = opt(0.25, "weight w of the global-context loss", "lut",
+                            rule=non_negative("the patch loss only, no global-context loss"))
+    proj_hidden: int = opt(4096, "hidden width of projector and predictor", "lut", rule=positive_int())
     teacher_mode: str = opt("eval", "'eval' keeps the EMA teacher in eval mode (projector BatchNorm uses "
                             "EMA-averaged running statistics, no drop path), as the authors' code does; 'train' "
                             "runs it in train mode (batch statistics, as BYOL; drop path when --drop-path > 0)",
-                            "lut", choices=("eval", "train"))
+                            "lut", choices=("eval", "train"), rule=CHOICE)
     fuse_views: bool | None = opt(None, "run both student views (and both teacher views) in one encoder "
                                   "call (default: on with CUDA or torchrun, where it halves kernel launches and "
-                                  "collectives; off for one CPU process, where it measured about 10%% slower)", "lut")
+                                  "collectives; off for one CPU process, where it measured about 10%% slower)", "lut",
+                                  rule=FLAG)
 
+    def resolve(self, cfg, small: bool) -> None:
+        self.resolve_decoder(small)  # LUT keeps the reflect-pad crop of its code on every dataset
 
-def resolve(cfg, small: bool) -> None:
-    resolve_decoder(cfg, small)  # LUT keeps the reflect-pad crop of its code on every dataset
+    def resolve_device(self, cuda_or_distributed: bool) -> None:
+        if self.fuse_views is None:  # fewer, larger kernels pay on a GPU; ~10% cost on one CPU
+            self.fuse_views = cuda_or_distributed
 
-
-def validate(cfg) -> None:
-    from unmasked.errors import UserError
-
-    validate_masked(cfg)
-    if cfg.mask_ratio < 0.5:
-        raise UserError(f"--mask-ratio {cfg.mask_ratio}: LUT needs a mask ratio in [0.5, 1) so that its two views' "
-                        "visible tokens are disjoint")
-    if cfg.proj_hidden < 1:
-        raise UserError(f"--proj-hidden {cfg.proj_hidden}: must be a positive integer")
-    if cfg.lut_weight < 0:
-        raise UserError(f"--lut-weight {cfg.lut_weight}: must not be negative")
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        if self.mask_ratio < 0.5:
+            raise UserError(f"--mask-ratio {self.mask_ratio}: LUT needs a mask ratio in [0.5, 1) so that its two "
+                            "views' visible tokens are disjoint")
 
 
 def build(cfg) -> LUT:
-    from unmasked.build import spec_from_config
-
-    spec = spec_from_config(cfg)
-    return LUT(build_encoder(spec), build_decoder(cfg, spec), cfg.mask_ratio, cfg.norm_pix_loss, cfg.lut_weight,
-               cfg.proj_hidden, fuse_views=True if cfg.fuse_views is None else cfg.fuse_views,
-               teacher_mode=cfg.teacher_mode)
+    o, spec = cfg.objective_options, spec_from_config(cfg)
+    return LUT(build_encoder(spec), build_decoder(o, spec), o.mask_ratio, o.norm_pix_loss, o.lut_weight,
+               o.proj_hidden, fuse_views=True if o.fuse_views is None else o.fuse_views,
+               teacher_mode=o.teacher_mode)
 
 
-ENTRY = ObjectiveEntry(
-    name="lut", build=build, options=LUTOptions, views=2, teacher=True, reconstructs=True,
-    description="MAE plus a global-context loss against an EMA teacher (Kim et al., ECCV 2024)",
-    resolve=resolve, validate=validate,
-    step_cost=3.0,  # two views and a teacher: ~6 min against MAE's ~2 for the CPU demo's 2 epochs
-)
+ENTRY = ObjectiveEntry(name="lut", objective=LUT, options=LUTOptions, build=build)

@@ -7,14 +7,16 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from unmasked.config import opt
 from unmasked.data.augment import AugmentSpec
+from unmasked.errors import UserError
 from unmasked.models import MAEDecoder, ViTEncoder, build_encoder
 from unmasked.models.patches import patchify
+from unmasked.models.vit import spec_from_config
 from unmasked.objectives.base import Objective
 from unmasked.objectives.losses import masked_mse, reconstruction_target
 from unmasked.objectives.masking import random_mask
-from unmasked.objectives.registry import ObjectiveEntry
+from unmasked.objectives.registry import ObjectiveEntry, ObjectiveOptions
+from unmasked.options import FLAG, open_unit, opt, positive_int
 from unmasked.rng import BatchRandom
 
 
@@ -60,65 +62,54 @@ class MAE(Objective):
 
 # -- options and registration ---------------------------------------------------------------------
 @dataclass
-class MAEOptions:
+class MAEOptions(ObjectiveOptions):
     """Masked reconstruction options, shared by every objective built on MAE (LUT inherits them)."""
 
     mask_ratio: float = opt(0.75, "fraction of patches hidden from the encoder, in (0, 1); LUT needs >= 0.5",
-                            "mae")
-    norm_pix_loss: bool = opt(True, "regress per-patch normalised pixels (MAE's norm_pix_loss)", "mae")
-    decoder_width: int | None = opt(None, "MAE decoder width (default 128 on Fashion-MNIST, 512 otherwise)", "mae")
-    decoder_depth: int | None = opt(None, "MAE decoder blocks (default 4 on Fashion-MNIST, 8 otherwise)", "mae")
-    decoder_heads: int | None = opt(None, "MAE decoder heads (default 4 on Fashion-MNIST, 16 otherwise)", "mae")
+                            "mae", rule=open_unit())
+    norm_pix_loss: bool = opt(True, "regress per-patch normalised pixels (MAE's norm_pix_loss)", "mae", rule=FLAG)
+    decoder_width: int | None = opt(None, "MAE decoder width (default 128 on Fashion-MNIST, 512 otherwise)", "mae",
+                                    rule=positive_int())
+    decoder_depth: int | None = opt(None, "MAE decoder blocks (default 4 on Fashion-MNIST, 8 otherwise)", "mae",
+                                    rule=positive_int())
+    decoder_heads: int | None = opt(None, "MAE decoder heads (default 4 on Fashion-MNIST, 16 otherwise)", "mae",
+                                    rule=positive_int())
+
+    def resolve(self, cfg, small: bool) -> None:
+        self.resolve_decoder(small)
+        if cfg.crop is None and not small:
+            cfg.crop = "rrc"  # MAE's RandomResizedCrop on image folders
+
+    def resolve_decoder(self, small: bool) -> None:
+        """The MAE decoder's size: 4 x 128 on small data, the published 8 x 512 otherwise."""
+        if self.decoder_width is None:
+            self.decoder_width = 128 if small else 512
+        if self.decoder_depth is None:
+            self.decoder_depth = 4 if small else 8
+        if self.decoder_heads is None:
+            self.decoder_heads = 4 if small else 16
+
+    def validate(self, cfg) -> None:
+        grid = cfg.img_size // cfg.patch_size
+        if grid * grid * (1 - self.mask_ratio) < 1:
+            raise UserError(f"--mask-ratio {self.mask_ratio}: leaves no visible patch out of {grid * grid}")
+        if self.decoder_width % self.decoder_heads or self.decoder_width % 4:
+            raise UserError(f"--decoder-width {self.decoder_width} must be divisible by --decoder-heads "
+                            f"{self.decoder_heads} and by 4")
+
+    def reconstruction(self) -> tuple[float, bool]:
+        """(mask ratio, norm_pix_loss): what the reconstruction figures show and de-normalise."""
+        return self.mask_ratio, self.norm_pix_loss
 
 
-def resolve_decoder(cfg, small: bool) -> None:
-    """The MAE decoder's size: 4 x 128 on small data, the published 8 x 512 otherwise."""
-    if cfg.decoder_width is None:
-        cfg.decoder_width = 128 if small else 512
-    if cfg.decoder_depth is None:
-        cfg.decoder_depth = 4 if small else 8
-    if cfg.decoder_heads is None:
-        cfg.decoder_heads = 4 if small else 16
-
-
-def resolve(cfg, small: bool) -> None:
-    resolve_decoder(cfg, small)
-    if cfg.crop is None and not small:
-        cfg.crop = "rrc"  # MAE's RandomResizedCrop on image folders
-
-
-def validate_masked(cfg) -> None:
-    """Checks of the options every masked-reconstruction objective shares."""
-    from unmasked.errors import UserError
-
-    if not 0.0 < cfg.mask_ratio < 1.0:
-        raise UserError(f"--mask-ratio {cfg.mask_ratio}: must be in the open interval (0, 1)")
-    grid = cfg.img_size // cfg.patch_size
-    if grid * grid * (1 - cfg.mask_ratio) < 1:
-        raise UserError(f"--mask-ratio {cfg.mask_ratio}: leaves no visible patch out of {grid * grid}")
-    for name in ("decoder_width", "decoder_depth", "decoder_heads"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise UserError(f"--{name.replace('_', '-')} {v}: must be a positive integer when given")
-    if cfg.decoder_width % cfg.decoder_heads or cfg.decoder_width % 4:
-        raise UserError(f"--decoder-width {cfg.decoder_width} must be divisible by --decoder-heads "
-                        f"{cfg.decoder_heads} and by 4")
-
-
-def build_decoder(cfg, spec) -> MAEDecoder:
-    return MAEDecoder(grid=spec.grid, embed_dim=spec.embed_dim, decoder_dim=cfg.decoder_width,
-                      depth=cfg.decoder_depth, num_heads=cfg.decoder_heads, patch_dim=spec.patch_dim)
+def build_decoder(o: MAEOptions, spec) -> MAEDecoder:
+    return MAEDecoder(grid=spec.grid, embed_dim=spec.embed_dim, decoder_dim=o.decoder_width,
+                      depth=o.decoder_depth, num_heads=o.decoder_heads, patch_dim=spec.patch_dim)
 
 
 def build(cfg) -> MAE:
-    from unmasked.build import spec_from_config
-
-    spec = spec_from_config(cfg)
-    return MAE(build_encoder(spec), build_decoder(cfg, spec), cfg.mask_ratio, cfg.norm_pix_loss)
+    o, spec = cfg.objective_options, spec_from_config(cfg)
+    return MAE(build_encoder(spec), build_decoder(o, spec), o.mask_ratio, o.norm_pix_loss)
 
 
-ENTRY = ObjectiveEntry(
-    name="mae", build=build, options=MAEOptions, views=1, teacher=False, reconstructs=True,
-    description="masked autoencoder: reconstruct the hidden patches' pixels (He et al., 2022)",
-    resolve=resolve, validate=validate_masked,
-)
+ENTRY = ObjectiveEntry(name="mae", objective=MAE, options=MAEOptions, build=build)

@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
+from unmasked.data.dataset import is_fashion_mnist
+from unmasked.data.recipe import small_images
 from unmasked.errors import UserError
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study, is_encoder_run
@@ -134,12 +137,8 @@ def _expected_config(run: Run, _small: dict = {}):  # noqa: B006 - a cache of fo
     """What `unmasked pretrain` resolves the run's options to: the objective's defaults and, on an
     image folder, the recipe its images choose (the small-image recipe or the published one), so an
     option deleted from the study file is compared with the default the run would get now."""
-    from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
-    from unmasked.data.dataset import is_fashion_mnist
-    from unmasked.data.recipe import small_images
-
     known = {f.name for f in all_option_fields()}
-    cfg = PretrainConfig(**{k: v for k, v in run.options.items() if k in known})
+    cfg = PretrainConfig.flat(**{k: v for k, v in run.options.items() if k in known})
     if is_fashion_mnist(cfg.data):
         return resolve_defaults(cfg, True)
     key = (str(Path(cfg.data).expanduser().resolve()), cfg.unlabeled, cfg.img_size, cfg.patch_size)
@@ -156,8 +155,6 @@ def _expected_config(run: Run, _small: dict = {}):  # noqa: B006 - a cache of fo
 
 def config_mismatches(run: Run) -> list[str]:
     """Fields where the run's config.json differs from what the study asks for now."""
-    from unmasked.config import all_option_fields
-
     saved = read_json(run.dir / "config.json")
     if saved is not None and not isinstance(saved, dict):
         raise UserError(f"{run.dir / 'config.json'}: not a run config (expected a JSON object, found "
@@ -173,8 +170,8 @@ def config_mismatches(run: Run) -> list[str]:
             continue
         if name in run.options:
             want = run.options[name]
-        elif expected is not None and getattr(expected, name, None) is not None:
-            want = getattr(expected, name)
+        elif expected is not None and expected.has_option(name) and expected.option(name) is not None:
+            want = expected.option(name)
         else:
             continue  # resolved while the run starts (channels, statistics): nothing to compare
         if not _same(saved[name], want, name):

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unmasked.errors import UserError
-from unmasked.option_rules import MAX_SEED, check_values
+from unmasked.option_rules import check_values
+from unmasked.options import MAX_SEED
 
 TOP_KEYS = {"name", "out", "seeds", "pairs", "recipe", "arms", "grid", "evals"}
 MANAGED = {"out": "the study names each run folder", "seed": "use the study's seeds = [...]",

@@ -59,7 +59,7 @@ class CollapseWatch:
         self.mean, self.std, self.crop_pct = cfg.mean, cfg.std, cfg.crop_pct
         self.base, self.channels = data.base_size, data.channels
         self.probe, self.images = fixed_subset(data.train, PROBE_IMAGES), None
-        k = getattr(cfg, "dino_heads_k", None) if cfg.objective == "dinov2" else None
+        k = cfg.option("dino_heads_k") if cfg.has_option("dino_heads_k") else None
         self.ln_k = math.log(k) if k and k > 1 else None
         self.chance = 100.0 / len(data.classes) if getattr(data, "labeled", False) and data.classes else None
         self.streak: dict[str, int] = {}

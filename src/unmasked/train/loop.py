@@ -90,10 +90,10 @@ def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: se
     """The saved config wins; explicitly given options may only change what is safe to change."""
     clashes = []
     for name in sorted(explicit):
-        if name in RESUME_OVERRIDABLE or name in RESUME_IGNORED or not hasattr(saved, name):
+        if name in RESUME_OVERRIDABLE or name in RESUME_IGNORED or not (saved.has_option(name) and cfg.has_option(name)):
             continue
-        if getattr(cfg, name) != getattr(saved, name):
-            clashes.append(f"--{name.replace('_', '-')} {getattr(cfg, name)} (the run has {getattr(saved, name)})")
+        if cfg.option(name) != saved.option(name):
+            clashes.append(f"--{name.replace('_', '-')} {cfg.option(name)} (the run has {saved.option(name)})")
     if clashes:
         raise UserError(
             f"cannot resume {cfg.out} with different settings: {'; '.join(clashes)}. Drop these options to "
@@ -102,7 +102,8 @@ def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: se
         )
     merged = PretrainConfig.from_dict(saved.to_dict())
     for name in explicit & RESUME_OVERRIDABLE:
-        setattr(merged, name, getattr(cfg, name))
+        if merged.has_option(name):
+            merged.set_option(name, cfg.option(name))
     merged.steps = cfg.steps  # a stop point belongs to one invocation: resuming runs on unless told
     merged.out = cfg.out
     return merged
@@ -110,7 +111,7 @@ def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: se
 
 def optimizer_options(cfg: PretrainConfig, objective) -> dict:
     """The parameter-group options of a run's AdamW (train/optim.py), from its config."""
-    return dict(decay_tokens=cfg.decay_tokens, layer_decay=cfg.layer_decay,
+    return dict(betas=(0.9, cfg.adam_beta2), decay_tokens=cfg.decay_tokens, layer_decay=cfg.layer_decay,
                 patch_embed_lr_mult=cfg.patch_embed_lr_mult, num_blocks=len(objective.encoder.blocks),
                 last_layer=objective.last_layer_params())
 
@@ -187,8 +188,7 @@ class Pretrainer:
                     "or choose another --out folder"
                 )
             cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data) or small_images(cfg))
-        if getattr(cfg, "fuse_views", False) is None:  # fewer, larger kernels pay on a GPU; ~10% cost on one CPU
-            cfg.fuse_views = self.device.type == "cuda" or self.env.enabled
+        cfg.objective_options.resolve_device(self.device.type == "cuda" or self.env.enabled)
         validate(cfg)
         if self.env.is_main:
             check_writable(self.run_dir)

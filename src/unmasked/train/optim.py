@@ -61,8 +61,9 @@ def _implementation(device: torch.device) -> dict:
     return {"fused": True, "foreach": None} if device.type == "cuda" else {"fused": None, "foreach": True}
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device, **group_options):
-    return torch.optim.AdamW(param_groups(model, weight_decay, **group_options), lr=lr, betas=(0.9, 0.95),
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    betas: tuple[float, float] = (0.9, 0.95), **group_options):
+    return torch.optim.AdamW(param_groups(model, weight_decay, **group_options), lr=lr, betas=betas,
                              **_implementation(device))
 
 
@@ -81,11 +82,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, device: 
     for g, s in zip(optimizer.param_groups, scales):
         g.update(s)
     match_device(optimizer, device)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for g in optimizer.param_groups:
-        g["lr"] = lr
 
 
 def set_step_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float,

@@ -66,9 +66,3 @@ def lr_schedule(peak: float, total_steps: int, warmup_steps: int, min_lr: float 
 def momentum_schedule(start: float, total_steps: int, end: float = 1.0) -> Schedule:
     """EMA momentum, cosine from `start` (step 0) to `end` (last step)."""
     return cosine(start, end, total_steps)
-
-
-def warmup_then_constant(start: float, end: float, warmup_steps: int, total_steps: int) -> Schedule:
-    """Linear from `start` to `end` over `warmup_steps`, then `end` (e.g. DINO's teacher temperature)."""
-    return Schedule(lambda i: end if i >= warmup_steps else start + (end - start) * i / max(warmup_steps, 1),
-                    total_steps)

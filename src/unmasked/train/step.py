@@ -116,7 +116,7 @@ def _update(p: StepParts, parts: dict[str, torch.Tensor]) -> None:
         p.scaler.unscale_(p.optimizer)
     params = p.objective.student.parameters()
     if p.clip_grad is not None:
-        parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, p.clip_grad)
+        parts["grad_norm"] = p.objective.clip_gradients(p.clip_grad)  # DINOv2 clips per module
     elif p.published_grad_norm:  # computed for the log at every step, one norm per parameter
         grads = [q.grad.detach() for q in params if q.grad is not None]
         torch.norm(torch.stack([torch.norm(g, 2.0) for g in grads]), 2.0)

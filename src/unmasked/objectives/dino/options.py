@@ -1,20 +1,26 @@
-"""DINOv2's options (one `--help` group), their data-dependent defaults and their validation.
+"""DINOv2's options (one `--help` group), their data-dependent defaults and their checks.
 
 Defaults follow docs/objectives.md (DINOv2) (DINOv2's default config, DINO v1 where it says so);
 fields left as None are filled by `resolve_options`: image folders get the published recipe,
-Fashion-MNIST-sized data its small-image recipe.
+Fashion-MNIST-sized data its small-image recipe. The shared options DINOv2 sets otherwise than
+MAE (its optimiser recipe) are `SHARED_DEFAULTS`, applied only where the user gave no value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
-from unmasked.config import opt
-from unmasked.option_rules import (
+from unmasked.errors import UserError
+from unmasked.objectives.dino.block_mask import default_min_patches
+from unmasked.objectives.registry import ObjectiveOptions
+from unmasked.options import (
     CHOICE,
     FLAG,
+    fraction,
     non_negative,
     open_unit,
+    opt,
     positive,
     positive_int,
     unit,
@@ -25,8 +31,28 @@ GROUP = "dinov2"
 CENTERINGS = ("centering", "sinkhorn")
 
 
+# DINOv2's optimiser recipe (its ssl_default_config): AdamW (0.9, 0.999), layer decay 0.9, patch
+# embedding lr x 0.2, weight decay cosine 0.04 -> 0.4, gradient clip 3.0 (per module: see
+# --dino-clip-per-module), EMA 0.992 -> 1, cosine to 1e-6. The base lr is DINO v1's 5e-4 per 256
+# images, scaled linearly on small images and by sqrt on image folders (5e-4 * sqrt(B) / 4 =
+# DINOv2's 0.004 * sqrt(B / 1024)): `lr_scaling` None is resolved from the data. Drop path
+# (None) and the warm-up (10% of the epochs) are resolved from the model size and the epochs.
+SHARED_DEFAULTS = {
+    "base_lr": 5e-4, "lr_scaling": None, "weight_decay": 0.04, "weight_decay_end": 0.4, "clip_grad": 3.0,
+    "adam_beta2": 0.999, "layer_decay": 0.9, "patch_embed_lr_mult": 0.2, "ema_momentum": 0.992,
+    "min_lr": 1e-6, "drop_path": None,
+}
+# DINOv2's default config trains ViT-L with drop path 0.3 (0.4 for L/14 and g/14); DINO v1 trains
+# ViT-S and ViT-B with 0.1. We take DINO v1's value below ViT-L.
+DROP_PATH_BY_MODEL = {"vit_tiny": 0.1, "vit_small": 0.1, "vit_base": 0.1, "vit_large": 0.3}
+WARMUP_FRACTION = 0.1  # DINOv2: 10 warm-up epochs of 100
+
+
 @dataclass
-class DINOv2Options:
+class DINOv2Options(ObjectiveOptions):
+    # runs saved before per-module clipping existed clipped the joint norm
+    LEGACY: ClassVar[dict] = {"dino_clip_per_module": False}
+
     dino_heads_k: int | None = opt(None, "DINOv2: prototypes K of the DINO head (default 65536 on image folders, "
                                    "4096 on small images, where 65536 barely learns)", GROUP, rule=positive_int())
     dino_head_hidden: int = opt(2048, "DINOv2: hidden width of the head's 3-layer MLP", GROUP, rule=positive_int())
@@ -46,7 +72,7 @@ class DINOv2Options:
                               "--dino-center-momentum) or 'sinkhorn' (Sinkhorn-Knopp, 3 iterations; ViT-L/g)",
                               GROUP, choices=CENTERINGS, rule=CHOICE)
     dino_center_momentum: float = opt(0.9, "DINOv2: momentum of the teacher centres (DINO and iBOT), one "
-                                      "update per optimiser step", GROUP, rule=unit("the centre is the current batch mean"))
+                                      "update per optimiser step", GROUP, rule=fraction("the centre is the current batch mean"))
     dino_weight: float = opt(1.0, "DINOv2: weight of the DINO (CLS) loss", GROUP, rule=non_negative("no DINO loss"))
     ibot_weight: float = opt(1.0, "DINOv2: weight of the iBOT (masked patch) loss", GROUP, rule=non_negative("no iBOT loss"))
     koleo_weight: float = opt(0.1, "DINOv2: weight of the KoLeo regulariser (0 turns it off)", GROUP, rule=non_negative("no KoLeo regulariser"))
@@ -70,14 +96,25 @@ class DINOv2Options:
                                  "(global 1 / global 2 / local); default on, off on small images", GROUP, rule=FLAG)
     dino_freeze_last_layer_epochs: float = opt(1.0, "DINOv2: epochs during which the heads' prototype layer "
                                                "keeps lr 0", GROUP, rule=non_negative("the prototype layer trains from the first step"))
+    dino_clip_per_module: bool = opt(True, "DINOv2: clip the gradient norm (--clip-grad) of the backbone, the DINO "
+                                     "head and the iBOT head separately, as DINOv2 does; --no-dino-clip-per-module "
+                                     "clips their joint norm", GROUP, rule=FLAG)
 
+    def resolve(self, cfg, small: bool) -> None:
+        """This objective's data-dependent defaults, before the shared ones (the warm-up)."""
+        if self.ibot_heads_k is not None and not self.ibot_separate_head:
+            raise UserError(f"--ibot-heads-k {self.ibot_heads_k}: only a separate iBOT head has its own prototypes; "
+                            "add --ibot-separate-head or drop --ibot-heads-k (the shared head has --dino-heads-k)")
+        resolve_options(self, cfg.img_size, cfg.patch_size, cfg.epochs, small)
+        if cfg.lr_scaling is None:
+            cfg.lr_scaling = "linear" if small else "sqrt"
+        if cfg.drop_path is None:
+            cfg.drop_path = DROP_PATH_BY_MODEL.get(cfg.model, 0.1)
+        if cfg.warmup_epochs is None:
+            cfg.warmup_epochs = WARMUP_FRACTION * cfg.epochs
 
-OPTION_NAMES = tuple(f.name for f in fields(DINOv2Options))
-
-
-def options_from(cfg) -> DINOv2Options:
-    """The DINOv2 fields of a (resolved) PretrainConfig or any object carrying them."""
-    return DINOv2Options(**{name: getattr(cfg, name) for name in OPTION_NAMES})
+    def validate(self, cfg) -> None:
+        check_options(self, cfg.img_size, cfg.patch_size, cfg.batch_size // cfg.accum_steps)
 
 
 def default_local_size(img_size: int, patch_size: int) -> int:
@@ -100,42 +137,18 @@ def resolve_options(o: DINOv2Options, img_size: int, patch_size: int, epochs: fl
     if o.dino_teacher_temp_warmup_epochs is None:
         o.dino_teacher_temp_warmup_epochs = min(30.0, 0.3 * epochs)  # 30 of DINOv2's 100 epochs
     if o.ibot_mask_min_patches is None:
-        from unmasked.objectives.dino.block_mask import default_min_patches
-
         o.ibot_mask_min_patches = default_min_patches((img_size // patch_size) ** 2)
     return o
 
 
 def check_options(o: DINOv2Options, img_size: int, patch_size: int, micro_batch: int | None = None) -> None:
-    """Raise UserError naming the option, its value and what is allowed."""
-    from unmasked.errors import UserError
-
+    """The combinations (each value on its own is checked by its field's rule): a UserError names
+    the option, its value and what is allowed."""
     def bad(name, allowed):
         raise UserError(f"--{name.replace('_', '-')} {getattr(o, name)}: {allowed}")
 
-    for name in ("dino_heads_k", "ibot_heads_k", "dino_head_hidden", "dino_head_bottleneck", "dino_local_size",
-                 "ibot_mask_min_patches"):
-        if getattr(o, name) is not None and getattr(o, name) < 1:
-            bad(name, "must be a positive integer")
-    for name in ("dino_student_temp", "dino_teacher_temp", "dino_teacher_temp_start"):
-        if not getattr(o, name) > 0:
-            bad(name, "must be positive")
-    for name in ("dino_weight", "ibot_weight", "koleo_weight", "dino_local_crops", "dino_freeze_last_layer_epochs",
-                 "dino_teacher_temp_warmup_epochs"):
-        if getattr(o, name) is not None and getattr(o, name) < 0:
-            bad(name, "must not be negative")
-    if not 0.0 <= o.dino_center_momentum < 1.0:
-        bad("dino_center_momentum", "must be in [0, 1)")
-    if o.dino_centering not in CENTERINGS:
-        bad("dino_centering", f"choose one of {', '.join(CENTERINGS)}")
-    if not 0.0 <= o.ibot_mask_prob <= 1.0:
-        bad("ibot_mask_prob", "must be in [0, 1]")
-    if not 0.0 <= o.ibot_mask_ratio_min <= o.ibot_mask_ratio_max < 1.0:
+    if not o.ibot_mask_ratio_min <= o.ibot_mask_ratio_max:
         bad("ibot_mask_ratio_max", f"needs 0 <= --ibot-mask-ratio-min ({o.ibot_mask_ratio_min}) <= max < 1")
-    for name in ("dino_global_scale_min", "dino_local_scale_min", "dino_local_scale_max"):
-        v = getattr(o, name)
-        if v is not None and not 0.0 < v <= 1.0:
-            bad(name, "must be in (0, 1]")
     if o.dino_local_scale_min is not None and o.dino_local_scale_max is not None \
             and o.dino_local_scale_min > o.dino_local_scale_max:
         bad("dino_local_scale_min", f"must not exceed --dino-local-scale-max {o.dino_local_scale_max}")
