@@ -59,8 +59,8 @@ RULES: dict[str, dict[str, Rule]] = {
     # pretrain's options (those bench offers) and bench's own
     "bench": {"steps": positive_int(), "warmup": positive_int(), "with_augment": FLAG, "path": FLAG,
               "baseline": FLAG, "profile": PATH, "json": PATH},
-    "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE},
-    "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "device": DEVICE,
+    "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE, "transcript": PATH},
+    "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "results_dir": PATH, "device": DEVICE,
               "no_progress": FLAG},
     "embed": {"source": PATH, "data": TEXT, "out": PATH, "device": DEVICE, "batch_size": positive_int(),
               "num_workers": count("decode in the main process"), "no_progress": FLAG, "max_image_pixels": PIXELS},

@@ -1,6 +1,7 @@
 from unmasked.analysis.differences import config_differences
-from unmasked.analysis.report import differences_section
+from unmasked.analysis.report import differences_blocks
 from unmasked.config import PretrainConfig, resolve_defaults
+from unmasked.document import to_markdown
 
 
 def _cfg(**kw):
@@ -23,10 +24,10 @@ def test_only_settings_beside_the_objective_are_listed():
 def test_report_warns_when_more_than_the_objective_differs():
     entries = [{"label": "MAE (a)", "config": _cfg(objective="mae", data="imgs")},
                {"label": "LUT (b)", "config": _cfg(objective="lut", data="imgs", epochs=50)}]
-    md = "\n".join(differences_section(entries))
+    md = to_markdown(differences_blocks(entries))
     assert "**Warning:**" in md and "| crop | rrc | pad |" in md and "| epochs | 100 | 50 |" in md
     entries[1]["config"] = _cfg(objective="lut", data="imgs", crop="rrc")
-    assert "Warning" not in "\n".join(differences_section(entries))
+    assert "Warning" not in to_markdown(differences_blocks(entries))
 
 
 def test_settings_an_objective_does_not_use_are_not_compared():

@@ -167,7 +167,8 @@ def table(entries: list[dict]) -> list[list[str]]:
 
 def differences_blocks(entries: list[dict]) -> list:
     """The settings besides the objective on which the runs differ, with a warning."""
-    diffs = config_differences([e["config"] for e in entries if not e.get("source")])
+    entries = [e for e in entries if not e.get("source")]  # a public encoder has no training settings
+    diffs = config_differences([e["config"] for e in entries])
     if not diffs:
         return [doc.Paragraph("Besides the objective, the runs agree on crop, pad, lr rule and peak lr, epochs, "
                               "batch, mask ratio, precision, data, subset and seed.")]
