@@ -32,7 +32,7 @@ test-all: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks results
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

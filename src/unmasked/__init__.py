@@ -1,3 +1,3 @@
-"""unmasked: masked image modeling pretraining (MAE, LUT) for Vision Transformers."""
+"""unmasked: pretrain Vision Transformer encoders (MAE, LUT, DINOv2-style) and measure what any ViT learned."""
 
 __version__ = "0.1.0"
