@@ -146,8 +146,9 @@ def _path_optimizer(path: str, cfg: PretrainConfig, obj, device: torch.device) -
     if path == "optimised":
         return build_optimizer(obj.student, cfg.peak_lr(), cfg.weight_decay, device, **groups)
     impl = {"foreach": False} if path == "plain" else {}
+    betas = groups.pop("betas")
     return torch.optim.AdamW(param_groups(obj.student, cfg.weight_decay, **groups), lr=cfg.peak_lr(),
-                             betas=(0.9, 0.95), **impl)
+                             betas=betas, **impl)
 
 
 class _Runner:

@@ -76,5 +76,5 @@ def train_base_size(cfg) -> int:
 
     if is_fashion_mnist(cfg.data):
         return 28
-    rrc = cfg.crop == "rrc" or not registry.get(cfg.objective).shared_crop
+    rrc = cfg.crop == "rrc" or not registry.get(cfg.objective).objective.shared_crop
     return round(cfg.img_size / CENTRE_CROP_PCT) if rrc else cfg.img_size
