@@ -26,6 +26,7 @@ import torch.nn as nn
 import torchvision.transforms as T
 from PIL import Image
 from timm.data import Mixup, create_transform
+from timm.data import auto_augment as _timm_aa
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.loss import SoftTargetCrossEntropy
@@ -47,6 +48,18 @@ LR_RULES = ("mae", "lut")
 MAE_BY_WIDTH = {768: (0.1, 5e-4, 0.65, 100), 1024: (0.2, 1e-3, 0.75, 50), 1280: (0.3, 1e-3, 0.75, 50)}
 MAE_OTHER_WIDTHS = (0.1, 5e-4, 0.75, 100)  # smaller encoders (not in the table): B's, with decay 0.75
 LUT_RULE = {"base_lr": 1e-3, "layer_decay": 0.75}  # LUT's code: lr = blr * sqrt(batch) / 8
+
+
+def _posterize(img, bits_to_keep, **kwargs):
+    """timm's posterize, with 0 bits kept giving the black image it gave under older Pillow (which
+    MAE's recipe ran on); Pillow now raises for 0, which 'rand-m9-mstd0.5-inc1' draws at magnitude 10."""
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return _timm_aa.posterize(img, bits_to_keep, **kwargs)
+
+
+for _name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+    _timm_aa.NAME_TO_OP[_name] = _posterize
 
 
 @dataclass
