@@ -88,3 +88,15 @@ def test_readme_tables_match_the_committed_results():
     missing = [b for b in readme_tables.artifacts(RESULTS) if f"<!-- {b} -->" not in text]
     problems += [f"{b}: committed under results/ but README.md has no such block" for b in missing]
     assert problems == [], "\n".join(problems)
+
+
+def test_transcript_block_is_the_committed_text_and_check_names_an_edit(tmp_path):
+    results = tmp_path / "results"
+    (results / "demo-lut").mkdir(parents=True)
+    (results / "demo-lut" / "transcript.txt").write_text("$ unmasked demo\n  kNN top-1 (k=20)   CLS 79.74%\n")
+    readme = "# x\n\n<!-- results:transcript demo-lut -->\n<!-- /results:transcript demo-lut -->\n"
+    text = readme_tables.write(readme, results)
+    assert "```\n$ unmasked demo\n  kNN top-1 (k=20)   CLS 79.74%\n```\n<!-- /results" in text
+    assert readme_tables.check(text, results) == []
+    problems = readme_tables.check(text.replace("79.74", "80.74"), results)
+    assert len(problems) == 1 and "transcript.txt" in problems[0]

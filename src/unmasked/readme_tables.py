@@ -8,6 +8,8 @@ The README holds each generated table between two marker comments:
     <!-- /results:study NAME -->
     <!-- results:differences NAME -->  its paired differences (kNN20, linear), Holm-corrected verdicts
     <!-- /results:differences NAME -->
+    <!-- results:transcript NAME -->   what a command printed, from results/NAME/transcript.txt
+    <!-- /results:transcript NAME -->
 
 `write` replaces what is between the markers; `check` regenerates every block and names each
 cell that differs from its artifact, each block whose artifact is missing, and each table in the
@@ -106,7 +108,17 @@ def differences_block(results: Path, name: str) -> str:
     return _table(rows)
 
 
-BLOCKS = {"demo": demo_block, "study": study_block, "differences": differences_block}
+def transcript_block(results: Path, name: str) -> str:
+    path = results / name / "transcript.txt"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (the README block that names it needs this file)") from None
+    return "```\n" + text.rstrip("\n") + "\n```\n"
+
+
+BLOCKS = {"demo": demo_block, "study": study_block, "differences": differences_block,
+          "transcript": transcript_block}
 
 
 def _generate(kind: str, name: str | None, results: Path) -> str:
@@ -162,6 +174,10 @@ def check(readme: str, results: Path) -> list[str]:
             want = _generate(m[1], m[2], results)
         except (FileNotFoundError, ValueError, KeyError) as e:
             problems.append(f"{block}: {e}")
+            continue
+        if m[1] == "transcript":
+            if m[3] != want:
+                problems.append(f"{block}: the README's text differs from {results / m[2] / 'transcript.txt'}")
             continue
         have_t, want_t = tables(m[3]), tables(want)
         if len(have_t) != 1:
