@@ -16,10 +16,13 @@ STUDIES = Path(__file__).resolve().parents[2] / "studies"
 def test_committed_studies_expand():
     cpu = load_study(STUDIES / "fm-cpu.toml")
     assert [r.name for r in cpu.runs][:3] == ["mae_seed0", "mae_seed1", "mae_seed2"]
-    assert len(cpu.runs) == 15 and cpu.pairs[0] == ("lut", "mae")
+    assert len(cpu.runs) == 12 and cpu.pairs[0] == ("lut", "mae")
     w0 = next(r for r in cpu.runs if r.arm == "lut-w0")
     assert w0.options["lut_weight"] == 0.0 and w0.options["objective"] == "lut"
     assert "--warmup-epochs" in cpu.evals["linear"]
+    teacher = load_study(STUDIES / "lut-teacher-cpu.toml")
+    assert teacher.pairs == [("lut", "lut-bn")] and len(teacher.runs) == 6
+    assert next(r for r in teacher.runs if r.arm == "lut-bn").options["teacher_mode"] == "train"
     ablation = load_study(STUDIES / "ablation-cpu.toml")
     assert len(ablation.runs) == 12
     assert {tuple(r.point.values()) for r in ablation.runs} == {(m, w) for m in (0.5, 0.75, 0.9) for w in (0.25, 1.0)}
