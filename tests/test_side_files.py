@@ -6,7 +6,7 @@ import pytest
 
 from unmasked.cli import main
 from unmasked.errors import UserError
-from unmasked.side_files import read_json, require_keys
+from unmasked.files import read_json, require_keys
 from unmasked.train.loop import pretrain
 
 from .conftest import tiny_config

@@ -78,7 +78,7 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
 
 def write_transcript(dest: Path, command: str, objective: str, result: dict, time_s: float) -> None:
     from unmasked import provenance
-    from unmasked.train.checkpoint import atomic_write_text
+    from unmasked.files import atomic_write_text
 
     knn = result["knn"]
     try:

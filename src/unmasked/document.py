@@ -134,7 +134,7 @@ def figures_of(blocks: list[Block]) -> list[str]:
 
 def write(blocks: list[Block], folder: Path, title: str, stem: str = "report") -> list[str]:
     """folder/report.md and folder/report.html; returns their names."""
-    from unmasked.train.checkpoint import atomic_write_text
+    from unmasked.files import atomic_write_text
 
     folder = Path(folder)
     atomic_write_text(folder / f"{stem}.md", to_markdown(blocks))

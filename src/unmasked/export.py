@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
-from unmasked.train.checkpoint import atomic_write, atomic_write_text
+from unmasked.files import atomic_write, atomic_write_text
 
 FORMATS = ("timm",)
 CONFIG = "config.json"

@@ -11,9 +11,9 @@ import torch
 from unmasked import sources
 from unmasked.config import PretrainConfig
 from unmasked.errors import UserError
+from unmasked.files import read_json
 from unmasked.models.vit import EncoderSpec, ViTEncoder
 from unmasked.objectives import registry
-from unmasked.side_files import read_json
 from unmasked.train import checkpoint as ckpt
 
 

@@ -302,7 +302,7 @@ def prepare(source: str, out, data: str | None, weights: str | None = None, img_
     if not record.get("data"):
         raise UserError(f"{source}: pass --data, the labeled images to measure it on")
     out.mkdir(parents=True, exist_ok=True)
-    from unmasked.train.checkpoint import atomic_write_text
+    from unmasked.files import atomic_write_text
 
     atomic_write_text(out / SOURCE_FILE, json.dumps(record, indent=1) + "\n")
     return out

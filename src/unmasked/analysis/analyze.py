@@ -21,10 +21,10 @@ from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features
+from unmasked.files import atomic_write_text
 from unmasked.models.vit import num_prefix_tokens
 from unmasked.runs import load_encoder
 from unmasked.sources import is_source, prepare
-from unmasked.train.checkpoint import atomic_write_text
 
 ANALYSIS_DIR = "analysis"
 

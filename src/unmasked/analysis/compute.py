@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unmasked.config import PretrainConfig
+from unmasked.config import PretrainConfig, read_run_config
 from unmasked.errors import UserError
-from unmasked.side_files import read_run_config
 
 COMPUTE_FILE = "compute.json"
 COUNT_BATCH = 2  # BatchNorm in LUT's heads needs more than one image
@@ -69,7 +68,7 @@ def training_compute(run_dir) -> dict:
     if flops is None:
         flops = count_flops_per_image(PretrainConfig.from_dict(cfg_dict))
         try:
-            from unmasked.train.checkpoint import atomic_write_text
+            from unmasked.files import atomic_write_text
 
             atomic_write_text(cache, json.dumps({"flops_per_image": flops, "config_key": key,
                                                  "counted_with": "torch.utils.flop_counter, one training step "

@@ -19,17 +19,17 @@ from unmasked.analysis.analyze import ANALYSIS_DIR, analyze, fixed_sample
 from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
 from unmasked.analysis.protocols import is_default_protocol, protocol_text
+from unmasked.config import read_run_config
 from unmasked.errors import UserError
+from unmasked.files import atomic_write_text
 from unmasked.models.vit import num_prefix_tokens
-from unmasked.side_files import read_run_config
 from unmasked.sources import read_source
-from unmasked.train.checkpoint import atomic_write_text
 
 inline_figure = doc.inline_figure  # kept for callers of the former location
 
 
 def _read(path: Path):
-    from unmasked.side_files import read_json
+    from unmasked.files import read_json
 
     return read_json(path) if path.is_file() else None
 

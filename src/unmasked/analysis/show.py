@@ -25,7 +25,7 @@ from unmasked.analysis.attention import attention_weights
 from unmasked.data import image_folder
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
-from unmasked.train.checkpoint import atomic_write_text
+from unmasked.files import atomic_write_text
 
 ASPECTS = ("crop", "pad", "stretch")
 

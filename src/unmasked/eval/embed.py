@@ -30,7 +30,7 @@ from unmasked.eval.cache_key import feature_cache_key
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features
 from unmasked.eval.run_files import save_in_run
-from unmasked.train.checkpoint import atomic_write, atomic_write_text
+from unmasked.files import atomic_write, atomic_write_text
 
 FEATURES_DIR = "features"
 

@@ -70,7 +70,7 @@ def cached_pixel_result(ds: ImageData, view: EvalView, protocol: dict, compute) 
     result = {"input": f"raw pixels of the evaluation view in [0, 1] ({tr_x.shape[1]} values)",
               **compute(tr_x.float().div_(255), tr_y, te_x.float().div_(255), te_y)}
     try:
-        from unmasked.train.checkpoint import atomic_write_text
+        from unmasked.files import atomic_write_text
 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(result, indent=2) + "\n")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from unmasked import provenance
 from unmasked.errors import UserError
+from unmasked.files import atomic_write_text
 from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current, raw_pixel_knn
 from unmasked.study.report import write_report
 from unmasked.study.runner import dry_run, execute, is_finished, read_json
 from unmasked.study.spec import is_encoder_run, load_study
-from unmasked.train.checkpoint import atomic_write_text
 
 HTML_LIMIT = 2_000_000  # bytes: a larger report.html (many inlined figures) stays out of the repository
 

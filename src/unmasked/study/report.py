@@ -17,13 +17,13 @@ from pathlib import Path
 
 from unmasked import document as doc
 from unmasked.analysis.differences import config_differences
+from unmasked.files import atomic_write_text
 from unmasked.study import stats
 from unmasked.study.plots import band_plot, grid_plot
 from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current as raw_is_current
 from unmasked.study.runner import RESULT_FILES, is_finished, read_json, result_file, run_result_file
 from unmasked.study.spec import Run, Study
-from unmasked.train.checkpoint import atomic_write_text
 from unmasked.train.metrics import read_jsonl
 
 # key, label, unit of a difference, digits; compared between arms when unit is not None

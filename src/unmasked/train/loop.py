@@ -22,6 +22,7 @@ from unmasked.data.loader import TrainBatches
 from unmasked.data.recipe import small_images, train_base_size
 from unmasked.devices import autocast_dtype, resolve_precision
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.files import atomic_write_text, remove_stale_temp_files
 from unmasked.lock import RunLock
 from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
@@ -195,7 +196,7 @@ class Pretrainer:
             # one process writes into a run folder at a time (under torchrun, rank 0 writes for all);
             # nothing is written before this point
             self._lock = RunLock(self.run_dir, "pretrain").acquire()
-            ckpt.remove_stale_temp_files(self.run_dir)
+            remove_stale_temp_files(self.run_dir)
         return cfg, resume_state
 
     def _load_data(self, resume_state: dict | None) -> None:
@@ -473,7 +474,7 @@ class Pretrainer:
             summary["interrupted_by"] = signal.Signals(stop_signal).name
         if self.env.is_main:
             with self._writing(self.run_dir / SUMMARY_FILE):
-                ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+                atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         if self._collapse_stop():
             raise TrainingStopped(f"--on-collapse stop: a collapse was named ({self.collapse.named}, the line "
                                   f"above); the run is stopped at step {self.state.step} and its checkpoint "
