@@ -14,15 +14,17 @@ from unmasked.analysis import plots
 from unmasked.analysis.attention import attention_weights, patch_attention
 from unmasked.analysis.distance import mean_attention_distance
 from unmasked.analysis.nmi import attention_nmi
+from unmasked.analysis.reconstruct import reconstructions, to_display
 from unmasked.analysis.spectrum import rankme, singular_values
 from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
-from unmasked.eval.features import extract_features
+from unmasked.eval.features import extract_features, iterate_split
 from unmasked.files import atomic_write_text
 from unmasked.models.vit import num_prefix_tokens
+from unmasked.run_folder import load_run_objective, run_reconstructs
 from unmasked.runs import load_encoder
 from unmasked.sources import is_source, prepare
 
@@ -55,7 +57,6 @@ def across_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
 def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
     if sub.in_memory:
         return sub.images
-    from unmasked.eval.features import iterate_split
 
     return torch.cat([images for images, _ in iterate_split(sub, 256, base, channels)])
 
@@ -88,8 +89,6 @@ def _upsample(m: torch.Tensor, grid: int, patch: int) -> np.ndarray:
 
 @torch.no_grad()
 def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_layers: list[int]) -> list[str]:
-    from unmasked.analysis.reconstruct import to_display
-
     spec = encoder.spec
     g, p = spec.grid, spec.patch_size
     pre = num_prefix_tokens(encoder)
@@ -125,9 +124,6 @@ def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_la
 
 
 def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: str) -> str | None:
-    from unmasked.analysis.reconstruct import reconstructions, to_display
-    from unmasked.runs import load_run_objective, run_reconstructs
-
     ckpt_file = run / "checkpoint.pt" if run.is_dir() else run
     if not ckpt_file.is_file() or ckpt_file.suffix != ".pt" or not run_reconstructs(ckpt_file):
         return None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from unmasked.data import fashion_mnist, image_folder
@@ -230,8 +231,6 @@ def _warn_long(n_long: int, n: int, max_aspect: float) -> None:
 
 def _note_long_images(files, base: int, max_aspect: float, sample: int = 200) -> None:
     """Streamed files: the same notice, estimated from the headers of an evenly spaced sample."""
-    from PIL import Image
-
     step = max(1, len(files) // sample)
     picked, n_long = files[::step][:sample], 0
     for p in picked:

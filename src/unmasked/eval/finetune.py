@@ -17,6 +17,7 @@ fc_norm missing (and the encoder's final norm unused), which is checked rather t
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 
@@ -25,10 +26,12 @@ import torch
 import torch.nn as nn
 import torchvision.transforms as T
 from PIL import Image
+from safetensors.torch import save_file
 from timm.data import Mixup, create_transform
 from timm.data import auto_augment as _timm_aa
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
+from timm.layers import DropPath
 from timm.loss import SoftTargetCrossEntropy
 from timm.models.vision_transformer import VisionTransformer
 from torch.nn.init import trunc_normal_
@@ -36,11 +39,16 @@ from tqdm.auto import tqdm
 
 from unmasked.data import image_folder
 from unmasked.data.augment import default_pad, eval_view
-from unmasked.data.dataset import Split
+from unmasked.data.dataset import Split, is_fashion_mnist, subset_indices
 from unmasked.data.workers import ignore_interrupts
+from unmasked.devices import resolve_device
 from unmasked.errors import UserError
+from unmasked.eval.common import feature_precision, labeled_data, result_envelope, write_result
+from unmasked.eval.features import iterate_split
 from unmasked.eval.knn import topk_accuracy
+from unmasked.eval.run_files import save_in_run
 from unmasked.eval.view import eval_view_for
+from unmasked.runs import load_encoder
 from unmasked.train.schedules import lr_schedule
 
 LR_RULES = ("mae", "lut")
@@ -104,10 +112,6 @@ def classifier_from_encoder(encoder: VisionTransformer, num_classes: int, drop_p
     """The same recipe for a public timm ViT as it is (registers, LayerScale, learned positions): a copy
     of it with the global-average-pool head over the patch tokens, a fresh fc_norm in place of the final
     norm, and stochastic depth rising linearly to `drop_path`."""
-    import copy
-
-    from timm.layers import DropPath
-
     model = copy.deepcopy(encoder)
     model.reset_classifier(num_classes, global_pool="avg")
     model.norm = nn.Identity()
@@ -215,8 +219,6 @@ def peak_lr(recipe: FinetuneRecipe) -> float:
 
 @torch.no_grad()
 def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base, channels, num_workers=0) -> dict:
-    from unmasked.eval.features import iterate_split
-
     model.eval()
     logits, kept = [], []
     size = model.patch_embed.img_size[0]
@@ -315,8 +317,6 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
 def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
     """MAE's recipe for the encoder's size (the same crop for every encoder, whatever it was pretrained
     with), or with lr_rule='lut' LUT's base lr, sqrt scaling and layer decay; overrides win."""
-    from unmasked.data.dataset import is_fashion_mnist
-
     small = is_fashion_mnist(data_name)
     rule = overrides.get("lr_rule") or "mae"
     if rule not in LR_RULES:
@@ -343,14 +343,6 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
 
 def run_finetune(path, data: str | None = None, device: str = "auto", num_workers: int = 0, progress: bool = True,
                  subset: int | None = None, **overrides) -> dict:
-    from safetensors.torch import save_file
-
-    from unmasked.data.dataset import subset_indices
-    from unmasked.devices import resolve_device
-    from unmasked.eval.common import feature_precision, labeled_data, result_envelope, write_result
-    from unmasked.eval.run_files import save_in_run
-    from unmasked.runs import load_encoder
-
     dev = resolve_device(device)
     loaded = load_encoder(path)
     ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress, keep_aspect=True)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from unmasked import provenance
 from unmasked.errors import UserError
+from unmasked.eval.view import eval_view_for
 from unmasked.files import atomic_write_text
+from unmasked.sources import read_source
 from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current, raw_pixel_knn
 from unmasked.study.report import write_report
@@ -39,9 +41,6 @@ def ensure_raw_pixels(study) -> None:
 
 def _source_config(run) -> dict:
     """What raw_pixel_knn reads from a config.json, for an arm that was not pretrained (its source.json)."""
-    from unmasked.eval.view import eval_view_for
-    from unmasked.sources import read_source
-
     rec = read_source(run.dir)
     view = eval_view_for(rec["data"], rec["img_size"])
     return {"data": rec["data"], "img_size": rec["img_size"], "base_size": view.base_size,

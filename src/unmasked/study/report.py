@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from unmasked import document as doc
+from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
 from unmasked.files import atomic_write_text
+from unmasked.provenance import one_line
 from unmasked.study import stats
 from unmasked.study.plots import band_plot, grid_plot
 from unmasked.study.raw_pixels import FILE as RAW_FILE
@@ -47,8 +49,6 @@ SEED_ONLY = ("The intervals and standard deviations cover seed variation only: e
 
 def training_flops(run_dir: Path) -> float | None:
     """Training FLOPs as `compare` counts them; None when the run's step cannot be rebuilt."""
-    from unmasked.analysis.compute import training_compute
-
     try:
         flops = training_compute(run_dir).get("train_flops")
     except Exception:  # noqa: BLE001 - one run's missing numbers must not sink the report
@@ -333,8 +333,6 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
     devices = sorted({s["device"] for r in study.runs if (s := read_json(r.dir / "summary.json")) and "device" in s})
     body = blocks(study, command, built, rows, notes, figs)
     if prov:
-        from unmasked.provenance import one_line
-
         body.insert(2, doc.Paragraph(f"Runs trained on: {', '.join(devices) or 'unknown'}. Report written with "
                                      f"{one_line(prov)}."))
     files = doc.write(body, out, f"study {study.name}")

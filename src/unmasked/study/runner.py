@@ -10,6 +10,7 @@ config.json no longer matches the study file, naming the field.
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import math
 import os
@@ -23,8 +24,10 @@ from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.data.recipe import small_images
 from unmasked.errors import UserError
+from unmasked.sources import SOURCE_FILE, prepare
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study, is_encoder_run
+from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
 
 RESULT_FILES = {"knn": "knn.json", "linear": "linear.json", "analyze": "analysis/analysis.json",
                 "finetune": "finetune.json"}
@@ -34,13 +37,7 @@ EVAL_COMMANDS = {"knn": ["eval", "knn"], "linear": ["eval", "linear"], "analyze"
 
 def _resume_free() -> set[str]:
     """Options a run may change when resumed (they do not change what is trained)."""
-    try:
-        from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
-
-        return set(RESUME_OVERRIDABLE) | set(RESUME_IGNORED)
-    except ImportError:  # the loop moved: fall back to the options that never change the weights
-        return {"out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps",
-                "knn_every", "tensorboard", "init_from"}
+    return set(RESUME_OVERRIDABLE) | set(RESUME_IGNORED)
 
 
 def read_json(path: Path) -> dict | None:
@@ -53,8 +50,6 @@ def read_json(path: Path) -> dict | None:
 # -- state of one run -----------------------------------------------------------------------
 def _origin(run: Run) -> Path:
     """The file every evaluation must be newer than: the checkpoint, or a source's source.json."""
-    from unmasked.sources import SOURCE_FILE
-
     return run.dir / (SOURCE_FILE if is_encoder_run(run) else "checkpoint.pt")
 
 
@@ -194,8 +189,6 @@ def check_configs(study: Study) -> None:
 def _die_with_parent() -> None:
     """Linux: a child gets SIGTERM (pretrain saves a checkpoint) when the study process dies."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - not Linux: a killed study may leave its current child running
         pass
@@ -243,8 +236,6 @@ def execute(study: Study, device: str | None, progress: bool) -> None:
     for i, run in enumerate(study.runs):
         b = budgets[run.name]
         if is_encoder_run(run) and not is_finished(run):
-            from unmasked.sources import prepare
-
             bar.line(i, run, f"preparing {run.options['encoder']} (not pretrained)")
             prepare(run.options["encoder"], run.dir, run.options["data"], run.options.get("weights"),
                     run.options.get("img_size"), run.seed)

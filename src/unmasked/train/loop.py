@@ -26,6 +26,7 @@ from unmasked.files import atomic_write_text, remove_stale_temp_files
 from unmasked.lock import RunLock
 from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
+from unmasked.runs import load_encoder
 from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
 from unmasked.train.collapse import CollapseWatch
@@ -315,8 +316,6 @@ class Pretrainer:
 
     def _warm_start(self, source: str) -> None:
         """Encoder weights from another run; refuses a different encoder shape, naming the difference."""
-        from unmasked.runs import load_encoder
-
         other = load_encoder(source)
         mine = self.objective.encoder.spec
         fields = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
