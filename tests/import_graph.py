@@ -143,17 +143,21 @@ def cycles(g: dict[str, set[str]]) -> list[list[str]]:
 
 
 def in_function_imports(modules: dict[str, Path] | None = None,
-                        exclude: tuple[str, ...] = ()) -> list[tuple[str, int, str]]:
-    """(module, line, statement) of every import statement inside a function, of any module."""
+                        exclude: tuple[str, ...] = ()) -> list[tuple[str, int, str, str]]:
+    """(module, line, statement, enclosing function) of every import statement inside a function."""
     modules = module_files() if modules is None else modules
     out = []
+
+    def visit(node, mod, func):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)) and func:
+                out.append((mod, child.lineno, ast.unparse(child), func))
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else func
+            visit(child, mod, inner)
+
     for mod, path in modules.items():
-        if _excluded(mod, exclude):
-            continue
-        tree = ast.parse(path.read_text(), str(path))
-        for node, in_func, _ in _walk(tree):
-            if in_func:
-                out.append((mod, node.lineno, ast.unparse(node)))
+        if not _excluded(mod, exclude):
+            visit(ast.parse(path.read_text(), str(path)), mod, "")
     return out
 
 
@@ -206,8 +210,8 @@ def main(argv=None) -> None:
     print(f"imports inside functions{' (excluding ' + ', '.join(exclude) + ')' if exclude else ''}: "
           f"{len(inner)}")
     if a.list_imports:
-        for mod, line, stmt in inner:
-            print(f"    {mod}:{line}: {stmt}")
+        for mod, line, stmt, func in inner:
+            print(f"    {mod}:{line} ({func}): {stmt}")
     print("longest functions:")
     for n, name in functions(modules, exclude)[: a.top]:
         print(f"    {n:4d}  {name}")
