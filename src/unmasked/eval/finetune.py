@@ -236,27 +236,43 @@ def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base,
     return res
 
 
+def _classifier(loaded, num_classes: int, drop_path: float, device: torch.device) -> VisionTransformer:
+    """The encoder under a new head: a public timm model as it is, ours rebuilt as a timm ViT."""
+    if loaded.source_info is not None and loaded.objective == "public":
+        return classifier_from_encoder(loaded.encoder, num_classes, drop_path).to(device)
+    spec_kwargs = loaded.spec.timm_kwargs()
+    return build_classifier(spec_kwargs, num_classes, drop_path, loaded.encoder.state_dict()).to(device)
+
+
+def _train_loader(ds, tf, recipe: FinetuneRecipe, num_workers: int, device: torch.device):
+    return torch.utils.data.DataLoader(
+        _AugmentedImages(ds.train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
+        drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(recipe.seed), persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_interrupts,
+    )
+
+
+def _loss_and_mix(recipe: FinetuneRecipe, num_classes: int):
+    """(loss, Mixup/CutMix or None): soft-target cross-entropy when images are mixed."""
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        mix = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
+                    num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mix
+    return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), None
+
+
 def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_workers: int = 0,
              progress: bool = True, eval_batch: int = 256) -> tuple[VisionTransformer, dict]:
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)  # timm's Mixup draws its mixing ratios from NumPy
     num_classes = len(ds.classes)
     eval_crop_pct = eval_view_for(ds.name, loaded.spec.img_size).crop_pct  # the view kNN and linear use
-    if loaded.source_info is not None and loaded.objective == "public":
-        model = classifier_from_encoder(loaded.encoder, num_classes, recipe.drop_path).to(device)
-    else:
-        spec_kwargs = loaded.spec.timm_kwargs()
-        model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
-    train = ds.train
-    if recipe.batch_size > len(train):
-        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(train)} training images")
+    model = _classifier(loaded, num_classes, recipe.drop_path, device)
+    if recipe.batch_size > len(ds.train):
+        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(ds.train)} training images")
     tf = train_transform(recipe, loaded.spec.img_size, loaded.mean, loaded.std)
-    loader = torch.utils.data.DataLoader(
-        _AugmentedImages(train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
-        drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(recipe.seed), persistent_workers=num_workers > 0,
-        worker_init_fn=ignore_interrupts,
-    )
+    loader = _train_loader(ds, tf, recipe, num_workers, device)
     steps_per_epoch = len(loader)
     total = recipe.epochs * steps_per_epoch
     stop_at = min(total, recipe.steps) if recipe.steps else total
@@ -265,13 +281,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     groups = layer_decay_groups(model, recipe.weight_decay, recipe.layer_decay)
     opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999),
                             **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    mix = None
-    if recipe.mixup > 0 or recipe.cutmix > 0:
-        mix = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
-                    num_classes=num_classes)
-        loss_fn = SoftTargetCrossEntropy()
-    else:
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    loss_fn, mix = _loss_and_mix(recipe, num_classes)
     history, best, step = [], None, 0
     t0 = time.perf_counter()
     bar = tqdm(total=stop_at, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True)
