@@ -169,3 +169,12 @@ def require_keys(data, keys: tuple[str, ...], path: Path) -> dict:
     if missing:
         raise UserError(f"{path}: lacks {', '.join(missing)}; is it a file written by unmasked?")
     return data
+
+
+def read_json_or_none(path: Path):
+    """The file's JSON, or None when it is missing or does not parse (for state that is recomputed
+    when absent, e.g. a study's view of a run)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

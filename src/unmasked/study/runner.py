@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import json
 import math
 import os
 import signal
@@ -24,6 +23,7 @@ from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.data.recipe import small_images
 from unmasked.errors import UserError
+from unmasked.files import read_json_or_none
 from unmasked.sources import SOURCE_FILE, prepare
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study, is_encoder_run
@@ -40,13 +40,6 @@ def _resume_free() -> set[str]:
     return set(RESUME_OVERRIDABLE) | set(RESUME_IGNORED)
 
 
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 # -- state of one run -----------------------------------------------------------------------
 def _origin(run: Run) -> Path:
     """The file every evaluation must be newer than: the checkpoint, or a source's source.json."""
@@ -56,7 +49,7 @@ def _origin(run: Run) -> Path:
 def is_finished(run: Run) -> bool:
     if is_encoder_run(run):
         return _origin(run).is_file()
-    s = read_json(run.dir / "summary.json")
+    s = read_json_or_none(run.dir / "summary.json")
     if not s or not (run.dir / "checkpoint.pt").is_file():
         return False
     return bool(s.get("completed")) or (run.options.get("steps") is not None and s.get("steps", 0) >= run.options["steps"])
@@ -92,7 +85,7 @@ def result_file(proto: str, extra: list[str] | tuple = (), config: dict | None =
 
 def run_result_file(run: Run, proto: str, extra: list[str] | tuple = ()) -> str:
     """result_file for one run: its config.json once it exists, else the options the study gives it."""
-    cfg = read_json(run.dir / "config.json") or {k: run.options.get(k) for k in ("data", "img_size")}
+    cfg = read_json_or_none(run.dir / "config.json") or {k: run.options.get(k) for k in ("data", "img_size")}
     return result_file(proto, extra, cfg)
 
 
@@ -110,7 +103,7 @@ def run_state(run: Run) -> str:
     if is_finished(run):
         return "done"
     if (run.dir / "checkpoint.pt").is_file():
-        s = read_json(run.dir / "summary.json") or {}
+        s = read_json_or_none(run.dir / "summary.json") or {}
         return f"half (step {s['steps']})" if "steps" in s else "half"
     return "new"
 
@@ -150,7 +143,7 @@ def _expected_config(run: Run, _small: dict = {}):  # noqa: B006 - a cache of fo
 
 def config_mismatches(run: Run) -> list[str]:
     """Fields where the run's config.json differs from what the study asks for now."""
-    saved = read_json(run.dir / "config.json")
+    saved = read_json_or_none(run.dir / "config.json")
     if saved is not None and not isinstance(saved, dict):
         raise UserError(f"{run.dir / 'config.json'}: not a run config (expected a JSON object, found "
                         f"{type(saved).__name__}); restore it or move the run folder away")
