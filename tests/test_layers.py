@@ -27,17 +27,18 @@ LAYERS = [
                         "unmasked.train.checkpoint"]),
     ("objectives", ["unmasked.objectives.*"]),
     # a run's configuration and what is built from it
-    ("config", ["unmasked.config", "unmasked.option_rules", "unmasked.build", "unmasked.data.recipe",
-                "unmasked.train.compiling"]),
+    ("config", ["unmasked.config", "unmasked.build", "unmasked.data.recipe", "unmasked.train.compiling"]),
     # encoders to measure: runs of `pretrain` and sources (public, random)
     ("encoders", ["unmasked.run_folder", "unmasked.sources", "unmasked.runs", "unmasked.export"]),
     ("eval", ["unmasked.eval.*"]),
     ("train", ["unmasked.train.*"]),
     ("bench", ["unmasked.bench"]),
     ("analysis", ["unmasked.analysis.*"]),
+    # every command's settings and the rule of each option (read by the CLI and by study files)
+    ("command settings", ["unmasked.option_rules"]),
     ("study", ["unmasked.study.*", "unmasked.readme_tables"]),
     # the commands (`unmasked.cli` a module or a package)
-    ("app", ["unmasked.demo", "unmasked.demo_folder", "unmasked.cli.*", "unmasked.__main__"]),
+    ("app", ["unmasked.demo", "unmasked.demo_folder", "unmasked.console", "unmasked.cli.*", "unmasked.__main__"]),
 ]
 
 # Imports inside functions are for optional or heavy dependencies, and for the CLI's start-up.
