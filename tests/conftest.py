@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-from unmasked.config import PretrainConfig
 from unmasked.data import fashion_mnist
+
+# helpers moved to tests/helpers.py; kept importable from here until every branch imports them from there
+from .helpers import SMALL_HEADS, tiny_config, tiny_objective, tiny_registered  # noqa: F401
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -27,43 +29,3 @@ def fm_root():
         return fashion_mnist.locate()
     except Exception as e:  # noqa: BLE001
         pytest.fail(f"Fashion-MNIST is required for this test: {e}")
-
-
-def tiny_config(tmp_path, **overrides) -> PretrainConfig:
-    """A model small enough that a few optimiser steps take well under a second on a CPU."""
-    base = dict(
-        objective="lut", data="fashion-mnist", out=str(tmp_path / "run"), model="vit_tiny", width=32, depth=2,
-        heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2, proj_hidden=64, subset=256, batch_size=32,
-        epochs=2, warmup_epochs=0.5, log_every=2, num_workers=0, device="cpu",
-    )
-    base.update(overrides)
-    return PretrainConfig.flat(**base)  # options of another objective (the decoder for DINOv2) are ignored
-
-
-# small heads for DINOv2 (other objectives ignore these options)
-SMALL_HEADS = dict(dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=2)
-
-
-def tiny_registered(tmp_path, name: str, seed: int = 0):
-    """(resolved config, objective) of any registered objective, 28 px, 1 channel, tiny, seeded."""
-    from unmasked.build import build_objective
-    from unmasked.config import resolve_defaults, validate
-
-    cfg = resolve_defaults(tiny_config(tmp_path, objective=name, img_size=28, patch_size=4, **SMALL_HEADS), True)
-    cfg.in_chans, cfg.mean, cfg.std = 1, [0.5], [0.25]
-    validate(cfg)
-    torch.manual_seed(seed)
-    obj = build_objective(cfg)
-    obj.set_step_values({k: s[0] for k, s in obj.schedules(10, 5).items()})
-    return cfg, obj
-
-
-def tiny_objective(kind: str, depth: int = 2, hidden_dim: int = 64):
-    """A 28 px, 1-channel LUT or MAE objective small enough for unit tests (seeded)."""
-    from unmasked.models import MAEDecoder, build_encoder, encoder_spec
-    from unmasked.objectives import LUT, MAE
-
-    torch.manual_seed(0)
-    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=depth, num_heads=3))
-    dec = MAEDecoder(7, 48, 32, 1, 2, 16)
-    return LUT(enc, dec, hidden_dim=hidden_dim) if kind == "lut" else MAE(enc, dec)

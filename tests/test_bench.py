@@ -23,7 +23,7 @@ from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 from unmasked.train.step import optimiser_step
 
-from .conftest import tiny_config, tiny_objective
+from .helpers import tiny_config, tiny_objective
 
 
 @pytest.mark.parametrize("kind", ["lut", "mae"])

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from unmasked import export
 from unmasked.cli import main
 from unmasked.errors import UserError
-from unmasked.runs import LoadedEncoder, load_encoder
+from unmasked.run_folder import LoadedEncoder
+from unmasked.runs import load_encoder
 
 from .tiny_run import tiny_run
 
@@ -78,7 +79,7 @@ def test_registers_layerscale_patch14_and_no_embed_class_round_trip(tmp_path, mo
     with torch.no_grad():
         for p in enc.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # LayerScale and tokens away from their init
-    monkeypatch.setattr("unmasked.runs.load_encoder", lambda source: _loaded(enc, 28))
+    monkeypatch.setattr("unmasked.export.load_encoder", lambda source: _loaded(enc, 28))
     r = export.export_timm("dinov2-like", tmp_path / "exp")
     assert r["model_args"]["reg_tokens"] == 4 and r["model_args"]["init_values"] is not None
     model = timm.create_model(f"local-dir:{tmp_path / 'exp'}", pretrained=True)
@@ -90,7 +91,7 @@ def test_an_architecture_timm_cannot_rebuild_is_refused_and_leaves_nothing(run, 
     loaded = load_encoder(run)
     for blk in loaded.encoder.blocks:
         blk.mlp.act = torch.nn.ReLU()  # not a VisionTransformer argument: timm would build GELU
-    monkeypatch.setattr("unmasked.runs.load_encoder", lambda source: loaded)
+    monkeypatch.setattr("unmasked.export.load_encoder", lambda source: loaded)
     with pytest.raises(UserError, match="features differ"):
         export.export_timm(str(run), tmp_path / "exp")
     assert not any((tmp_path / "exp").iterdir())

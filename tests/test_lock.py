@@ -13,7 +13,7 @@ from unmasked.errors import UserError
 from unmasked.lock import LOCK_FILE, in_use_by, run_lock
 from unmasked.train.loop import pretrain
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 HOLD = textwrap.dedent("""
     import sys, time

@@ -5,8 +5,8 @@ import json
 from unmasked.cli import main
 from unmasked.train.loop import pretrain
 
-from .conftest import tiny_config
 from .data.helpers import class_folder
+from .helpers import tiny_config
 
 
 def test_relative_data_is_recorded_absolute_and_works_from_elsewhere(tmp_path, monkeypatch, capsys):

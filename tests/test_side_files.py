@@ -6,10 +6,10 @@ import pytest
 
 from unmasked.cli import main
 from unmasked.errors import UserError
-from unmasked.side_files import read_json, require_keys
+from unmasked.files import read_json, require_keys
 from unmasked.train.loop import pretrain
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 
 def test_read_json_names_the_file_in_one_line(tmp_path):

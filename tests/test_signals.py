@@ -32,7 +32,7 @@ def _wait_for_metrics(proc, metrics, timeout=300):
 def test_a_closed_pipe_ends_quietly(fm_root, tmp_path):
     from unmasked.train.loop import pretrain
 
-    from .conftest import tiny_config
+    from .helpers import tiny_config
 
     pretrain(tiny_config(tmp_path, steps=1), progress=False)
     r, w = os.pipe()

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from tests.conftest import tiny_config
 from tests.data.helpers import class_folder
+from tests.helpers import tiny_config
 from unmasked.train.loop import pretrain
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -275,7 +277,6 @@ def _start_profiler_early(cfg: PretrainConfig, options: BenchOptions, device: to
     (a per-call mode does not set that flag)."""
     if not (options.profile and device.type == "cuda"):
         return
-    from torch.profiler import ProfilerActivity, profile
 
     if cfg.compile and uses_cuda_graphs(cfg.compile_mode):
         os.environ.setdefault("TEARDOWN_CUPTI", "0")
@@ -362,8 +363,6 @@ def bench_pair(cfg: PretrainConfig, options: BenchOptions | None = None, baselin
 def profile_steps(runner: _Runner, out: Path) -> float | None:
     """Profile a few steps; write a Chrome trace and an op table; return the fraction of wall time
     the GPU spends in kernels (near 1.0: the GPU is not waiting on Python or on data)."""
-    from torch.profiler import ProfilerActivity, profile
-
     device = runner.device
     out.mkdir(parents=True, exist_ok=True)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -383,8 +382,6 @@ def profile_steps(runner: _Runner, out: Path) -> float | None:
 
 
 def _kernel_busy_fraction(prof, compiled: bool, wall: float) -> float | None:
-    from torch.autograd import DeviceType
-
     # device events, less the annotation spans that cover whole regions (gaps included)
     kernels = [e for e in prof.events()
                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unmasked.errors import UserError
+from unmasked.files import atomic_write_text, read_json
 from unmasked.models.vit import PRESETS
 from unmasked.objectives import registry  # registers the built-in objectives
 from unmasked.options import (
@@ -47,7 +48,6 @@ from unmasked.options import (
     unit,
     up_to_one,
 )
-from unmasked.train.checkpoint import atomic_write_text
 
 ACCUM = Rule("must be a positive integer or 'auto'", lambda v: v == "auto" or (_number(v) and v >= 1))
 
@@ -328,3 +328,19 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.warmup_epochs > cfg.epochs:
         bad("warmup_epochs", f"must not exceed --epochs {cfg.epochs}")
     cfg.objective_options.validate(cfg)
+
+
+RUN_CONFIG_KEYS = ("objective", "data")
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's config.json: valid JSON and a run config (an object naming its objective and data)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a run config (expected a JSON object of `unmasked pretrain` options, "
+                        f"found {type(data).__name__}); restore the file `unmasked pretrain` wrote")
+    missing = [k for k in RUN_CONFIG_KEYS if not isinstance(data.get(k), str)]
+    if missing:
+        raise UserError(f"{path}: not a run config (no {' or '.join(missing)}); restore the file "
+                        "`unmasked pretrain` wrote")
+    return data

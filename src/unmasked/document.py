@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from unmasked.files import atomic_write_text
+
 
 @dataclass(frozen=True)
 class Heading:
@@ -134,8 +136,6 @@ def figures_of(blocks: list[Block]) -> list[str]:
 
 def write(blocks: list[Block], folder: Path, title: str, stem: str = "report") -> list[str]:
     """folder/report.md and folder/report.html; returns their names."""
-    from unmasked.train.checkpoint import atomic_write_text
-
     folder = Path(folder)
     atomic_write_text(folder / f"{stem}.md", to_markdown(blocks))
     atomic_write_text(folder / f"{stem}.html", to_html(blocks, title, folder))

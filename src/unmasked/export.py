@@ -19,13 +19,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn as nn
 from safetensors.torch import save_file
+from timm.layers import LayerScale
 
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
-from unmasked.train.checkpoint import atomic_write, atomic_write_text
+from unmasked.eval.view import eval_view_for
+from unmasked.files import atomic_write, atomic_write_text
+from unmasked.runs import load_encoder
 
 FORMATS = ("timm",)
 CONFIG = "config.json"
@@ -46,8 +50,6 @@ def _pair_or_int(v):
 def timm_model_args(encoder: nn.Module) -> dict:
     """The `VisionTransformer(...)` arguments that rebuild `encoder`'s architecture, read from its
     modules (JSON-serialisable). Options this cannot see are caught by the round-trip check."""
-    from timm.layers import LayerScale
-
     blk = encoder.blocks[0]
     dim = encoder.embed_dim
     ls = getattr(blk, "ls1", None)
@@ -90,8 +92,6 @@ def _input_size(model_args: dict) -> list[int]:
 
 def timm_config(loaded, model_args: dict) -> dict:
     """config.json as timm's save_config_for_hf writes it (the fields its local-dir loader reads)."""
-    from unmasked.eval.view import eval_view_for
-
     size = _input_size(model_args)
     crop_pct = eval_view_for(loaded.data, size[1]).crop_pct if loaded.data else 1.0
     arch = architecture_for(model_args)
@@ -165,8 +165,6 @@ def check_folder(out: Path, force: bool) -> None:
 def roundtrip_difference(encoder: nn.Module, folder: Path, input_size: list[int]) -> float:
     """Largest |difference| between the encoder's forward_features and those of the model timm
     builds from `folder` alone, on two seeded random images."""
-    import timm
-
     model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True).eval()
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     return float((model.forward_features(x) - encoder.forward_features(x)).abs().max())
@@ -174,8 +172,6 @@ def roundtrip_difference(encoder: nn.Module, folder: Path, input_size: list[int]
 
 def export_timm(source: str, out: str | Path, force: bool = False) -> dict:
     """Write DIR/config.json, DIR/model.safetensors and DIR/README.md; returns what was written."""
-    from unmasked.runs import load_encoder
-
     out = Path(out)
     check_folder(out, force)
     loaded = load_encoder(source)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from unmasked import __version__
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # src/unmasked -> the checkout
 
 
@@ -54,8 +56,6 @@ def machine() -> dict:
 
 
 def record() -> dict:
-    from unmasked import __version__
-
     return {**commit(), "machine": machine(), "torch": torch.__version__, "python": sys.version.split()[0],
             "unmasked": __version__}
 

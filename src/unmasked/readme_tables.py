@@ -22,6 +22,8 @@ import json
 import re
 from pathlib import Path
 
+from unmasked.study.report import METRICS
+
 MARKER = re.compile(r"<!-- results:(\w+)(?: ([A-Za-z0-9][A-Za-z0-9._-]*))? -->\n(.*?)<!-- /results:\1(?: \2)? -->",
                     re.S)
 STUDY_COLUMNS = [("knn20_cls", "kNN20 CLS (%)", 2), ("knn20_mean", "kNN20 mean-pool (%)", 2),
@@ -89,8 +91,6 @@ def study_block(results: Path, name: str) -> str:
 
 
 def _study_metric_keys():
-    from unmasked.study.report import METRICS
-
     return METRICS
 
 

@@ -28,11 +28,21 @@ import hashlib
 import json
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
+import timm
 import torch
+from safetensors.torch import load_file
+from timm.models import get_pretrained_cfg
+from timm.models.vision_transformer import VisionTransformer
 
+from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
 from unmasked.errors import UserError
+from unmasked.eval.view import eval_view_for
+from unmasked.files import atomic_write_text
+from unmasked.models.vit import PRESETS, EncoderSpec, ViTEncoder, encoder_spec
+from unmasked.run_folder import LoadedEncoder, open_run
 
 SOURCE_FILE = "source.json"
 PREFIXES = ("timm:", "hf-hub:", "local-dir:", "random:")
@@ -69,8 +79,6 @@ def read_weights(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"--weights {path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as e:  # noqa: BLE001 - a damaged or foreign file: one line
@@ -115,15 +123,7 @@ def checkpoint_depth(sd: dict) -> int | None:
 # -- building ---------------------------------------------------------------------------
 
 
-def _timm():
-    import timm
-
-    return timm
-
-
 def _where_timm_fetches(name: str) -> str:
-    from timm.models import get_pretrained_cfg
-
     try:
         cfg = get_pretrained_cfg(name)
     except Exception:  # noqa: BLE001
@@ -137,9 +137,6 @@ def _where_timm_fetches(name: str) -> str:
 
 def build_timm(source: str, weights: str | None, img_size: int | None):
     """-> (model, info): a timm ViT with pretrained weights, at `img_size` (default: its own)."""
-    timm = _timm()
-    from timm.models.vision_transformer import VisionTransformer
-
     name = source.removeprefix("timm:")
     hub = source.startswith(("hf-hub:", "local-dir:"))
     if not hub and not timm.is_model(name):
@@ -190,8 +187,6 @@ def _no_download(source: str, name: str, hub: bool, e: Exception) -> UserError:
 
 
 def parse_random(source: str) -> tuple[str, int | None]:
-    from unmasked.models.vit import PRESETS
-
     body = source.removeprefix("random:")
     preset, _, patch = body.partition("/")
     if preset not in PRESETS or (patch and not patch.isdigit()):
@@ -205,15 +200,11 @@ def _random_of_run(source: str):
     body = Path(source.removeprefix("random:"))
     if not body.is_dir() or read_source(body) is not None:
         return None
-    from unmasked.runs import load_encoder
-
-    return load_encoder(body)
+    return open_run(body)
 
 
 def build_random(spec: dict, seed: int):
     """Our encoder with MAE's initialisation drawn from `seed` (the global RNG left as it was)."""
-    from unmasked.models.vit import EncoderSpec, ViTEncoder
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ViTEncoder(EncoderSpec(**spec))
@@ -221,8 +212,6 @@ def build_random(spec: dict, seed: int):
 
 def spec_of(model):
     """Our EncoderSpec for any timm VisionTransformer (shape and input size the analyses need)."""
-    from unmasked.models.vit import EncoderSpec
-
     pe = model.patch_embed
     blk = model.blocks[0]
     return EncoderSpec(img_size=int(pe.img_size[0]), patch_size=int(pe.patch_size[0]),
@@ -236,9 +225,6 @@ def spec_of(model):
 
 def _data_defaults(data: str, img_size: int | None) -> tuple[int, int, list, list]:
     """(input size, channels, mean, std) from the data, as `unmasked pretrain` derives them."""
-    from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
-    from unmasked.eval.view import eval_view_for
-
     size = img_size or (28 if is_fashion_mnist(data) else 224)
     ds = load_data(data, base_size=eval_view_for(data, size).base_size, progress=False)
     mean, std = channel_stats(ds.train, ds.base_size, ds.channels)
@@ -252,16 +238,12 @@ def source_record(source: str, data: str | None, weights: str | None = None, img
     record: dict = {"source": source, "seed": seed, "img_size": img_size}
     run = _random_of_run(source) if source.startswith("random:") else None
     if run is not None:
-        from dataclasses import replace
-
         spec = replace(run.spec, img_size=img_size or run.spec.img_size)
         if spec.img_size % spec.patch_size:
             raise UserError(f"--img-size {spec.img_size}: not a multiple of the run's patch size {spec.patch_size}")
         record.update(img_size=spec.img_size, in_chans=spec.in_chans, mean=list(run.mean), std=list(run.std),
                       data=data or run.data, spec=spec.to_dict(), normalisation_from=f"the run {run.run_dir}")
     elif source.startswith("random:"):
-        from unmasked.models.vit import encoder_spec
-
         preset, patch = parse_random(source)
         if not data:
             raise UserError(f"{source}: pass --data; a random encoder takes its input size, channels and "
@@ -302,8 +284,6 @@ def prepare(source: str, out, data: str | None, weights: str | None = None, img_
     if not record.get("data"):
         raise UserError(f"{source}: pass --data, the labeled images to measure it on")
     out.mkdir(parents=True, exist_ok=True)
-    from unmasked.train.checkpoint import atomic_write_text
-
     atomic_write_text(out / SOURCE_FILE, json.dumps(record, indent=1) + "\n")
     return out
 
@@ -321,8 +301,6 @@ def load(folder) -> object:
 
 
 def _loaded(rec: dict, folder: Path | None):
-    from unmasked.runs import LoadedEncoder
-
     where = folder / SOURCE_FILE if folder is not None else rec["source"]
     src = rec["source"]
     if src.startswith("random:"):

@@ -3,7 +3,7 @@ import json
 from unmasked.cli import main
 from unmasked.train.loop import pretrain
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def test_analyze_and_compare_two_tiny_runs(fm_root, tmp_path, capsys):

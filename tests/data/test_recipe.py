@@ -7,7 +7,7 @@ from unmasked.config import PretrainConfig, resolve_defaults
 from unmasked.data.recipe import small_images, typical_side
 from unmasked.train.loop import Pretrainer
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 from .helpers import class_folder
 
 

@@ -149,7 +149,7 @@ def test_a_full_buffer_takes_the_square_path(crop):
 
 @pytest.mark.parametrize("objective,crop", [("mae", "rrc"), ("lut", "pad"), ("dinov2", None)])
 def test_pretraining_on_4_3_photos_then_fine_tuning(tmp_path, objective, crop):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
     from unmasked.cli import main
     from unmasked.train.loop import pretrain
 

@@ -1,8 +1,8 @@
 from unmasked.cli import main
 from unmasked.train.loop import pretrain
 
-from ..conftest import tiny_config
 from ..data.helpers import write_image
+from ..helpers import tiny_config
 
 
 def test_knn_on_unlabeled_data_says_it_needs_labels(fm_root, tmp_path, capsys):

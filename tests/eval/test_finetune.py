@@ -4,7 +4,7 @@ from unmasked.eval.finetune import build_classifier, layer_decay_groups
 from unmasked.models import build_encoder, encoder_spec
 from unmasked.train.loop import pretrain
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def test_classifier_loads_pretrained_encoder_with_new_head_and_fc_norm():

@@ -74,8 +74,8 @@ def test_knn_at_another_input_size_interpolates_positions_and_writes_its_own_fil
     """The encoder runs at 32 px (an 8 x 8 grid instead of 4 x 4); knn.json stays the default protocol's."""
     import json
 
-    from tests.conftest import tiny_config
     from tests.data.helpers import class_folder
+    from tests.helpers import tiny_config
     from unmasked.cli import main
     from unmasked.train.loop import pretrain
 

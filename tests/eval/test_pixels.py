@@ -1,8 +1,8 @@
 import torch
 
 from unmasked.data.dataset import load_data
-from unmasked.eval.knn import KS
-from unmasked.eval.pixels import cache_dir, pixel_knn, pixel_rows
+from unmasked.eval.knn import KS, pixel_knn
+from unmasked.eval.pixels import cache_dir, pixel_rows
 from unmasked.eval.view import eval_view_for
 
 from ..data.helpers import class_folder

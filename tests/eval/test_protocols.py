@@ -10,7 +10,7 @@ from PIL import Image
 from unmasked.cli import main
 from unmasked.train.loop import pretrain
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def _stripes(path, vertical, seed):

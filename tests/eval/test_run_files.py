@@ -9,8 +9,8 @@ from unmasked.cli import main
 from unmasked.eval import run_files
 from unmasked.train.loop import pretrain
 
-from ..conftest import tiny_config
 from ..data.helpers import class_folder
+from ..helpers import tiny_config
 
 
 @pytest.mark.parametrize("error", [

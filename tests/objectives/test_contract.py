@@ -13,7 +13,7 @@ from unmasked.objectives import registry
 from unmasked.rng import BatchRandom
 from unmasked.train.compiling import compile_objective
 
-from ..conftest import tiny_registered
+from ..helpers import tiny_registered
 
 BATCH = 6
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from tests.objectives.dinov2_loop import HandLoop, one_thread, tiny_dinov2  # noqa: F401 (fixture)
 from unmasked.config import resolve_defaults, validate
 from unmasked.data.augment import AugmentSpec, BatchAugment
@@ -250,7 +250,7 @@ def test_a_dinov2_run_is_evaluated_on_its_teacher_backbone(fm_root, tmp_path):
     """Through the loop: the checkpoint, the export and the monitor all give the EMA teacher's backbone."""
     from safetensors.torch import load_file
 
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
     from unmasked.runs import load_encoder
     from unmasked.train import checkpoint as ckpt
     from unmasked.train.loop import pretrain

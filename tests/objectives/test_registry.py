@@ -24,7 +24,7 @@ from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 from unmasked.train.schedules import cosine
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 # -- a fourth objective, as a user would write it in its own module ---------------------------------

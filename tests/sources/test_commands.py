@@ -106,7 +106,7 @@ def test_finetune_of_an_encoder_with_registers_and_layerscale(tmp_path):
 
 
 def test_random_of_a_run_folder_takes_its_shape_and_normalisation(tmp_path):
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
     from unmasked.runs import load_encoder
     from unmasked.train.loop import pretrain
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from unmasked import files
 from unmasked.errors import UserError
 from unmasked.train import checkpoint as ckpt
 
@@ -15,7 +16,7 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        ckpt.atomic_write(path, crash)
+        files.atomic_write(path, crash)
     assert ckpt.load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
 
@@ -51,7 +52,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
 
     old = os.umask(0o022)
     try:
-        ckpt.atomic_write_text(tmp_path / "a.json", "{}")
+        files.atomic_write_text(tmp_path / "a.json", "{}")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644

@@ -9,7 +9,7 @@ from unmasked.train.collapse import embedding_spread
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 # a teacher temperature far too high: the teacher's targets are uniform from the first step
 UNIFORM_TEACHER = dict(objective="dinov2", dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16,

@@ -7,7 +7,7 @@ from torch._dynamo.eval_frame import OptimizedModule
 from unmasked.objectives import registry
 from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
 
-from ..conftest import tiny_objective, tiny_registered
+from ..helpers import tiny_objective, tiny_registered
 
 
 @pytest.mark.parametrize("kind", registry.names())

@@ -6,8 +6,8 @@ from unmasked.errors import UserError
 from unmasked.train.data_fingerprint import check_same_data
 from unmasked.train.loop import pretrain
 
-from ..conftest import tiny_config
 from ..data.helpers import class_folder, write_image
+from ..helpers import tiny_config
 
 
 def _config(tmp_path, data, **kw):

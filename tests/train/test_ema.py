@@ -75,7 +75,7 @@ def test_objective_teachers_use_it_and_follow_a_move(kind):
     from unmasked.build import build_objective
     from unmasked.config import resolve_defaults
 
-    from ..conftest import tiny_config
+    from ..helpers import tiny_config
 
     cfg = resolve_defaults(tiny_config(__import__("pathlib").Path("unused"), objective=kind, dino_heads_k=32,
                                        dino_head_hidden=32, dino_head_bottleneck=16), True)

@@ -17,7 +17,7 @@ from unmasked.train import checkpoint as ckpt
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 TINY_ARGS = ["--objective", "lut", "--width", "32", "--depth", "2", "--heads", "2", "--decoder-width", "32",
              "--decoder-depth", "1", "--decoder-heads", "2", "--proj-hidden", "64", "--subset", "512",

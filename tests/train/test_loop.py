@@ -6,7 +6,7 @@ from unmasked.train.checkpoint import load_checkpoint
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def _weights(run_dir):

@@ -15,13 +15,13 @@ from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
 from unmasked.train.loop import Pretrainer, pretrain
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 MEASURE = textwrap.dedent("""
     import json, sys, tempfile
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from conftest import tiny_config
+    from helpers import tiny_config
     from unmasked.train import memory
     from unmasked.train.loop import Pretrainer
     cfg = tiny_config(Path(tempfile.mkdtemp()), objective={objective!r}, width=192, depth=6, heads=4,

@@ -12,8 +12,8 @@ from unmasked.train.checkpoint import load_checkpoint
 from unmasked.train.loop import Pretrainer, pretrain
 from unmasked.train.metrics import read_jsonl
 
-from ..conftest import tiny_config
 from ..data.helpers import class_folder
+from ..helpers import tiny_config
 
 
 def _weights(run):

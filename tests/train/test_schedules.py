@@ -66,7 +66,7 @@ def test_pretrain_with_a_billion_epochs_and_two_steps(fm_root, tmp_path):
     """--epochs 1000000000 --steps 2: the schedules span 8e9 steps and must cost nothing."""
     from unmasked.train.loop import pretrain
 
-    from ..conftest import tiny_config
+    from ..helpers import tiny_config
 
     cfg = tiny_config(tmp_path, objective="mae", epochs=10**9, steps=2, warmup_epochs=1.0, log_every=1)
     summary = pretrain(cfg, progress=False)

@@ -11,7 +11,7 @@ from unmasked.train.loop import Pretrainer, pretrain
 from unmasked.train.metrics import read_jsonl
 from unmasked.train.step import optimiser_step
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def test_fp16_trains_with_a_gradient_scaler_and_checkpoints_its_scale(fm_root, tmp_path):

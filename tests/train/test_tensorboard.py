@@ -9,7 +9,7 @@ from unmasked.train import tensorboard as tb
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import JsonlWriter, read_jsonl
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def _scalars(log_dir):

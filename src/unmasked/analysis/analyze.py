@@ -14,17 +14,19 @@ from unmasked.analysis import plots
 from unmasked.analysis.attention import attention_weights, patch_attention
 from unmasked.analysis.distance import mean_attention_distance
 from unmasked.analysis.nmi import attention_nmi
+from unmasked.analysis.reconstruct import reconstructions, to_display
 from unmasked.analysis.spectrum import rankme, singular_values
 from unmasked.data.augment import eval_view
 from unmasked.data.dataset import Split, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
-from unmasked.eval.features import extract_features
+from unmasked.eval.features import extract_features, iterate_split
+from unmasked.files import atomic_write_text
 from unmasked.models.vit import num_prefix_tokens
+from unmasked.run_folder import load_run_objective, run_reconstructs
 from unmasked.runs import load_encoder
 from unmasked.sources import is_source, prepare
-from unmasked.train.checkpoint import atomic_write_text
 
 ANALYSIS_DIR = "analysis"
 
@@ -55,7 +57,6 @@ def across_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
 def _uint8_images(sub: Split, base: int, channels: int) -> torch.Tensor:
     if sub.in_memory:
         return sub.images
-    from unmasked.eval.features import iterate_split
 
     return torch.cat([images for images, _ in iterate_split(sub, 256, base, channels)])
 
@@ -88,8 +89,6 @@ def _upsample(m: torch.Tensor, grid: int, patch: int) -> np.ndarray:
 
 @torch.no_grad()
 def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_layers: list[int]) -> list[str]:
-    from unmasked.analysis.reconstruct import to_display
-
     spec = encoder.spec
     g, p = spec.grid, spec.patch_size
     pre = num_prefix_tokens(encoder)
@@ -125,9 +124,6 @@ def attention_map_figures(encoder, x, mean, std, out: Path, label: str, patch_la
 
 
 def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: str) -> str | None:
-    from unmasked.analysis.reconstruct import reconstructions, to_display
-    from unmasked.runs import load_run_objective, run_reconstructs
-
     ckpt_file = run / "checkpoint.pt" if run.is_dir() else run
     if not ckpt_file.is_file() or ckpt_file.suffix != ".pt" or not run_reconstructs(ckpt_file):
         return None
@@ -140,6 +136,56 @@ def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: 
     note = ", de-normalised (norm_pix_loss)" if obj.norm_pix_loss else ""
     return plots.image_grid(rows, [f"image {b + 1}" for b in range(x.shape[0])], cols, out / "reconstructions.png",
                             f"{label}: reconstructions{note}").name
+
+
+def _results(loaded, ds, label: str, split_name: str, x, dist, nmi, uniform: float, last_k: int,
+             spectrum_images: int, spectra: dict, ranks: dict) -> dict:
+    """analysis.json's numbers (the figures' file names are added to it)."""
+    return {
+        "transform": eval_transform(loaded, ds),  # the evaluation view, as in knn.json
+        "encoder": str(loaded.source),
+        "objective": loaded.objective,
+        **({"source": loaded.source_info} if loaded.source_info else {}),
+        "label": label,
+        "data": ds.name,
+        "split": split_name,
+        "images": int(x.shape[0]),
+        "img_size": loaded.encoder.spec.img_size,
+        "patch_size": loaded.encoder.spec.patch_size,
+        "attention_distance": {
+            "units": "pixels of the model input",
+            "definition": "prefix tokens (CLS, registers) dropped, rows renormalised, all tokens, float32; "
+                          "mean over images",
+            "per_head": dist.tolist(),
+            "per_layer": dist.mean(1).tolist(),
+            "last_layers": float(dist[-last_k:].mean()),
+            "last_layers_count": last_k,
+            "uniform": uniform,
+        },
+        "attention_nmi": {"per_head": nmi.tolist(), "per_layer": nmi.mean(1).tolist(),
+                          "last_layers": float(nmi[-last_k:].mean())},
+        "spectrum": {"images": int(spectrum_images), "centred": True, "singular_values": spectra, "rankme": ranks},
+    }
+
+
+def _figures(out: Path, label: str, dist, uniform: float, nmi, spectra: dict, ranks: dict, enc, x, sub, map_images: int,
+             loaded, patch_layers: list[int], path, dev) -> dict:
+    """The figures of one encoder in `out`: {kind: file name}."""
+    files = {}
+    run_entry = {"label": label, "per_head": dist, "uniform": uniform, "nmi": nmi.mean(1), "spectra": spectra,
+                 "rankme": ranks}
+    files["attention_distance"] = plots.attention_distance_plot([run_entry], out / "attention_distance.png",
+                                                                f"{label}: mean attention distance").name
+    files["attention_nmi"] = plots.layer_curve_plot([run_entry], "nmi", out / "attention_nmi.png",
+                                                    "NMI(query position; key position)",
+                                                    f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
+    files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
+    maps_x = x[across_classes(sub.labels, map_images)] if sub.labels is not None else x[:map_images]
+    files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
+    rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)
+    if rec:
+        files["reconstructions"] = rec
+    return files
 
 
 def analyze(path, data: str | None = None, device: str = "auto", images: int = 1000, map_images: int = 4,
@@ -185,46 +231,9 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     spectra = {k: singular_values(feats[k]).tolist() for k in ("cls", "mean")}
     ranks = {k: rankme(feats[k]) for k in ("cls", "mean")}
 
-    results = {
-        "transform": eval_transform(loaded, ds),  # the evaluation view, as in knn.json
-        "encoder": str(loaded.source),
-        "objective": loaded.objective,
-        **({"source": loaded.source_info} if loaded.source_info else {}),
-        "label": label,
-        "data": ds.name,
-        "split": split_name,
-        "images": int(x.shape[0]),
-        "img_size": spec.img_size,
-        "patch_size": spec.patch_size,
-        "attention_distance": {
-            "units": "pixels of the model input",
-            "definition": "prefix tokens (CLS, registers) dropped, rows renormalised, all tokens, float32; "
-                          "mean over images",
-            "per_head": dist.tolist(),
-            "per_layer": dist.mean(1).tolist(),
-            "last_layers": float(dist[-last_k:].mean()),
-            "last_layers_count": last_k,
-            "uniform": uniform,
-        },
-        "attention_nmi": {"per_head": nmi.tolist(), "per_layer": nmi.mean(1).tolist(),
-                          "last_layers": float(nmi[-last_k:].mean())},
-        "spectrum": {"images": int(len(spec_sub)), "centred": True, "singular_values": spectra, "rankme": ranks},
-    }
-    files = {}
-    run_entry = {"label": label, "per_head": dist, "uniform": uniform, "nmi": nmi.mean(1), "spectra": spectra,
-                 "rankme": ranks}
-    files["attention_distance"] = plots.attention_distance_plot([run_entry], out / "attention_distance.png",
-                                                                f"{label}: mean attention distance").name
-    files["attention_nmi"] = plots.layer_curve_plot([run_entry], "nmi", out / "attention_nmi.png",
-                                                    "NMI(query position; key position)",
-                                                    f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
-    files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
-    maps_x = x[across_classes(sub.labels, map_images)] if sub.labels is not None else x[:map_images]
-    files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
-    rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)
-    if rec:
-        files["reconstructions"] = rec
-    results["files"] = files
+    results = _results(loaded, ds, label, split_name, x, dist, nmi, uniform, last_k, len(spec_sub), spectra, ranks)
+    results["files"] = _figures(out, label, dist, uniform, nmi, spectra, ranks, enc, x, sub, map_images, loaded,
+                                patch_layers, path, dev)
     results["time_s"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(out / "analysis.json", json.dumps(results, indent=1) + "\n")
     return results

@@ -16,9 +16,12 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unmasked.config import PretrainConfig
+from unmasked.bench import _restore_attention, _use_explicit_attention
+from unmasked.build import augment_spec, build_objective
+from unmasked.config import PretrainConfig, read_run_config
 from unmasked.errors import UserError
-from unmasked.side_files import read_run_config
+from unmasked.files import atomic_write_text
+from unmasked.rng import BatchRandom
 
 COMPUTE_FILE = "compute.json"
 COUNT_BATCH = 2  # BatchNorm in LUT's heads needs more than one image
@@ -30,10 +33,6 @@ def _config_key(cfg: dict) -> str:
 
 def count_flops_per_image(cfg: PretrainConfig) -> float:
     """FLOPs of one training step (forward + backward) per image, on the CPU, in float32."""
-    from unmasked.bench import _restore_attention, _use_explicit_attention
-    from unmasked.build import augment_spec, build_objective
-    from unmasked.rng import BatchRandom
-
     torch.manual_seed(cfg.seed)
     obj = build_objective(cfg).train()
     c = cfg.in_chans or 1
@@ -69,8 +68,6 @@ def training_compute(run_dir) -> dict:
     if flops is None:
         flops = count_flops_per_image(PretrainConfig.from_dict(cfg_dict))
         try:
-            from unmasked.train.checkpoint import atomic_write_text
-
             atomic_write_text(cache, json.dumps({"flops_per_image": flops, "config_key": key,
                                                  "counted_with": "torch.utils.flop_counter, one training step "
                                                                  "(forward + backward), as unmasked bench"},

@@ -7,14 +7,13 @@ own data; a linear result without the record does not count and is recomputed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from unmasked.data.dataset import is_fashion_mnist
 from unmasked.eval.knn import TEMPERATURE
 
 
 def _same_data(result: dict, config: dict) -> bool:
-    from pathlib import Path
-
-    from unmasked.data.dataset import is_fashion_mnist
-
     a, b = str(result.get("data")), str(config.get("data"))
     if is_fashion_mnist(a) or is_fashion_mnist(b):
         return is_fashion_mnist(a) and is_fashion_mnist(b)

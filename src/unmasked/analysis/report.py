@@ -15,22 +15,38 @@ import torch
 
 from unmasked import document as doc
 from unmasked.analysis import plots
-from unmasked.analysis.analyze import ANALYSIS_DIR, analyze, fixed_sample
+from unmasked.analysis.analyze import (
+    ANALYSIS_DIR,
+    _uint8_images,
+    _upsample,
+    across_classes,
+    analyze,
+    fixed_sample,
+)
+from unmasked.analysis.attention import attention_weights
 from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
 from unmasked.analysis.protocols import is_default_protocol, protocol_text
+from unmasked.analysis.reconstruct import reconstructions, to_display
+from unmasked.config import read_run_config
+from unmasked.data.augment import eval_view
+from unmasked.data.dataset import load_data
+from unmasked.devices import resolve_device
 from unmasked.errors import UserError
+from unmasked.eval.common import base_size_for, evaluation_view
+from unmasked.eval.knn import run_knn
+from unmasked.eval.linear import run_linear
+from unmasked.files import atomic_write_text, read_json
+from unmasked.lock import run_folder_of, run_lock
 from unmasked.models.vit import num_prefix_tokens
-from unmasked.side_files import read_run_config
+from unmasked.run_folder import load_run_objective, run_reconstructs
+from unmasked.runs import load_encoder
 from unmasked.sources import read_source
-from unmasked.train.checkpoint import atomic_write_text
 
 inline_figure = doc.inline_figure  # kept for callers of the former location
 
 
 def _read(path: Path):
-    from unmasked.side_files import read_json
-
     return read_json(path) if path.is_file() else None
 
 
@@ -39,9 +55,6 @@ def _fmt(v, digits=2, suffix=""):
 
 
 def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
-    from unmasked.eval.knn import run_knn
-    from unmasked.eval.linear import run_linear
-
     if run.is_file() and (run.parent / "config.json").is_file():
         run = run.parent  # a run's checkpoint.pt or encoder.safetensors: its results live beside it
     if not run.is_dir():
@@ -130,8 +143,6 @@ def _distance_cell(ad: dict) -> str:
 
 def _collect_locked(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
     """collect() holding the run folder's lock when it may compute results into it."""
-    from unmasked.lock import run_folder_of, run_lock
-
     if not compute:
         return collect(run, compute, device, progress, notes)
     with run_lock(run_folder_of(run), "compare", must_write=False):
@@ -183,15 +194,6 @@ def differences_blocks(entries: list[dict]) -> list:
 
 def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> list[str]:
     """Last-block CLS attention (mean over heads) and reconstructions of the same images, run by run."""
-    from unmasked.analysis.analyze import _uint8_images, _upsample, across_classes
-    from unmasked.analysis.attention import attention_weights
-    from unmasked.analysis.reconstruct import reconstructions, to_display
-    from unmasked.data.augment import eval_view
-    from unmasked.data.dataset import load_data
-    from unmasked.devices import resolve_device
-    from unmasked.eval.common import base_size_for, evaluation_view
-    from unmasked.runs import load_encoder, load_run_objective, run_reconstructs
-
     dev = resolve_device(device)
     att_cols, rec_cols, inputs = [], [], None
     for e in entries:

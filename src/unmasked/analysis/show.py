@@ -22,10 +22,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from unmasked.analysis.attention import attention_weights
+from unmasked.analysis.reconstruct import reconstructions, to_display
 from unmasked.data import image_folder
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
-from unmasked.train.checkpoint import atomic_write_text
+from unmasked.files import atomic_write_text
+from unmasked.run_folder import load_run_objective, run_reconstructs
+from unmasked.runs import load_encoder
 
 ASPECTS = ("crop", "pad", "stretch")
 
@@ -128,8 +131,6 @@ def cls_attention(encoder, x: torch.Tensor) -> torch.Tensor | None:
 
 
 def _display(x: torch.Tensor, mean, std) -> np.ndarray:
-    from unmasked.analysis.reconstruct import to_display
-
     return to_display(x, mean, std)
 
 
@@ -172,8 +173,6 @@ def figure(plt, panels: list[tuple[np.ndarray, str, str | None]], heads: list[np
 
 def _reconstructor(source, device):
     """(objective, config) of a run whose objective reconstructs (MAE, LUT), else None."""
-    from unmasked.runs import load_run_objective, run_reconstructs
-
     p = Path(str(source))
     ckpt = p / "checkpoint.pt" if p.is_dir() else p
     if not ckpt.is_file() or ckpt.suffix != ".pt" or not run_reconstructs(ckpt):
@@ -193,8 +192,6 @@ def _figure_names(images: list[Path]) -> list[str]:
 @torch.no_grad()
 def show(source, images: list[str], out: str | Path, device: str = "auto", aspect: str = "crop",
          seed: int = 0) -> dict:
-    from unmasked.runs import load_encoder
-
     if aspect not in ASPECTS:
         raise UserError(f"--aspect {aspect}: choose one of {', '.join(ASPECTS)}")
     if not images:
@@ -222,8 +219,6 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
         att = cls_attention(enc, x)
         heads = [] if att is None else [_upsample(_scaled(att[h].reshape(grid)), size) for h in range(att.shape[0])]
         if recon is not None:
-            from unmasked.analysis.reconstruct import reconstructions
-
             obj, cfg = recon
             rec = reconstructions(obj, x, obj.norm_pix_loss, seed=seed)
             panels += [(_display(rec[k][0], cfg.mean, cfg.std), t, None) for k, t in (

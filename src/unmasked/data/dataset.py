@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from unmasked.data import fashion_mnist, image_folder
@@ -113,26 +114,7 @@ def load_data(
     if max_image_pixels is not None:
         image_folder.set_max_image_pixels(max_image_pixels)
     if is_fashion_mnist(data):
-        root = None if data.lower().replace("_", "-") in (fashion_mnist.NAME, "fmnist") else data
-        fm = fashion_mnist.load(root)
-        train = Split(torch.from_numpy(fm["train_images"].copy()), labels=torch.from_numpy(fm["train_labels"]))
-        test = Split(torch.from_numpy(fm["test_images"].copy()), labels=torch.from_numpy(fm["test_labels"]))
-        idx = subset_indices(len(train), subset, subset_seed)
-        if idx is not None:
-            train = train.subset(idx)
-        if channels == 3:
-            train.images = train.images.expand(-1, 3, -1, -1).contiguous()
-            test.images = test.images.expand(-1, 3, -1, -1).contiguous()
-        return ImageData(
-            name=fashion_mnist.NAME,
-            channels=train.images.shape[1],
-            base_size=28,
-            classes=list(fashion_mnist.CLASSES),
-            train=train,
-            heldout=test,
-            heldout_name="test",
-        )
-
+        return _fashion_mnist_data(data, channels, subset, subset_seed)
     index = image_folder.scan(data, unlabeled=unlabeled, val_fraction=val_fraction, seed=0)
     if base_size is None:
         raise ValueError("base_size is required for image folders")
@@ -153,19 +135,8 @@ def load_data(
     fits = total * ch <= cache_gb * 1e9
     out, skipped = {}, []
     for key, (files, labels) in splits.items():
-        lab = torch.tensor(labels, dtype=torch.long) if labels is not None else None
-        if fits:
-            images, keep, bad, extents = decode_all(files, base_size, ch, num_workers, strict, progress,
-                                                    f"decoding {key}", aspect[key])
-            skipped += bad
-            if len(keep) == 0:
-                raise UserError(f"{data}: none of the {len(files)} {key} images could be decoded; first error: {bad[0]}")
-            out[key] = Split(images=images, labels=lab[keep] if lab is not None else None, extents=extents,
-                             max_aspect=aspect[key])
-        else:
-            out[key] = Split(files=list(files), labels=lab, max_aspect=aspect[key])
-            if aspect[key]:
-                _note_long_images(files, base_size, aspect[key])
+        out[key] = _folder_split(data, key, files, labels, base_size, ch, fits, aspect[key], num_workers, strict,
+                                 progress, skipped)
     return ImageData(
         name=str(Path(data)),
         channels=ch,
@@ -177,6 +148,48 @@ def load_data(
         skipped=skipped,
         train_files=list(train_files),
     )
+
+
+def _fashion_mnist_data(data: str, channels: int | None, subset: int | None, subset_seed: int) -> ImageData:
+    """Fashion-MNIST from its IDX files: the 60,000 training images (or a subset) and the 10,000 test."""
+    root = None if data.lower().replace("_", "-") in (fashion_mnist.NAME, "fmnist") else data
+    fm = fashion_mnist.load(root)
+    train = Split(torch.from_numpy(fm["train_images"].copy()), labels=torch.from_numpy(fm["train_labels"]))
+    test = Split(torch.from_numpy(fm["test_images"].copy()), labels=torch.from_numpy(fm["test_labels"]))
+    idx = subset_indices(len(train), subset, subset_seed)
+    if idx is not None:
+        train = train.subset(idx)
+    if channels == 3:
+        train.images = train.images.expand(-1, 3, -1, -1).contiguous()
+        test.images = test.images.expand(-1, 3, -1, -1).contiguous()
+    return ImageData(
+        name=fashion_mnist.NAME,
+        channels=train.images.shape[1],
+        base_size=28,
+        classes=list(fashion_mnist.CLASSES),
+        train=train,
+        heldout=test,
+        heldout_name="test",
+    )
+
+
+def _folder_split(data: str, key: str, files, labels, base_size: int, ch: int, fits: bool, aspect: float | None,
+                  num_workers: int, strict: bool, progress: bool, skipped: list) -> Split:
+    """One split of an image folder: decoded into memory when the cache holds it (undecodable files
+    appended to `skipped`), else decoded from its files on each read."""
+    lab = torch.tensor(labels, dtype=torch.long) if labels is not None else None
+    if fits:
+        images, keep, bad, extents = decode_all(files, base_size, ch, num_workers, strict, progress,
+                                                f"decoding {key}", aspect)
+        skipped += bad
+        if len(keep) == 0:
+            raise UserError(f"{data}: none of the {len(files)} {key} images could be decoded; first error: {bad[0]}")
+        return Split(images=images, labels=lab[keep] if lab is not None else None, extents=extents,
+                     max_aspect=aspect)
+    split = Split(files=list(files), labels=lab, max_aspect=aspect)
+    if aspect:
+        _note_long_images(files, base_size, aspect)
+    return split
 
 
 def decode_all(files, base, channels, num_workers, strict, progress, desc, max_aspect=None):
@@ -230,8 +243,6 @@ def _warn_long(n_long: int, n: int, max_aspect: float) -> None:
 
 def _note_long_images(files, base: int, max_aspect: float, sample: int = 200) -> None:
     """Streamed files: the same notice, estimated from the headers of an evenly spaced sample."""
-    from PIL import Image
-
     step = max(1, len(files) // sample)
     picked, n_long = files[::step][:sample], 0
     for p in picked:

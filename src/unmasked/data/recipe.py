@@ -15,7 +15,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from unmasked.data import image_folder
+from unmasked.data.dataset import is_fashion_mnist
 from unmasked.notes import note, warn
+from unmasked.objectives import registry
 
 CENTRE_CROP_PCT = 0.875  # the evaluation view's 224 of 256
 FAR_BELOW = 3  # images this many times smaller than the input size are upscaled for nothing
@@ -71,9 +73,6 @@ def train_base_size(cfg) -> int:
     that RandomResizedCrop (MAE's, DINOv2's global and local crops, whatever --crop says for
     DINOv2) crop from the image at the evaluation view's base, img_size / 0.875 (256 for 224), so a
     crop of the whole image is downsampled to img_size, never upsampled from an img_size square."""
-    from unmasked.data.dataset import is_fashion_mnist
-    from unmasked.objectives import registry
-
     if is_fashion_mnist(cfg.data):
         return 28
     rrc = cfg.crop == "rrc" or not registry.get(cfg.objective).objective.shared_crop

@@ -12,8 +12,10 @@ from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.cache_key import feature_cache_key
 from unmasked.eval.features import extract_features
+from unmasked.eval.run_files import save_in_run, save_result
 from unmasked.eval.view import EvalView, eval_view_for
-from unmasked.runs import LoadedEncoder
+from unmasked.run_folder import LoadedEncoder
+from unmasked.runs import load_encoder
 
 
 def evaluation_view(loaded: LoadedEncoder, data: str) -> EvalView:
@@ -69,7 +71,6 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
                              size=evaluation_view(loaded, data.name).img_size)
     feats["labels"] = part.labels[feats["index"]].clone()
     if cache:  # an optimisation: a read-only run folder still evaluates
-        from unmasked.eval.run_files import save_in_run
 
         save_in_run(cache_file.parent, cache_file.name, lambda tmp: torch.save(feats, tmp))
     return feats
@@ -110,8 +111,6 @@ def result_envelope(protocol: str, description: str, loaded: LoadedEncoder, ds: 
 
 def write_result(loaded: LoadedEncoder, name: str, result: dict) -> dict:
     """<run>/name; a failed write is noted in result["not_saved"] instead of losing the numbers."""
-    from unmasked.eval.run_files import save_result
-
     return save_result(loaded.run_dir, name, result)
 
 
@@ -119,8 +118,6 @@ def frozen_features(path, data: str | None, device: str, batch_size: int, num_wo
                     what: str, img_size: int | None = None):
     """Everything a frozen-feature protocol starts from: (encoder, data, device, train and held-out
     features); `img_size` evaluates at another input size than the encoder was trained at."""
-    from unmasked.runs import load_encoder
-
     dev = resolve_device(device)
     loaded = load_encoder(path)
     if img_size is not None and img_size != loaded.spec.img_size:

@@ -29,8 +29,10 @@ from unmasked.errors import UserError
 from unmasked.eval.cache_key import feature_cache_key
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features
+from unmasked.eval.pixels import cache_dir
 from unmasked.eval.run_files import save_in_run
-from unmasked.train.checkpoint import atomic_write, atomic_write_text
+from unmasked.files import atomic_write, atomic_write_text
+from unmasked.runs import load_encoder
 
 FEATURES_DIR = "features"
 
@@ -51,7 +53,6 @@ def feature_cache_dir(loaded) -> Path:
     run_dir = getattr(loaded, "run_dir", None)
     if run_dir is not None and Path(run_dir).is_dir():
         return Path(run_dir) / FEATURES_DIR
-    from unmasked.eval.pixels import cache_dir
 
     return cache_dir() / FEATURES_DIR
 
@@ -95,8 +96,6 @@ def split_embeddings(loaded, ds: ImageData, cache_name: str, split, device: torc
 
 def embed(source, out: str | Path, data: str | None = None, device: str = "auto", batch_size: int = 256,
           num_workers: int = 0, progress: bool = True) -> dict:
-    from unmasked.runs import load_encoder
-
     out = check_out(out)
     dev = resolve_device(device)
     loaded = load_encoder(source)

@@ -17,6 +17,7 @@ fc_norm missing (and the encoder's final norm unused), which is checked rather t
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass
 
@@ -25,10 +26,12 @@ import torch
 import torch.nn as nn
 import torchvision.transforms as T
 from PIL import Image
+from safetensors.torch import save_file
 from timm.data import Mixup, create_transform
 from timm.data import auto_augment as _timm_aa
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.random_erasing import RandomErasing
+from timm.layers import DropPath
 from timm.loss import SoftTargetCrossEntropy
 from timm.models.vision_transformer import VisionTransformer
 from torch.nn.init import trunc_normal_
@@ -36,11 +39,16 @@ from tqdm.auto import tqdm
 
 from unmasked.data import image_folder
 from unmasked.data.augment import default_pad, eval_view
-from unmasked.data.dataset import Split
+from unmasked.data.dataset import Split, is_fashion_mnist, subset_indices
 from unmasked.data.workers import ignore_interrupts
+from unmasked.devices import resolve_device
 from unmasked.errors import UserError
+from unmasked.eval.common import feature_precision, labeled_data, result_envelope, write_result
+from unmasked.eval.features import iterate_split
 from unmasked.eval.knn import topk_accuracy
+from unmasked.eval.run_files import save_in_run
 from unmasked.eval.view import eval_view_for
+from unmasked.runs import load_encoder
 from unmasked.train.schedules import lr_schedule
 
 LR_RULES = ("mae", "lut")
@@ -104,10 +112,6 @@ def classifier_from_encoder(encoder: VisionTransformer, num_classes: int, drop_p
     """The same recipe for a public timm ViT as it is (registers, LayerScale, learned positions): a copy
     of it with the global-average-pool head over the patch tokens, a fresh fc_norm in place of the final
     norm, and stochastic depth rising linearly to `drop_path`."""
-    import copy
-
-    from timm.layers import DropPath
-
     model = copy.deepcopy(encoder)
     model.reset_classifier(num_classes, global_pool="avg")
     model.norm = nn.Identity()
@@ -215,8 +219,6 @@ def peak_lr(recipe: FinetuneRecipe) -> float:
 
 @torch.no_grad()
 def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base, channels, num_workers=0) -> dict:
-    from unmasked.eval.features import iterate_split
-
     model.eval()
     logits, kept = [], []
     size = model.patch_embed.img_size[0]
@@ -234,27 +236,43 @@ def evaluate(model, split: Split, mean, std, crop_pct, device, batch_size, base,
     return res
 
 
+def _classifier(loaded, num_classes: int, drop_path: float, device: torch.device) -> VisionTransformer:
+    """The encoder under a new head: a public timm model as it is, ours rebuilt as a timm ViT."""
+    if loaded.source_info is not None and loaded.objective == "public":
+        return classifier_from_encoder(loaded.encoder, num_classes, drop_path).to(device)
+    spec_kwargs = loaded.spec.timm_kwargs()
+    return build_classifier(spec_kwargs, num_classes, drop_path, loaded.encoder.state_dict()).to(device)
+
+
+def _train_loader(ds, tf, recipe: FinetuneRecipe, num_workers: int, device: torch.device):
+    return torch.utils.data.DataLoader(
+        _AugmentedImages(ds.train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
+        drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(recipe.seed), persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_interrupts,
+    )
+
+
+def _loss_and_mix(recipe: FinetuneRecipe, num_classes: int):
+    """(loss, Mixup/CutMix or None): soft-target cross-entropy when images are mixed."""
+    if recipe.mixup > 0 or recipe.cutmix > 0:
+        mix = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
+                    num_classes=num_classes)
+        return SoftTargetCrossEntropy(), mix
+    return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), None
+
+
 def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_workers: int = 0,
              progress: bool = True, eval_batch: int = 256) -> tuple[VisionTransformer, dict]:
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)  # timm's Mixup draws its mixing ratios from NumPy
     num_classes = len(ds.classes)
     eval_crop_pct = eval_view_for(ds.name, loaded.spec.img_size).crop_pct  # the view kNN and linear use
-    if loaded.source_info is not None and loaded.objective == "public":
-        model = classifier_from_encoder(loaded.encoder, num_classes, recipe.drop_path).to(device)
-    else:
-        spec_kwargs = loaded.spec.timm_kwargs()
-        model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
-    train = ds.train
-    if recipe.batch_size > len(train):
-        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(train)} training images")
+    model = _classifier(loaded, num_classes, recipe.drop_path, device)
+    if recipe.batch_size > len(ds.train):
+        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(ds.train)} training images")
     tf = train_transform(recipe, loaded.spec.img_size, loaded.mean, loaded.std)
-    loader = torch.utils.data.DataLoader(
-        _AugmentedImages(train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
-        drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(recipe.seed), persistent_workers=num_workers > 0,
-        worker_init_fn=ignore_interrupts,
-    )
+    loader = _train_loader(ds, tf, recipe, num_workers, device)
     steps_per_epoch = len(loader)
     total = recipe.epochs * steps_per_epoch
     stop_at = min(total, recipe.steps) if recipe.steps else total
@@ -263,13 +281,7 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     groups = layer_decay_groups(model, recipe.weight_decay, recipe.layer_decay)
     opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999),
                             **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    mix = None
-    if recipe.mixup > 0 or recipe.cutmix > 0:
-        mix = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix, label_smoothing=recipe.label_smoothing,
-                    num_classes=num_classes)
-        loss_fn = SoftTargetCrossEntropy()
-    else:
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    loss_fn, mix = _loss_and_mix(recipe, num_classes)
     history, best, step = [], None, 0
     t0 = time.perf_counter()
     bar = tqdm(total=stop_at, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True)
@@ -315,8 +327,6 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
 def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
     """MAE's recipe for the encoder's size (the same crop for every encoder, whatever it was pretrained
     with), or with lr_rule='lut' LUT's base lr, sqrt scaling and layer decay; overrides win."""
-    from unmasked.data.dataset import is_fashion_mnist
-
     small = is_fashion_mnist(data_name)
     rule = overrides.get("lr_rule") or "mae"
     if rule not in LR_RULES:
@@ -343,14 +353,6 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
 
 def run_finetune(path, data: str | None = None, device: str = "auto", num_workers: int = 0, progress: bool = True,
                  subset: int | None = None, **overrides) -> dict:
-    from safetensors.torch import save_file
-
-    from unmasked.data.dataset import subset_indices
-    from unmasked.devices import resolve_device
-    from unmasked.eval.common import feature_precision, labeled_data, result_envelope, write_result
-    from unmasked.eval.run_files import save_in_run
-    from unmasked.runs import load_encoder
-
     dev = resolve_device(device)
     loaded = load_encoder(path)
     ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress, keep_aspect=True)

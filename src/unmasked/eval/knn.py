@@ -6,8 +6,23 @@ class with weight exp(sim / T). k in {10, 20, 100, 200}, T = 0.07; k = 20 is the
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
+
+from unmasked.data.dataset import ImageData
+from unmasked.eval.common import (
+    evaluation_view,
+    feature_precision,
+    frozen_features,
+    is_own_data,
+    result_envelope,
+    variant_name,
+    write_result,
+)
+from unmasked.eval.pixels import cached_pixel_result
+from unmasked.eval.view import EvalView
 
 KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
@@ -64,6 +79,17 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, num_classes
     return out
 
 
+def pixel_knn(ds: ImageData, view: EvalView, ks, temperature: float) -> dict:
+    """kNN on raw pixels: {"results": {k: {"top1", "top5"}}, "input", "cached"}."""
+    def compute(tr_x, tr_y, te_x, te_y):
+        acc = knn_accuracy(tr_x, tr_y, te_x, te_y, len(ds.classes), ks, temperature)
+        return {"results": {str(k): v for k, v in acc.items()}}
+
+    # "votes" keeps results cached before the votes were computed stably (NaN below T ~ 0.011) from being reused
+    return cached_pixel_result(ds, view, {"protocol": "knn", "ks": list(ks), "temperature": temperature,
+                                          "votes": "shifted-float64"}, compute)
+
+
 def protocol_variant(ks=KS, temperature: float = TEMPERATURE, img_size: int | None = None) -> list[str]:
     """What differs from the default protocol (k = 20 among the ks, T = 0.07, the encoder's own input
     size), as file-name parts."""
@@ -81,19 +107,6 @@ def run_knn(path, data: str | None = None, device: str = "auto", batch_size: int
             img_size: int | None = None) -> dict:
     """kNN of a run's encoder on the held-out split, beside the same kNN on raw pixels; writes
     <run>/knn.json (or a variant's file) and returns it."""
-    import time
-
-    from unmasked.eval.common import (
-        evaluation_view,
-        feature_precision,
-        frozen_features,
-        is_own_data,
-        result_envelope,
-        variant_name,
-        write_result,
-    )
-    from unmasked.eval.pixels import pixel_knn
-
     t0 = time.perf_counter()
     loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
                                               "kNN evaluation", img_size)

@@ -18,10 +18,24 @@ import time
 
 import torch
 import torch.nn as nn
+from safetensors.torch import save_file
 from timm.optim import Lars
 from torch.nn.init import trunc_normal_
 
+from unmasked.data.dataset import ImageData
+from unmasked.eval.common import (
+    evaluation_view,
+    feature_precision,
+    frozen_features,
+    is_own_data,
+    result_envelope,
+    variant_name,
+    write_result,
+)
 from unmasked.eval.knn import topk_accuracy
+from unmasked.eval.pixels import cached_pixel_result
+from unmasked.eval.run_files import save_in_run
+from unmasked.eval.view import EvalView
 from unmasked.train.schedules import lr_schedule
 
 
@@ -123,6 +137,16 @@ def evaluate_probe(head: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
     return res
 
 
+def pixel_linear(ds: ImageData, view: EvalView, recipe: dict, device: torch.device) -> dict:
+    """The linear probe on raw pixels, same recipe: {"top1", "top5", "train_top1", "input", "cached"}."""
+    def compute(tr_x, tr_y, te_x, te_y):
+        c = len(ds.classes)
+        head, _ = train_probe(tr_x, tr_y, c, device=device, **recipe)
+        return {**evaluate_probe(head, te_x, te_y, c), "train_top1": evaluate_probe(head, tr_x, tr_y, c)["top1"]}
+
+    return cached_pixel_result(ds, view, {"protocol": "linear", **recipe}, compute)
+
+
 # The recipe `compare` shows under "linear" (run_linear's and the CLI's defaults).
 DEFAULT_RECIPE = dict(epochs=90, warmup_epochs=10, base_lr=0.1, probe_batch=None, optimizer="sgd", seed=0)
 
@@ -143,20 +167,6 @@ def run_linear(path, data: str | None = None, device: str = "auto", batch_size: 
                num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd",
                img_size: int | None = None) -> dict:
     """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
-    from safetensors.torch import save_file
-
-    from unmasked.eval.common import (
-        evaluation_view,
-        feature_precision,
-        frozen_features,
-        is_own_data,
-        result_envelope,
-        variant_name,
-        write_result,
-    )
-    from unmasked.eval.pixels import pixel_linear
-    from unmasked.eval.run_files import save_in_run
-
     t0 = time.perf_counter()
     loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
                                               "the linear probe", img_size)

@@ -1,4 +1,4 @@
-"""The raw-pixel reference: the same protocol (kNN, linear probe) on the pixels of the evaluation view.
+"""The raw-pixel reference: the rows a protocol (kNN, linear probe) runs on instead of features.
 
 An encoder's number means little without it: on Fashion-MNIST raw pixels already reach 84.6%
 kNN20 (L2-normalised [0,1] pixels, T = 0.07). The pixel rows depend only on the dataset, the
@@ -22,6 +22,7 @@ from unmasked.data.dataset import ImageData, Split
 from unmasked.eval.cache_key import split_fingerprint
 from unmasked.eval.features import iterate_split
 from unmasked.eval.view import EvalView
+from unmasked.files import atomic_write_text
 
 
 def cache_dir() -> Path:
@@ -70,35 +71,8 @@ def cached_pixel_result(ds: ImageData, view: EvalView, protocol: dict, compute) 
     result = {"input": f"raw pixels of the evaluation view in [0, 1] ({tr_x.shape[1]} values)",
               **compute(tr_x.float().div_(255), tr_y, te_x.float().div_(255), te_y)}
     try:
-        from unmasked.train.checkpoint import atomic_write_text
-
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     except OSError:
         pass  # caching is an optimisation; an unwritable cache folder only costs the recomputation
     return {**result, "cached": False}
-
-
-def pixel_knn(ds: ImageData, view: EvalView, ks, temperature: float) -> dict:
-    """kNN on raw pixels: {"results": {k: {"top1", "top5"}}, "input", "cached"}."""
-    from unmasked.eval.knn import knn_accuracy
-
-    def compute(tr_x, tr_y, te_x, te_y):
-        acc = knn_accuracy(tr_x, tr_y, te_x, te_y, len(ds.classes), ks, temperature)
-        return {"results": {str(k): v for k, v in acc.items()}}
-
-    # "votes" keeps results cached before the votes were computed stably (NaN below T ~ 0.011) from being reused
-    return cached_pixel_result(ds, view, {"protocol": "knn", "ks": list(ks), "temperature": temperature,
-                                          "votes": "shifted-float64"}, compute)
-
-
-def pixel_linear(ds: ImageData, view: EvalView, recipe: dict, device: torch.device) -> dict:
-    """The linear probe on raw pixels, same recipe: {"top1", "top5", "train_top1", "input", "cached"}."""
-    from unmasked.eval.linear import evaluate_probe, train_probe
-
-    def compute(tr_x, tr_y, te_x, te_y):
-        c = len(ds.classes)
-        head, _ = train_probe(tr_x, tr_y, c, device=device, **recipe)
-        return {**evaluate_probe(head, te_x, te_y, c), "train_top1": evaluate_probe(head, tr_x, tr_y, c)["top1"]}
-
-    return cached_pixel_result(ds, view, {"protocol": "linear", **recipe}, compute)

@@ -11,12 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError
-
-from unmasked.train.checkpoint import atomic_write
-
-# torch.save reports a full disk as RuntimeError (inline_container), safetensors as SafetensorError
-WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+from unmasked.files import WRITE_ERRORS, atomic_write
 
 
 def save_in_run(run_dir: Path, name: str, write_fn) -> str | None:

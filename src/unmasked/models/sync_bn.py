@@ -18,6 +18,7 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and _distributed()):
             return super().forward(x)
+        # only a distributed run needs it (importing torch.distributed.nn also loads its RPC modules)
         from torch.distributed.nn.functional import all_reduce
 
         xf = x.float()

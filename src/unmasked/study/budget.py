@@ -10,6 +10,7 @@ finished runs replaces it.
 from __future__ import annotations
 
 from unmasked.config import DEFAULTS
+from unmasked.data import image_folder
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.models.vit import PRESETS
 
@@ -33,8 +34,6 @@ def _count_train_images(data: str) -> int | None:
     if is_fashion_mnist(data):
         return FASHION_TRAIN
     try:
-        from unmasked.data import image_folder
-
         return len(image_folder.scan(data, unlabeled=False, val_fraction=0.1, seed=0).train.files)
     except Exception:  # noqa: BLE001 - only an estimate; the run itself reports a bad folder
         return None

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from unmasked import provenance
 from unmasked.errors import UserError
+from unmasked.eval.view import eval_view_for
+from unmasked.files import atomic_write_text, read_json_or_none
+from unmasked.sources import read_source
 from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current, raw_pixel_knn
 from unmasked.study.report import write_report
-from unmasked.study.runner import dry_run, execute, is_finished, read_json
+from unmasked.study.runner import dry_run, execute, is_finished
 from unmasked.study.spec import is_encoder_run, load_study
-from unmasked.train.checkpoint import atomic_write_text
 
 HTML_LIMIT = 2_000_000  # bytes: a larger report.html (many inlined figures) stays out of the repository
 
@@ -26,22 +28,19 @@ def ensure_raw_pixels(study) -> None:
     if "knn" in study.evals:
         return
     path = study.out / RAW_FILE
-    if is_current(read_json(path)):
+    if is_current(read_json_or_none(path)):
         return
     finished = [r for r in study.runs if is_finished(r)]
     done = next((r for r in finished if not is_encoder_run(r)), None) or next(iter(finished), None)
     if done is None:
         return
     print(f"[study {study.name}] raw-pixel kNN baseline", file=sys.stderr, flush=True)
-    config = read_json(done.dir / "config.json") if not is_encoder_run(done) else _source_config(done)
+    config = read_json_or_none(done.dir / "config.json") if not is_encoder_run(done) else _source_config(done)
     atomic_write_text(path, json.dumps(raw_pixel_knn(config), indent=1) + "\n")
 
 
 def _source_config(run) -> dict:
     """What raw_pixel_knn reads from a config.json, for an arm that was not pretrained (its source.json)."""
-    from unmasked.eval.view import eval_view_for
-    from unmasked.sources import read_source
-
     rec = read_source(run.dir)
     view = eval_view_for(rec["data"], rec["img_size"])
     return {"data": rec["data"], "img_size": rec["img_size"], "base_size": view.base_size,

@@ -9,8 +9,7 @@ study runs no kNN evaluation, `raw_pixel_knn` computes the kNN row through that 
 from __future__ import annotations
 
 from unmasked.data.dataset import load_data
-from unmasked.eval.knn import KS, TEMPERATURE
-from unmasked.eval.pixels import pixel_knn
+from unmasked.eval.knn import KS, TEMPERATURE, pixel_knn
 from unmasked.eval.view import eval_view_for
 
 FILE = "raw_pixels.json"

@@ -16,14 +16,16 @@ import time
 from pathlib import Path
 
 from unmasked import document as doc
+from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
+from unmasked.files import atomic_write_text, read_json_or_none
+from unmasked.provenance import one_line
 from unmasked.study import stats
 from unmasked.study.plots import band_plot, grid_plot
 from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current as raw_is_current
-from unmasked.study.runner import RESULT_FILES, is_finished, read_json, result_file, run_result_file
+from unmasked.study.runner import RESULT_FILES, is_finished, result_file, run_result_file
 from unmasked.study.spec import Run, Study
-from unmasked.train.checkpoint import atomic_write_text
 from unmasked.train.metrics import read_jsonl
 
 # key, label, unit of a difference, digits; compared between arms when unit is not None
@@ -47,8 +49,6 @@ SEED_ONLY = ("The intervals and standard deviations cover seed variation only: e
 
 def training_flops(run_dir: Path) -> float | None:
     """Training FLOPs as `compare` counts them; None when the run's step cannot be rebuilt."""
-    from unmasked.analysis.compute import training_compute
-
     try:
         flops = training_compute(run_dir).get("train_flops")
     except Exception:  # noqa: BLE001 - one run's missing numbers must not sink the report
@@ -63,9 +63,9 @@ def run_values(run: Run, evals: dict | None = None) -> dict:
     v: dict = {}
     evals = evals or {}
     files = {p: run_result_file(run, p, evals.get(p, ())) for p in ("knn", "linear")}
-    knn, lin = read_json(d / files["knn"]), read_json(d / files["linear"])
-    ft = read_json(d / "finetune.json")
-    ana, summary = read_json(d / "analysis" / "analysis.json"), read_json(d / "summary.json")
+    knn, lin = read_json_or_none(d / files["knn"]), read_json_or_none(d / files["linear"])
+    ft = read_json_or_none(d / "finetune.json")
+    ana, summary = read_json_or_none(d / "analysis" / "analysis.json"), read_json_or_none(d / "summary.json")
     pixels = {}
     if knn:
         v["knn20_cls"], v["knn20_mean"] = knn["top1"]["cls"], knn["top1"]["mean"]
@@ -250,7 +250,7 @@ def _arm_configs(study: Study) -> tuple[list[str], list[dict]]:
     for arm in study.arms:
         for point in study.points:
             run = next((r for r in study.runs if r.arm == arm and r.point == point and r.seed == study.seeds[0]), None)
-            cfg = read_json(run.dir / "config.json") if run else None
+            cfg = read_json_or_none(run.dir / "config.json") if run else None
             if cfg:
                 labels.append(group_label(arm, point))
                 configs.append(cfg)
@@ -317,7 +317,7 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
     out = study.out
     out.mkdir(parents=True, exist_ok=True)
     built = build(study)
-    raw = read_json(out / RAW_FILE)
+    raw = read_json_or_none(out / RAW_FILE)
     figs = figures(study, built, out)
     unfinished = [r.name for r in study.runs if not built["per_run"][r.name]["finished"]]
     notes = []
@@ -330,11 +330,9 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         notes.append("raw-pixel row: not computed yet (each kNN / linear evaluation writes it)")
     labels = protocol_labels(study, built)
     rows = _table(study, built, pixels, labels)
-    devices = sorted({s["device"] for r in study.runs if (s := read_json(r.dir / "summary.json")) and "device" in s})
+    devices = sorted({s["device"] for r in study.runs if (s := read_json_or_none(r.dir / "summary.json")) and "device" in s})
     body = blocks(study, command, built, rows, notes, figs)
     if prov:
-        from unmasked.provenance import one_line
-
         body.insert(2, doc.Paragraph(f"Runs trained on: {', '.join(devices) or 'unknown'}. Report written with "
                                      f"{one_line(prov)}."))
     files = doc.write(body, out, f"study {study.name}")

@@ -10,7 +10,7 @@ config.json no longer matches the study file, naming the field.
 from __future__ import annotations
 
 import copy
-import json
+import ctypes
 import math
 import os
 import signal
@@ -23,8 +23,11 @@ from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.data.recipe import small_images
 from unmasked.errors import UserError
+from unmasked.files import read_json_or_none
+from unmasked.sources import SOURCE_FILE, prepare
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study, is_encoder_run
+from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
 
 RESULT_FILES = {"knn": "knn.json", "linear": "linear.json", "analyze": "analysis/analysis.json",
                 "finetune": "finetune.json"}
@@ -34,34 +37,19 @@ EVAL_COMMANDS = {"knn": ["eval", "knn"], "linear": ["eval", "linear"], "analyze"
 
 def _resume_free() -> set[str]:
     """Options a run may change when resumed (they do not change what is trained)."""
-    try:
-        from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
-
-        return set(RESUME_OVERRIDABLE) | set(RESUME_IGNORED)
-    except ImportError:  # the loop moved: fall back to the options that never change the weights
-        return {"out", "steps", "num_workers", "device", "log_every", "save_every", "save_every_steps",
-                "knn_every", "tensorboard", "init_from"}
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return set(RESUME_OVERRIDABLE) | set(RESUME_IGNORED)
 
 
 # -- state of one run -----------------------------------------------------------------------
 def _origin(run: Run) -> Path:
     """The file every evaluation must be newer than: the checkpoint, or a source's source.json."""
-    from unmasked.sources import SOURCE_FILE
-
     return run.dir / (SOURCE_FILE if is_encoder_run(run) else "checkpoint.pt")
 
 
 def is_finished(run: Run) -> bool:
     if is_encoder_run(run):
         return _origin(run).is_file()
-    s = read_json(run.dir / "summary.json")
+    s = read_json_or_none(run.dir / "summary.json")
     if not s or not (run.dir / "checkpoint.pt").is_file():
         return False
     return bool(s.get("completed")) or (run.options.get("steps") is not None and s.get("steps", 0) >= run.options["steps"])
@@ -97,7 +85,7 @@ def result_file(proto: str, extra: list[str] | tuple = (), config: dict | None =
 
 def run_result_file(run: Run, proto: str, extra: list[str] | tuple = ()) -> str:
     """result_file for one run: its config.json once it exists, else the options the study gives it."""
-    cfg = read_json(run.dir / "config.json") or {k: run.options.get(k) for k in ("data", "img_size")}
+    cfg = read_json_or_none(run.dir / "config.json") or {k: run.options.get(k) for k in ("data", "img_size")}
     return result_file(proto, extra, cfg)
 
 
@@ -115,7 +103,7 @@ def run_state(run: Run) -> str:
     if is_finished(run):
         return "done"
     if (run.dir / "checkpoint.pt").is_file():
-        s = read_json(run.dir / "summary.json") or {}
+        s = read_json_or_none(run.dir / "summary.json") or {}
         return f"half (step {s['steps']})" if "steps" in s else "half"
     return "new"
 
@@ -155,7 +143,7 @@ def _expected_config(run: Run, _small: dict = {}):  # noqa: B006 - a cache of fo
 
 def config_mismatches(run: Run) -> list[str]:
     """Fields where the run's config.json differs from what the study asks for now."""
-    saved = read_json(run.dir / "config.json")
+    saved = read_json_or_none(run.dir / "config.json")
     if saved is not None and not isinstance(saved, dict):
         raise UserError(f"{run.dir / 'config.json'}: not a run config (expected a JSON object, found "
                         f"{type(saved).__name__}); restore it or move the run folder away")
@@ -194,8 +182,6 @@ def check_configs(study: Study) -> None:
 def _die_with_parent() -> None:
     """Linux: a child gets SIGTERM (pretrain saves a checkpoint) when the study process dies."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - not Linux: a killed study may leave its current child running
         pass
@@ -243,8 +229,6 @@ def execute(study: Study, device: str | None, progress: bool) -> None:
     for i, run in enumerate(study.runs):
         b = budgets[run.name]
         if is_encoder_run(run) and not is_finished(run):
-            from unmasked.sources import prepare
-
             bar.line(i, run, f"preparing {run.options['encoder']} (not pretrained)")
             prepare(run.options["encoder"], run.dir, run.options["data"], run.options.get("weights"),
                     run.options.get("img_size"), run.seed)

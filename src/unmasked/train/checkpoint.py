@@ -1,13 +1,9 @@
-"""Checkpoints written atomically (temp file, fsync, rename) and the encoder-only export."""
+"""Checkpoints (written atomically, see files.py), RNG states and the encoder-only export."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,95 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unmasked.errors import UserError
-from unmasked.train.write_errors import as_os_error
+from unmasked.files import atomic_write, atomic_write_text, read_json, require_keys
 
 FORMAT = "unmasked-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.safetensors"
 ENCODER_INFO = "encoder.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write_fn) -> None:
-    """Write via `write_fn(file_path)` into a temp file beside `path`, then rename over it.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private (0600); give the usual mode
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException as e:
-        as_os = as_os_error(e, path, Path(tmp))  # before the temp file goes: it may name the reason
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if as_os is not None:
-            raise as_os from e
-        raise
-
-
-# atomic_write's temp names: "." + file name + "." + mkstemp's 8 random characters + ".tmp"
-_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the temp files of writes that never finished (the writer was SIGKILLed: no handler ran).
-
-    Only call this while holding the folder's run lock: then no live process is writing them.
-    """
-    folder = Path(folder)
-    try:
-        stale = [p for p in folder.iterdir() if _TEMP_NAME.match(p.name) and p.is_file()]
-    except OSError:
-        return []
-    removed, size = [], 0
-    for p in stale:
-        try:
-            n = p.stat().st_size
-            p.unlink()
-        except OSError:
-            continue
-        removed.append(p)
-        size += n
-    if removed:
-        warnings.warn(f"{folder}: removed {len(removed)} temp file(s) ({size / 1e6:.1f} MB) left by an "
-                      f"interrupted write: {', '.join(p.name for p in removed)}", stacklevel=2)
-    return removed
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
 
 
 def rng_state() -> dict:
@@ -177,8 +90,6 @@ def load_encoder_file(path: Path) -> tuple[dict, dict]:
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{path} cannot be read as safetensors ({e})") from None
-    from unmasked.side_files import read_json, require_keys
-
     info = require_keys(read_json(info_path, "it is written by `unmasked pretrain` beside the export"),
                         ("spec", "mean", "std", "data"), info_path)
     return tensors, info

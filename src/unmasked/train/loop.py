@@ -22,9 +22,11 @@ from unmasked.data.loader import TrainBatches
 from unmasked.data.recipe import small_images, train_base_size
 from unmasked.devices import autocast_dtype, resolve_precision
 from unmasked.errors import TrainingStopped, UserError
+from unmasked.files import atomic_write_text, remove_stale_temp_files
 from unmasked.lock import RunLock
 from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
+from unmasked.runs import load_encoder
 from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
 from unmasked.train.collapse import CollapseWatch
@@ -195,7 +197,7 @@ class Pretrainer:
             # one process writes into a run folder at a time (under torchrun, rank 0 writes for all);
             # nothing is written before this point
             self._lock = RunLock(self.run_dir, "pretrain").acquire()
-            ckpt.remove_stale_temp_files(self.run_dir)
+            remove_stale_temp_files(self.run_dir)
         return cfg, resume_state
 
     def _load_data(self, resume_state: dict | None) -> None:
@@ -314,8 +316,6 @@ class Pretrainer:
 
     def _warm_start(self, source: str) -> None:
         """Encoder weights from another run; refuses a different encoder shape, naming the difference."""
-        from unmasked.runs import load_encoder
-
         other = load_encoder(source)
         mine = self.objective.encoder.spec
         fields = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -473,7 +473,7 @@ class Pretrainer:
             summary["interrupted_by"] = signal.Signals(stop_signal).name
         if self.env.is_main:
             with self._writing(self.run_dir / SUMMARY_FILE):
-                ckpt.atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+                atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         if self._collapse_stop():
             raise TrainingStopped(f"--on-collapse stop: a collapse was named ({self.collapse.named}, the line "
                                   f"above); the run is stopped at step {self.state.step} and its checkpoint "

@@ -18,6 +18,7 @@ from unmasked.data.dataset import Split
 from unmasked.errors import UserError
 from unmasked.eval.features import extract_features
 from unmasked.eval.knn import knn_accuracy
+from unmasked.eval.view import eval_view_for
 from unmasked.train import checkpoint as ckpt
 
 BANK_IMAGES = 5000
@@ -98,8 +99,6 @@ def knn_monitor(trainer) -> KnnMonitor | None:
     def write(record: dict) -> None:
         with trainer._writing(trainer.metrics.path):
             trainer.metrics.write(record)
-
-    from unmasked.eval.view import eval_view_for
 
     # the evaluation view of `eval knn` where the training images were decoded at its size (always on
     # small data); otherwise the training decode, centre-cropped as the training crop suggests
