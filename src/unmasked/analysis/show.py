@@ -26,6 +26,7 @@ from unmasked.data import image_folder
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.train.checkpoint import atomic_write_text
+from unmasked.train.warm_start import started_from
 
 ASPECTS = ("crop", "pad", "stretch")
 
@@ -212,7 +213,9 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
     loaded_images = [load_image(p, size, channels, aspect, loaded.mean) for p in paths]  # all checked first
     recon = _reconstructor(source, dev)
     out.mkdir(parents=True, exist_ok=True)
-    label = f"{loaded.objective} ({Path(str(source)).name or source})"
+    origin = started_from(loaded.config)
+    label = f"{loaded.objective} ({Path(str(source)).name or source})" + (
+        f", warm-started from {origin}" if origin else "")
     entries = []
     for path, name, (img, how) in zip(paths, _figure_names(paths), loaded_images):
         x = normalise(img[None], loaded.mean, loaded.std).to(dev)
@@ -239,6 +242,7 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
         entries.append({"image": str(path), "figure": name, "input": how, "heads": len(heads),
                         "reconstruction": recon is not None})
     result = {"source": str(source), "objective": loaded.objective, "aspect": aspect,
-              "input_size": list(size), "grid": list(grid), "prefix_tokens": int(prefix), "images": entries}
+              "input_size": list(size), "grid": list(grid), "prefix_tokens": int(prefix),
+              "started_from": origin, "images": entries}
     atomic_write_text(out / "show.json", json.dumps(result, indent=1) + "\n")
     return result
