@@ -193,8 +193,11 @@ def _figure_names(images: list[Path]) -> list[str]:
 
 @torch.no_grad()
 def show(source, images: list[str], out: str | Path, device: str = "auto", aspect: str = "crop",
-         seed: int = 0) -> dict:
-    from unmasked.runs import load_encoder
+         seed: int = 0, weights: str | None = None, img_size: int | None = None, data: str | None = None) -> dict:
+    """`source` is anything `runs.open_encoder` takes (a run or results folder, timm:NAME with
+    `weights`, hf-hub:, local-dir:, random:... with `data`); `seed` draws the reconstruction's mask
+    and a random: encoder's weights."""
+    from unmasked.runs import open_encoder
 
     if aspect not in ASPECTS:
         raise UserError(f"--aspect {aspect}: choose one of {', '.join(ASPECTS)}")
@@ -203,7 +206,7 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
     out = check_inputs(images, out)
     plt = pyplot()
     dev = resolve_device(device)
-    loaded = load_encoder(source)
+    loaded = open_encoder(source, weights=weights, img_size=img_size, data=data, seed=seed)
     enc = loaded.encoder.to(dev).eval().float()
     size = tuple(enc.patch_embed.img_size)
     grid = tuple(enc.patch_embed.grid_size)
@@ -243,6 +246,6 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
                         "reconstruction": recon is not None})
     result = {"source": str(source), "objective": loaded.objective, "aspect": aspect,
               "input_size": list(size), "grid": list(grid), "prefix_tokens": int(prefix),
-              "started_from": origin, "images": entries}
+              "started_from": origin, "source_info": loaded.source_info, "images": entries}
     atomic_write_text(out / "show.json", json.dumps(result, indent=1) + "\n")
     return result
