@@ -93,3 +93,26 @@ def test_source_options_with_a_run_folder_or_without_data_fail_in_one_line(tmp_p
         assert main(args) == 2
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("objective", ["lut", "mae", "dinov2"])
+def test_random_of_a_shape_at_a_seed_is_the_step_0_encoder_of_a_run_of_that_shape(tmp_path, objective):
+    """random:WIDTHxDEPTHxHEADS/PATCH (the demo's random:128x6x4/7): what pretraining started from."""
+    from tests.conftest import SMALL_HEADS, tiny_config
+    from tests.sources.helpers import small_fashion_mnist
+    from unmasked.errors import UserError
+    from unmasked.runs import open_encoder
+    from unmasked.train.loop import Pretrainer
+
+    data = small_fashion_mnist(tmp_path / "fm", train=64, test=20)
+    t = Pretrainer(tiny_config(tmp_path, objective=objective, data=str(data), subset=None, batch_size=16, seed=1,
+                               **SMALL_HEADS), progress=False)
+    rnd = open_encoder("random:32x2x2/4", data=str(data), seed=1)
+    from dataclasses import replace
+
+    # the same encoder; DINOv2's default stochastic depth (0.1) is a training setting, not a weight
+    assert rnd.spec == replace(t.objective.encoder.spec, drop_path_rate=0.0) and rnd.mean == pytest.approx(t.cfg.mean)
+    start = t.objective.encoder.state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in rnd.encoder.state_dict().items())
+    with pytest.raises(UserError, match="random:30x2x4/4: width 30 must be divisible by the 4 heads"):
+        open_encoder("random:30x2x4/4", data=str(data))

@@ -153,3 +153,21 @@ def test_refusals_in_one_line(exported, tmp_path, capsys):
         err = capsys.readouterr().err
         assert expected in err and err.count("\n") == 1, err
         assert not (tmp_path / extra[1] / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("objective", ["lut", "dinov2"])
+def test_a_warm_started_run_resumes_exactly(exported, tmp_path, objective):
+    """Two steps in one go equal one step, a stop, and a resumed second step (the source not reloaded)."""
+    from unmasked.train.loop import pretrain
+
+    run, data, exp = exported
+    opts = dict(objective=objective, data=str(data), subset=None, batch_size=4, img_size=16, patch_size=4,
+                init_from=f"local-dir:{exp}", epochs=1, warmup_epochs=0.5, **SMALL_HEADS)
+    pretrain(tiny_config(tmp_path / "a", steps=2, **opts), progress=False)
+    pretrain(tiny_config(tmp_path / "b", steps=1, **opts), progress=False)
+    pretrain(tiny_config(tmp_path / "b", steps=2, **opts), resume=True, explicit={"out", "steps", "init_from"},
+             progress=False)
+    a, b = (ckpt.load_checkpoint(tmp_path / x / "run" / "checkpoint.pt")["objective"] for x in "ab")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=k)
