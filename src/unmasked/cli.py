@@ -43,7 +43,7 @@ EVAL_SIZE_HELP = ("evaluate at this input size, a multiple of the patch size; th
 
 # pretrain's options that have no meaning for a step on synthetic data (`--steps` is bench's own)
 NOT_BENCH_OPTIONS = frozenset({
-    "data", "out", "init_from", "subset", "cache_gb", "num_workers", "strict", "max_image_pixels", "unlabeled",
+    "data", "out", "init_from", "weights", "subset", "cache_gb", "num_workers", "strict", "max_image_pixels", "unlabeled",
     "save_every", "save_every_steps", "log_every", "steps", "nan", "knn_every", "tensorboard", "memory_check",
     "on_collapse",
 })
@@ -329,8 +329,15 @@ def _add_source_out(p: argparse.ArgumentParser) -> None:
 
 # ---- embed, show, export: each command's logic lives in its own module --------------------------
 
-TOOL_SOURCE_HELP = ("run folder, checkpoint.pt or encoder.safetensors, or the results folder of a public or "
-                    "random encoder")
+TOOL_SOURCE_HELP = ("run folder, checkpoint.pt or encoder.safetensors, the results folder of a public or random "
+                    "encoder, or a source: timm:NAME (with --weights), hf-hub:ORG/NAME, local-dir:PATH, "
+                    "random:PRESET[/PATCH] (with --data)")
+
+
+def _add_tool_source_options(p) -> None:
+    p.add_argument("--weights", default=None, metavar="FILE", help="timm:NAME only: load this file offline")
+    p.add_argument("--img-size", type=int, default=None, help="a source's input size (default: its own; random: "
+                                                               "the data's)")
 
 def _add_tool_commands(sub) -> None:
     e = sub.add_parser("embed", help="CLS and mean-pooled embeddings of every image (safetensors + CSV)",
@@ -342,6 +349,8 @@ def _add_tool_commands(sub) -> None:
                                    "evaluations cache theirs.",
                        epilog="example:\n  unmasked embed runs/lut-fm --data path/to/images --out emb.safetensors")
     e.add_argument("source", metavar="SOURCE", help=TOOL_SOURCE_HELP)
+    _add_tool_source_options(e)
+    e.add_argument("--seed", type=int, default=0, help="a random: source's seed (default: 0)")
     e.add_argument("--data", default=None, help="dataset to embed (default: the encoder's own)")
     e.add_argument("--out", required=True, metavar="FILE", help="output .safetensors (the .csv goes beside it)")
     e.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
@@ -360,12 +369,15 @@ def _add_tool_commands(sub) -> None:
                                    "and its reconstruction. Images of any size are brought to the encoder's "
                                    "input size as --aspect says (stated in each figure).")
     s.add_argument("source", metavar="SOURCE", help=TOOL_SOURCE_HELP)
+    _add_tool_source_options(s)
+    s.add_argument("--data", default=None, help="random: sources: the data giving input size and normalisation")
     s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any format PIL reads)")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and show.json")
     s.add_argument("--aspect", choices=("crop", "pad", "stretch"), default="crop",
                    help="crop: shorter side resized, centre kept (default); pad: longer side resized, padded "
                         "with the mean colour; stretch: aspect ratio not kept")
-    s.add_argument("--seed", type=int, default=0, help="seed of the reconstruction's random mask (default: 0)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the reconstruction's random mask and of a random: "
+                                                       "source's weights (default: 0)")
     s.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     s.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                    help="refuse images with more pixels than this (default: 100000000)")
@@ -393,7 +405,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     lock = run_lock(run_folder_of(source), "embed", must_write=False) if source.exists() else _no_lock()
     with lock:
         r = embed(args.source, args.out, data=args.data, device=args.device, batch_size=args.batch_size,
-                  num_workers=args.num_workers, progress=not args.no_progress)
+                  num_workers=args.num_workers, progress=not args.no_progress, weights=args.weights,
+                  img_size=args.img_size, seed=args.seed)
     split_text = ", ".join(f"{n:,} {s}" + (" (cached)" if r["cached"][s] else "") for s, n in r["splits"].items())
     print(f"embedded {r['images']:,} images of {r['data']} ({split_text}) -> {r['dim']}-d CLS and mean-pooled")
     print(f"  {r['file']}\n  {r['csv']}")
@@ -403,7 +416,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from unmasked.analysis.show import show
 
-    r = show(args.source, args.images, args.out, device=args.device, aspect=args.aspect, seed=args.seed)
+    r = show(args.source, args.images, args.out, device=args.device, aspect=args.aspect, seed=args.seed,
+             weights=args.weights, img_size=args.img_size, data=args.data)
     print(f"{len(r['images'])} figure(s) in {args.out} (input {r['input_size'][0]}x{r['input_size'][1]}, "
           f"aspect: {args.aspect}): " + ", ".join(e["figure"] for e in r["images"]))
     return 0

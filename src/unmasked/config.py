@@ -83,9 +83,15 @@ class PretrainConfig:
     heads: int | None = opt(None, "override the preset's attention heads", "model", rule=positive_int())
     drop_path: float | None = opt(0.0, "stochastic depth rate of the encoder (DINOv2: 0.1 below ViT-L, 0.3 for "
                                   "ViT-L)", "model", rule=fraction("no stochastic depth"))
-    init_from: str | None = opt(None, "warm start: load the encoder weights of this run folder, checkpoint or "
-                                "encoder.safetensors (same encoder shape); decoder, heads and optimiser start "
-                                "fresh", "model", metavar="RUN", rule=PATH)
+    init_from: str | None = opt(None, "warm start: initialise the encoder from SOURCE before step 0: a run "
+                                "folder, checkpoint or encoder.safetensors, timm:NAME (with --weights), "
+                                "hf-hub:ORG/NAME, local-dir:PATH or random:PRESET[/PATCH]; the shape options not "
+                                "given come from it, learned positions are resampled to the training grid; "
+                                "decoder, heads and optimiser start fresh; a resumed run never reloads it",
+                                "model", metavar="SOURCE", rule=TEXT)
+    weights: str | None = opt(None, "with --init-from timm:NAME: its weights file (an official .pth, a "
+                              ".safetensors, a timm file), loaded offline through timm's checkpoint filter; "
+                              "never executes code from it", "model", metavar="FILE", rule=PATH)
     # -- objective (its own options: see the objective's group) -----------------------------
     ema_momentum: float = opt(0.996, "objectives with an EMA teacher: its momentum at the start (cosine to 1.0 "
                               "per step)", "objective", rule=unit("the teacher copies the student at every step"))
@@ -175,6 +181,7 @@ class PretrainConfig:
     base_size: int | None = field(default=None, metadata={"resolved": True})
     mean: list[float] | None = field(default=None, metadata={"resolved": True})
     std: list[float] | None = field(default=None, metadata={"resolved": True})
+    init_record: dict | None = field(default=None, metadata={"resolved": True})  # what --init-from loaded
 
     # -- the objective's own options (its options dataclass; flat on the command line) --------
     objective_options: Any = field(default=None, metadata={"resolved": True})
@@ -311,6 +318,9 @@ def validate(cfg: PretrainConfig) -> None:
         # overwrites before the gradients are accumulated
         bad("compile_mode", "CUDA graphs (reduce-overhead, max-autotune) cannot accumulate gradients over "
                             f"--accum-steps {cfg.accum_steps}; use --compile-mode default or --accum-steps 1")
+    if cfg.weights and not cfg.init_from:
+        raise UserError(f"--weights {cfg.weights}: a warm start's weights file; give the encoder with "
+                        "--init-from timm:NAME")
     if cfg.img_size % cfg.patch_size:
         raise UserError(f"--img-size {cfg.img_size} is not divisible by --patch-size {cfg.patch_size}; "
                         "choose sizes where img_size = k * patch_size")

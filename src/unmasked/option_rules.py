@@ -18,6 +18,7 @@ from unmasked.options import (
     CHOICE,
     DEVICE,
     FLAG,
+    MAX_SEED,
     PATH,
     PIXELS,
     TEXT,
@@ -63,9 +64,10 @@ RULES: dict[str, dict[str, Rule]] = {
     "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "results_dir": PATH, "device": DEVICE,
               "no_progress": FLAG},
     "embed": {"source": PATH, "data": TEXT, "out": PATH, "device": DEVICE, "batch_size": positive_int(),
-              "num_workers": count("decode in the main process"), "no_progress": FLAG, "max_image_pixels": PIXELS},
+              "num_workers": count("decode in the main process"), "no_progress": FLAG, "max_image_pixels": PIXELS,
+              "weights": PATH, "img_size": positive_int(), "seed": int_range(0, MAX_SEED, "seed 0, like any other")},
     "show": {"source": PATH, "images": PATH, "out": PATH, "aspect": CHOICE, "seed": count("seed 0, like any other"),
-             "device": DEVICE, "max_image_pixels": PIXELS},
+             "device": DEVICE, "max_image_pixels": PIXELS, "weights": PATH, "img_size": positive_int(), "data": TEXT},
     "export": {"run": PATH, "dir": PATH, "format": CHOICE, "force": FLAG},
 }
 

@@ -18,13 +18,29 @@ def absolute_data(data: str) -> str:
 
 
 def record_absolute_paths(cfg):
-    """--data and --init-from made absolute; what the user typed is kept for display (data_as_typed)."""
+    """--data, --init-from and --weights made absolute; what the user typed is kept for display (data_as_typed)."""
     if cfg.data_as_typed is None:
         cfg.data_as_typed = cfg.data
     cfg.data = absolute_data(cfg.data)
     if cfg.init_from:
-        cfg.init_from = os.path.abspath(os.path.expanduser(cfg.init_from))
+        cfg.init_from = absolute_source(cfg.init_from)
+    if getattr(cfg, "weights", None):
+        cfg.weights = os.path.abspath(os.path.expanduser(cfg.weights))
     return cfg
+
+
+def absolute_source(source: str) -> str:
+    """An encoder source with its path made absolute: a run folder or file, local-dir:PATH,
+    random:RUN_FOLDER; timm:, hf-hub: and random:PRESET names as they are."""
+    for prefix in ("local-dir:", "random:"):
+        if source.startswith(prefix):
+            body = source[len(prefix):]
+            if prefix == "random:" and not os.path.isdir(os.path.expanduser(body)):
+                return source  # random:PRESET[/PATCH]
+            return prefix + os.path.abspath(os.path.expanduser(body))
+    if source.startswith(("timm:", "hf-hub:")):
+        return source
+    return os.path.abspath(os.path.expanduser(source))
 
 
 def refuse_out_inside_data(out: str | None, data: str | None, resume: bool = False) -> None:

@@ -27,3 +27,16 @@ def load_encoder(path: str | Path, prefer: str = "checkpoint", *, weights: str |
     if path.is_dir() and sources.read_source(path) is not None:
         return sources.load(path)
     return open_run(path, prefer)
+
+
+def open_encoder(source: str | Path, *, weights: str | None = None, img_size: int | None = None,
+                 data: str | None = None, seed: int = 0) -> LoadedEncoder:
+    """Any source for a tool that writes no results folder (embed, show): a run folder, checkpoint,
+    export or results folder as `load_encoder` opens it, or a source string (timm:NAME with `weights`,
+    hf-hub:, local-dir:, random:... with `data`, `seed`), built at `img_size` (default: its own)."""
+    if sources.is_source(str(source)):
+        return sources.open_source(str(source), weights=weights, img_size=img_size, data=data, seed=seed)
+    if img_size is not None:
+        raise UserError(f"--img-size {img_size}: only for a timm:, hf-hub:, local-dir: or random: source; "
+                        f"{source} has its own input size")
+    return load_encoder(source, weights=weights)

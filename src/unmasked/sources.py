@@ -8,7 +8,8 @@ A source is named by one string:
   checkpoint filter (which converts the official MAE, DINO and DINOv2 layouts);
 - `hf-hub:ORG/NAME`, `local-dir:PATH` - timm's own model names for a Hub repository or a folder with
   config.json and model.safetensors;
-- `random:PRESET[/PATCH]` (e.g. `random:vit_tiny/4`) - our encoder, randomly initialised from a seed,
+- `random:PRESET[/PATCH]` (e.g. `random:vit_tiny/4`; PRESET may be WIDTHxDEPTHxHEADS, e.g.
+  `random:128x6x4/7`) - our encoder, randomly initialised from a seed,
   the baseline that says what pretraining added; input size and channels from the data unless given;
   `random:RUN_FOLDER` takes a run's exact shape and normalisation instead.
 
@@ -186,13 +187,23 @@ def _no_download(source: str, name: str, hub: bool, e: Exception) -> UserError:
                      f"fetch them from {where} and pass the file with --weights FILE")
 
 
-def parse_random(source: str) -> tuple[str, int | None]:
+def parse_random(source: str) -> tuple[str, int | None, dict]:
+    """random:PRESET[/PATCH], PRESET a timm size or WIDTHxDEPTHxHEADS (random:128x6x4/7: the CPU
+    demo's encoder) -> (preset, patch or None, {embed_dim, depth, num_heads} overrides)."""
     body = source.removeprefix("random:")
     preset, _, patch = body.partition("/")
-    if preset not in PRESETS or (patch and not patch.isdigit()):
-        raise UserError(f"{source}: expected random:PRESET[/PATCH] with PRESET one of {', '.join(PRESETS)} "
-                        "(e.g. random:vit_tiny/4), or random:RUN_FOLDER (that run's shape)")
-    return preset, int(patch) if patch else None
+    dims = re.fullmatch(r"(\d+)x(\d+)x(\d+)", preset)
+    if (preset not in PRESETS and not dims) or (patch and not patch.isdigit()):
+        raise UserError(f"{source}: expected random:PRESET[/PATCH] with PRESET one of {', '.join(PRESETS)} or "
+                        "WIDTHxDEPTHxHEADS (e.g. random:vit_tiny/4, random:128x6x4/7), or random:RUN_FOLDER "
+                        "(that run's shape)")
+    if not dims:
+        return preset, int(patch) if patch else None, {}
+    width, depth, heads = (int(g) for g in dims.groups())
+    if not (width and depth and heads) or width % heads or width % 4:
+        raise UserError(f"{source}: width {width} must be divisible by the {heads} heads and by 4, and depth "
+                        "and heads positive")
+    return "vit_tiny", int(patch) if patch else None, {"embed_dim": width, "depth": depth, "num_heads": heads}
 
 
 def _random_of_run(source: str):
@@ -244,7 +255,7 @@ def source_record(source: str, data: str | None, weights: str | None = None, img
         record.update(img_size=spec.img_size, in_chans=spec.in_chans, mean=list(run.mean), std=list(run.std),
                       data=data or run.data, spec=spec.to_dict(), normalisation_from=f"the run {run.run_dir}")
     elif source.startswith("random:"):
-        preset, patch = parse_random(source)
+        preset, patch, dims = parse_random(source)
         if not data:
             raise UserError(f"{source}: pass --data; a random encoder takes its input size, channels and "
                             "normalisation from the data")
@@ -253,7 +264,7 @@ def source_record(source: str, data: str | None, weights: str | None = None, img
         if size % patch:
             raise UserError(f"{source}: input size {size} is not a multiple of the patch size {patch}")
         record.update(img_size=size, in_chans=chans, mean=mean, std=std, data=data,
-                      spec=encoder_spec(preset, size, patch, chans).to_dict())
+                      spec=encoder_spec(preset, size, patch, chans, **dims).to_dict())
     else:
         model, info = build_timm(source, weights, img_size)
         cfg = model.pretrained_cfg or {}

@@ -16,7 +16,8 @@ STUDIES = Path(__file__).resolve().parents[2] / "studies"
 def test_committed_studies_expand():
     cpu = load_study(STUDIES / "fm-cpu.toml")
     assert [r.name for r in cpu.runs][:3] == ["mae_seed0", "mae_seed1", "mae_seed2"]
-    assert len(cpu.runs) == 12 and cpu.pairs[0] == ("lut", "mae")
+    assert len(cpu.runs) == 15 and cpu.pairs[0] == ("lut", "mae")
+    assert [r.options["encoder"] for r in cpu.runs if r.arm == "random"] == ["random:128x6x4/7"] * 3
     w0 = next(r for r in cpu.runs if r.arm == "lut-w0")
     assert w0.options["lut_weight"] == 0.0 and w0.options["objective"] == "lut"
     assert "--warmup-epochs" in cpu.evals["linear"]
@@ -91,7 +92,7 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 def test_dry_run_lists_runs_budgets_and_estimate(capsys):
     assert main(["study", str(STUDIES / "fm-cpu.toml"), "--dry-run", "--out", "/nonexistent/x"]) == 0
     out = capsys.readouterr().out
-    assert "15 runs = 5 arm(s) x 1 grid point(s) x 3 seed(s)" in out
+    assert "18 runs = 6 arm(s) x 1 grid point(s) x 3 seed(s)" in out
     assert "lut-w0_seed2" in out and "119,808" in out and "estimated time left:" in out
 
 

@@ -206,7 +206,7 @@ def test_resume_with_another_model_is_refused_unless_warm_starting(fm_root, tmp_
     t = Pretrainer(new, progress=False)
     for k, v in t.objective.encoder.state_dict().items():
         assert torch.equal(v, trainer_weights["student.encoder." + k]), k
-    with pytest.raises(UserError, match=r"--init-from .*embed_dim 32 \(this run: 48\)"):
+    with pytest.raises(UserError, match=r"--init-from .*\(width 32, .*\) does not fit this run.s \(width 48"):
         Pretrainer(tiny_config(tmp_path / "warm2", width=48, init_from=str(old)), progress=False)
 
 

@@ -28,7 +28,8 @@ from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.files import atomic_write_text
 from unmasked.run_folder import load_run_objective, run_reconstructs
-from unmasked.runs import load_encoder
+from unmasked.runs import open_encoder
+from unmasked.train.warm_start import started_from
 
 ASPECTS = ("crop", "pad", "stretch")
 
@@ -191,7 +192,10 @@ def _figure_names(images: list[Path]) -> list[str]:
 
 @torch.no_grad()
 def show(source, images: list[str], out: str | Path, device: str = "auto", aspect: str = "crop",
-         seed: int = 0) -> dict:
+         seed: int = 0, weights: str | None = None, img_size: int | None = None, data: str | None = None) -> dict:
+    """`source` is anything `runs.open_encoder` takes (a run or results folder, timm:NAME with
+    `weights`, hf-hub:, local-dir:, random:... with `data`); `seed` draws the reconstruction's mask
+    and a random: encoder's weights."""
     if aspect not in ASPECTS:
         raise UserError(f"--aspect {aspect}: choose one of {', '.join(ASPECTS)}")
     if not images:
@@ -199,7 +203,7 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
     out = check_inputs(images, out)
     plt = pyplot()
     dev = resolve_device(device)
-    loaded = load_encoder(source)
+    loaded = open_encoder(source, weights=weights, img_size=img_size, data=data, seed=seed)
     enc = loaded.encoder.to(dev).eval().float()
     size = tuple(enc.patch_embed.img_size)
     grid = tuple(enc.patch_embed.grid_size)
@@ -209,7 +213,9 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
     loaded_images = [load_image(p, size, channels, aspect, loaded.mean) for p in paths]  # all checked first
     recon = _reconstructor(source, dev)
     out.mkdir(parents=True, exist_ok=True)
-    label = f"{loaded.objective} ({Path(str(source)).name or source})"
+    origin = started_from(loaded.config)
+    label = f"{loaded.objective} ({Path(str(source)).name or source})" + (
+        f", warm-started from {origin}" if origin else "")
     entries = []
     for path, name, (img, how) in zip(paths, _figure_names(paths), loaded_images):
         x = normalise(img[None], loaded.mean, loaded.std).to(dev)
@@ -234,6 +240,7 @@ def show(source, images: list[str], out: str | Path, device: str = "auto", aspec
         entries.append({"image": str(path), "figure": name, "input": how, "heads": len(heads),
                         "reconstruction": recon is not None})
     result = {"source": str(source), "objective": loaded.objective, "aspect": aspect,
-              "input_size": list(size), "grid": list(grid), "prefix_tokens": int(prefix), "images": entries}
+              "input_size": list(size), "grid": list(grid), "prefix_tokens": int(prefix),
+              "started_from": origin, "source_info": loaded.source_info, "images": entries}
     atomic_write_text(out / "show.json", json.dumps(result, indent=1) + "\n")
     return result

@@ -32,7 +32,7 @@ from unmasked.eval.features import extract_features
 from unmasked.eval.pixels import cache_dir
 from unmasked.eval.run_files import save_in_run
 from unmasked.files import atomic_write, atomic_write_text
-from unmasked.runs import load_encoder
+from unmasked.runs import open_encoder
 
 FEATURES_DIR = "features"
 
@@ -95,10 +95,14 @@ def split_embeddings(loaded, ds: ImageData, cache_name: str, split, device: torc
 
 
 def embed(source, out: str | Path, data: str | None = None, device: str = "auto", batch_size: int = 256,
-          num_workers: int = 0, progress: bool = True) -> dict:
+          num_workers: int = 0, progress: bool = True, weights: str | None = None, img_size: int | None = None,
+          seed: int = 0) -> dict:
+    """`source` is anything `runs.open_encoder` takes: a run or results folder, or a source string
+    (timm:NAME with `weights`, hf-hub:, local-dir:, random:... seeded by `seed`), whose features
+    are cached in the per-user cache."""
     out = check_out(out)
     dev = resolve_device(device)
-    loaded = load_encoder(source)
+    loaded = open_encoder(source, weights=weights, img_size=img_size, data=data, seed=seed)
     data = data or loaded.data
     if not data:
         raise UserError(f"{source}: no dataset of its own; pass --data (an image folder or fashion-mnist)")
@@ -132,6 +136,8 @@ def embed(source, out: str | Path, data: str | None = None, device: str = "auto"
             "data": ds.name, "images": str(len(rows)), "transform": json.dumps(transform), "rows": csv_path.name,
             "cls": "CLS token after the final norm",
             "mean": "mean of the patch tokens after the final norm (prefix tokens excluded)"}
+    if loaded.source_info:
+        meta["source_info"] = json.dumps(loaded.source_info)
     if ds.classes:
         meta["classes"] = json.dumps(list(ds.classes))
     atomic_write(out, lambda tmp: save_file(result, str(tmp), metadata=meta))

@@ -26,7 +26,6 @@ from unmasked.files import atomic_write_text, remove_stale_temp_files
 from unmasked.lock import RunLock
 from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
-from unmasked.runs import load_encoder
 from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
 from unmasked.train.collapse import CollapseWatch
@@ -45,6 +44,7 @@ from unmasked.train.optim import build_optimizer, load_optimizer_state
 from unmasked.train.step import StepOutput, StepParts, optimiser_step
 from unmasked.train.step_values import StepSchedules
 from unmasked.train.tensorboard import mirror_to_tensorboard
+from unmasked.train.warm_start import adopt_shape, check_fits, load_into, open_warm_source
 
 # Options that may change when a run is resumed; any other change is refused.
 RESUME_OVERRIDABLE = {
@@ -52,7 +52,7 @@ RESUME_OVERRIDABLE = {
     "compile", "compile_mode", "nan", "strict", "precision", "grad_checkpoint", "fuse_views", "memory_check",
     "knn_every", "tensorboard", "on_collapse",  # observers: they never change the training trajectory
 }
-RESUME_IGNORED = {"init_from"}  # a warm start only matters when the run begins
+RESUME_IGNORED = {"init_from", "weights"}  # a warm start only matters when the run begins
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -164,6 +164,7 @@ class Pretrainer:
         self.progress = progress and self.env.is_main
         self.run_dir = Path(cfg.out)
         self._lock = None
+        self._warm = None  # the --init-from source, opened before the config is resolved
         self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
         self.state = RunState()
 
@@ -189,9 +190,14 @@ class Pretrainer:
                     f"--out {self.run_dir} already holds a run ({self.ckpt_path.name}); continue it with --resume, "
                     "or choose another --out folder"
                 )
+            if cfg.init_from:  # opened first: its shape fills the model options not given
+                self._warm = open_warm_source(cfg.init_from, cfg.weights, cfg.data, cfg.seed)
+                adopt_shape(cfg, self._warm)
             cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data) or small_images(cfg))
         cfg.objective_options.resolve_device(self.device.type == "cuda" or self.env.enabled)
         validate(cfg)
+        if self._warm is not None:
+            check_fits(spec_from_config(cfg), self._warm)
         if self.env.is_main:
             check_writable(self.run_dir)
             # one process writes into a run folder at a time (under torchrun, rank 0 writes for all);
@@ -263,8 +269,8 @@ class Pretrainer:
     def _restore(self, resume_state: dict | None) -> None:
         if resume_state is not None:
             self._load_state(resume_state)
-        elif self.cfg.init_from:
-            self._warm_start(self.cfg.init_from)
+        elif self._warm is not None:
+            self._warm_start()
 
     def _wrap_for_training(self) -> None:
         self.precision = resolve_precision(self.cfg.precision, self.device)
@@ -314,18 +320,13 @@ class Pretrainer:
         self.state = RunState(**st["state"])
         ckpt.set_rng_state(ckpt.rng_state_for(st, self.env.rank, self.env.world))
 
-    def _warm_start(self, source: str) -> None:
-        """Encoder weights from another run; refuses a different encoder shape, naming the difference."""
-        other = load_encoder(source)
-        mine = self.objective.encoder.spec
-        fields = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
-        diff = [f"{f} {getattr(other.spec, f)} (this run: {getattr(mine, f)})" for f in fields
-                if getattr(other.spec, f) != getattr(mine, f)]
-        if diff:
-            raise UserError(f"--init-from {source}: its encoder differs from this run's: {'; '.join(diff)}")
-        self.objective.encoder.load_state_dict(other.encoder.state_dict())
-        if self.objective.teacher is not None:  # the EMA teacher starts from the student
-            self.objective.teacher.encoder.load_state_dict(other.encoder.state_dict())
+    def _warm_start(self) -> None:
+        """The encoder from --init-from (train/warm_start.py); the EMA teacher starts as the student.
+        What was loaded goes into config.json, so a resumed run never reloads the source."""
+        self.cfg.init_record = load_into(self.objective.encoder, self._warm)
+        if self.objective.teacher is not None:
+            self.objective.teacher.encoder.load_state_dict(self.objective.encoder.state_dict())
+        self._warm = None
 
     def save(self) -> None:
         # every process's RNG state (a collective, so before the rank-0-only part)
