@@ -20,11 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from timm.models import adapt_input_conv
+from timm.models.vision_transformer import checkpoint_filter_fn
 
 from unmasked import sources
 from unmasked.errors import UserError
 from unmasked.models.pos_embed import sincos_2d
 from unmasked.models.vit import PRESETS
+from unmasked.runs import load_encoder
 
 # Keys of a timm ViT that belong to its head: a warm start drops them (heads start fresh).
 HEAD_PREFIXES = ("head.", "fc_norm.", "attn_pool.", "head_drop.")
@@ -42,8 +45,6 @@ class WarmSource:
 
 def open_warm_source(source: str, weights: str | None, data: str | None, seed: int) -> WarmSource:
     """The source's encoder, built once (a bad source fails here, before any data is loaded)."""
-    from unmasked.runs import load_encoder
-
     if sources.is_source(source):
         loaded = sources.open_source(source, weights=weights, data=data, seed=seed)
         info = loaded.source_info or {}
@@ -138,8 +139,6 @@ def check_fits(spec, ws: WarmSource) -> None:
 def load_into(encoder, ws: WarmSource) -> dict:
     """Load the source into `encoder` (this run's, a ViTEncoder); returns the record for config.json.
     Refuses, in one line, an encoder of another shape or with parts this encoder lacks."""
-    from timm.models import adapt_input_conv
-    from timm.models.vision_transformer import checkpoint_filter_fn
 
     spec = encoder.spec
     check_fits(spec, ws)
