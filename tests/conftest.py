@@ -20,6 +20,15 @@ def _private_cache(_pixel_cache, monkeypatch):
     monkeypatch.setenv("UNMASKED_CACHE", str(_pixel_cache))
 
 
+@pytest.fixture(autouse=True)
+def _cpu_without_fast_bf16(monkeypatch):
+    """--precision auto resolves as on a CPU without bf16 instructions (fp32), whatever this machine
+    has, so that every test gives the same numbers everywhere; tests of the choice mock it."""
+    from unmasked import devices
+
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: [])
+
+
 @pytest.fixture(scope="session")
 def fm_root():
     """Fashion-MNIST IDX files (Debian's dataset-fashion-mnist); CI installs it."""
@@ -35,6 +44,7 @@ def tiny_config(tmp_path, **overrides) -> PretrainConfig:
         objective="lut", data="fashion-mnist", out=str(tmp_path / "run"), model="vit_tiny", width=32, depth=2,
         heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2, proj_hidden=64, subset=256, batch_size=32,
         epochs=2, warmup_epochs=0.5, log_every=2, num_workers=0, device="cpu",
+        precision="fp32",  # not auto: the same numbers on a CPU with fast bf16 and on one without
     )
     base.update(overrides)
     return PretrainConfig.flat(**base)  # options of another objective (the decoder for DINOv2) are ignored
