@@ -213,6 +213,27 @@ def test_grad_checkpointing_gives_the_same_step(monkeypatch):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
 
 
+def test_compare_precision_times_fp32_and_bf16_side_by_side(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--device", "cpu", "--objective", "lut", "--model", "vit_tiny", "--width", "32",
+                 "--depth", "2", "--heads", "2", "--img-size", "28", "--patch-size", "7", "--channels", "1",
+                 "--batch-size", "8", "--steps", "2", "--warmup", "1", "--compare-precision", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [(r["path"], r["dtype"]) for r in rows] == [("optimised", "fp32"), ("optimised", "bf16")]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert rows[0]["options"].startswith("fp32,") and rows[1]["options"].startswith("bf16,")
+    ratio = rows[0]["step_s"] / rows[1]["step_s"]
+    assert f"bf16 / fp32: {ratio:.2f}x images/s (median of 2 interleaved steps each" in text
+    assert main(["bench", "--device", "cpu", "--compare-precision", "--profile", "p"]) == 2
+    assert "--profile profiles one path" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="compare_precision"):
+        bench_pair(bench_config(objective="mae", **TINY), replace(ONE_STEP, compare_precision=True), "plain")
+
+
 def test_bench_pair_labels_the_eager_baseline_and_refuses_unknown_ones():
     cfg = bench_config(objective="mae", **TINY)
     rows = bench_pair(cfg, ONE_STEP, baseline="eager")  # (compile off here: both rows eager, labelled apart)
