@@ -22,6 +22,15 @@ def _private_cache(_pixel_cache, monkeypatch):
     monkeypatch.setenv("UNMASKED_CACHE", str(_pixel_cache))
 
 
+@pytest.fixture(autouse=True)
+def _cpu_without_fast_bf16(monkeypatch):
+    """--precision auto resolves as on a CPU without bf16 instructions (fp32), whatever this machine
+    has, so that every test gives the same numbers everywhere; tests of the choice mock it."""
+    from unmasked import devices
+
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: [])
+
+
 @pytest.fixture(scope="session")
 def fm_root():
     """Fashion-MNIST IDX files (Debian's dataset-fashion-mnist); CI installs it."""

@@ -14,6 +14,7 @@ def tiny_config(tmp_path, **overrides) -> PretrainConfig:
         objective="lut", data="fashion-mnist", out=str(tmp_path / "run"), model="vit_tiny", width=32, depth=2,
         heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2, proj_hidden=64, subset=256, batch_size=32,
         epochs=2, warmup_epochs=0.5, log_every=2, num_workers=0, device="cpu",
+        precision="fp32",  # not auto: the same numbers on a CPU with fast bf16 and on one without
     )
     base.update(overrides)
     return PretrainConfig.flat(**base)  # options of another objective (the decoder for DINOv2) are ignored

@@ -18,12 +18,14 @@ from unmasked.bench import (
 from unmasked.build import augment_spec
 from unmasked.cli import NOT_BENCH_OPTIONS, main
 from unmasked.demo import demo_config
+from unmasked.objectives import registry
 from unmasked.rng import BatchRandom
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 from unmasked.train.step import optimiser_step
 
-from .helpers import tiny_config, tiny_objective
+from .helpers import SMALL_HEADS, tiny_config, tiny_objective, tiny_registered
+from .objectives.test_contract import views as contract_views
 
 
 @pytest.mark.parametrize("kind", ["lut", "mae"])
@@ -43,8 +45,32 @@ def test_optimised_loss_matches_plain_fp32_within_bf16_tolerance(kind):
         assert torch.allclose(parts[k], ref_parts[k], rtol=2e-2, atol=1e-3), k
 
 
-def test_short_run_loss_curve_matches_plain_path(fm_root, tmp_path):
-    common = dict(objective="lut", steps=12, log_every=1, lr=1e-3, warmup_epochs=0)
+@pytest.mark.parametrize("name", registry.names())
+def test_bf16_autocast_loss_matches_fp32_on_a_fixed_batch(tmp_path, name):
+    """Every objective's CPU bf16 path: the same weights and batch give the fp32 loss within tolerance."""
+    cfg, obj = tiny_registered(tmp_path, name)
+    obj.train()
+    ref_obj = copy.deepcopy(obj)  # a forward may update state (DINOv2's centres): each runs from the same
+    ref, ref_parts = ref_obj(*contract_views(cfg, obj))  # fresh views and random draws each
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, parts = obj(*contract_views(cfg, obj))
+    assert out.dtype == torch.float32  # losses are computed in fp32 even under autocast
+    assert torch.allclose(out, ref, rtol=2e-2, atol=1e-3), (name, out, ref)
+    for k in ref_parts:
+        if k == "loss_koleo":
+            # -log(distance to the nearest neighbour) of nearly identical features at initialisation
+            # magnifies bf16's rounding (measured: 1.33 against 1.69); weighted, it is within 1% of the loss
+            weighted = cfg.option("koleo_weight") * abs(float(parts[k]) - float(ref_parts[k]))
+            assert weighted <= 1e-2 * abs(float(ref.detach())), (name, k, parts[k], ref_parts[k])
+            continue
+        assert torch.allclose(parts[k].float(), ref_parts[k].float(), rtol=3e-2, atol=2e-3), (name, k)
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_short_run_loss_curve_matches_plain_path(fm_root, tmp_path, name):
+    """A short CPU run of every objective in bf16 autocast (and the optimised path's fused views)
+    follows the plain fp32 run's loss curve."""
+    common = dict(objective=name, steps=12, log_every=1, lr=1e-3, warmup_epochs=0, **SMALL_HEADS)
     pretrain(tiny_config(tmp_path / "plain", precision="fp32", fuse_views=False, **common), progress=False)
     pretrain(tiny_config(tmp_path / "fast", precision="bf16", fuse_views=True, **common), progress=False)
     a = [r["loss"] for r in read_jsonl(tmp_path / "plain" / "run" / "metrics.jsonl")]
@@ -52,7 +78,7 @@ def test_short_run_loss_curve_matches_plain_path(fm_root, tmp_path):
     assert len(a) == len(b) == 12
     for x, y in zip(a, b):
         assert abs(x - y) <= 0.03 * abs(x) + 1e-3, (a, b)
-    assert b[-1] < b[0]
+    assert max(a) - min(a) > 0.02 * abs(a[0])  # it trains (DINOv2's loss need not fall this early)
 
 
 def test_bench_runs_on_cpu_and_compares_paths(capsys, tmp_path):
@@ -185,6 +211,27 @@ def test_grad_checkpointing_gives_the_same_step(monkeypatch):
     assert len(calls) == 2  # the checkpointed run: 2 blocks, both student views in one call (teacher: no grad)
     assert torch.equal(l0, l1) and len(g0) == len(g1)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+
+
+def test_compare_precision_times_fp32_and_bf16_side_by_side(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--device", "cpu", "--objective", "lut", "--model", "vit_tiny", "--width", "32",
+                 "--depth", "2", "--heads", "2", "--img-size", "28", "--patch-size", "7", "--channels", "1",
+                 "--batch-size", "8", "--steps", "2", "--warmup", "1", "--compare-precision", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [(r["path"], r["dtype"]) for r in rows] == [("optimised", "fp32"), ("optimised", "bf16")]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert rows[0]["options"].startswith("fp32,") and rows[1]["options"].startswith("bf16,")
+    ratio = rows[0]["step_s"] / rows[1]["step_s"]
+    assert f"bf16 / fp32: {ratio:.2f}x images/s (median of 2 interleaved steps each" in text
+    assert main(["bench", "--device", "cpu", "--compare-precision", "--profile", "p"]) == 2
+    assert "--profile profiles one path" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="compare_precision"):
+        bench_pair(bench_config(objective="mae", **TINY), replace(ONE_STEP, compare_precision=True), "plain")
 
 
 def test_bench_pair_labels_the_eager_baseline_and_refuses_unknown_ones():

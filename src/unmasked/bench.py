@@ -16,7 +16,8 @@ memory, device and dtype. Three paths:
   default AdamW, a per-parameter EMA loop), the step behind the "fused attention" anchors of
   docs/speed.md, so that the 2x target is a ratio measured side by side on any GPU.
 
-`--compare-plain` / `--compare-reference` time a baseline and the optimised path in one process.
+`--compare-plain` / `--compare-reference` time a baseline and the optimised path in one process;
+`--compare-precision` the optimised path in fp32 and in bf16 autocast, the same way.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class BenchOptions:
     path: str = "optimised"  # "optimised", "plain" or "reference" (see the module docstring)
     with_augment: bool = False  # time the batched augmentation of uint8 images too
     profile: str | None = None  # folder for a torch.profiler trace and op table
+    compare_precision: bool = False  # bench_pair: the optimised step in fp32 beside it in bf16 autocast
 
 
 def bench_config(**options) -> PretrainConfig:
@@ -121,8 +123,7 @@ class _OpCounter(TorchDispatchMode):
 
 def path_precision(path: str, precision: str, device: torch.device) -> str:
     """plain: fp32; reference: fp16 with a gradient scaler on CUDA, as the published code (fp32 on a
-    CPU); optimised: --precision as training resolves it (auto: bf16 on CUDA, fp16 on a GPU without
-    bf16, fp32 on a CPU)."""
+    CPU); optimised: --precision as training resolves it (devices.choose_precision)."""
     if path == "plain":
         return "fp32"
     if path == "reference":
@@ -324,24 +325,37 @@ def _own_peak(runner: _Runner) -> tuple[float | None, float | None]:
     return _peaks(runner.device)
 
 
-def bench_pair(cfg: PretrainConfig, options: BenchOptions | None = None, baseline: str = "plain") -> list[dict]:
+def _with_precision(cfg: PretrainConfig, precision: str) -> PretrainConfig:
+    out = copy.deepcopy(cfg)  # (not dataclasses.replace: objective options are not init fields)
+    out.precision = precision
+    return out
+
+
+def bench_pair(cfg: PretrainConfig, options: BenchOptions | None = None, baseline: str | None = None) -> list[dict]:
     """A baseline and the optimised path in one process, their steps interleaved (baseline,
     optimised, baseline, ...) so that drift in the machine's speed hits both alike; each figure is
-    the median step. Baselines: "plain", "reference", or "eager" (the optimised path without
-    torch.compile, beside the compiled one). Each path's peak memory is taken while the other
-    model is not resident: the baseline's before the optimised model is built, the optimised
-    path's after the baseline is freed."""
+    the median step. Baselines: "plain" (the default), "reference", or "eager" (the optimised path
+    without torch.compile, beside the compiled one); with `options.compare_precision`, the
+    optimised path in fp32 beside itself in bf16 autocast (the baseline, if given, must be None).
+    Each path's peak memory is taken while the other model is not resident: the baseline's before
+    the optimised model is built, the optimised path's after the baseline is freed."""
     options = options or BenchOptions()
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline {baseline!r}: expected one of {', '.join(BASELINES)}")
+    if options.compare_precision:
+        if baseline is not None:
+            raise ValueError(f"baseline {baseline!r}: compare_precision sets fp32 beside bf16, with no other baseline")
+        base_cfg, fast_cfg, base_path = _with_precision(cfg, "fp32"), _with_precision(cfg, "bf16"), "optimised"
+    else:
+        baseline = baseline or "plain"
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline {baseline!r}: expected one of {', '.join(BASELINES)}")
+        base_cfg = copy.deepcopy(cfg)
+        base_cfg.compile = False
+        fast_cfg, base_path = cfg, "optimised" if baseline == "eager" else baseline
     device = resolve_device(cfg.device)
-    eager = copy.deepcopy(cfg)  # (not dataclasses.replace: objective options are not init fields)
-    eager.compile = False
-    base = _Runner(eager, replace(options, path="optimised" if baseline == "eager" else baseline, profile=None),
-                   device)
+    base = _Runner(base_cfg, replace(options, path=base_path, profile=None), device)
     base_prep = base.warm_up()
     base_peaks = _own_peak(base)
-    fast = _Runner(cfg, replace(options, path="optimised", profile=None), device)
+    fast = _Runner(fast_cfg, replace(options, path="optimised", profile=None), device)
     fast_prep = fast.warm_up()
     times: list[list[float]] = [[], []]
     for _ in range(options.steps):
@@ -358,6 +372,15 @@ def bench_pair(cfg: PretrainConfig, options: BenchOptions | None = None, baselin
     (warmup_s, flops, ops) = fast_prep
     rows.append(fast.result(statistics.median(times[1]), flops, ops, warmup_s, _own_peak(fast)))
     return rows
+
+
+def pair_line(rows: list[dict], steps: int) -> str:
+    """The ratio line under a pair: the compared path's images/s over the baseline's."""
+    base, other = rows
+    label = (f"{other['dtype']} / {base['dtype']}" if base["path"] == other["path"] == "optimised"
+             and base["dtype"] != other["dtype"] else f"{other['path']} / {base['path']}")
+    return (f"{label}: {base['step_s'] / other['step_s']:.2f}x images/s (median of {steps} interleaved "
+            "steps each, same process)")
 
 
 def profile_steps(runner: _Runner, out: Path) -> float | None:

@@ -289,7 +289,8 @@ def _add_bench_parser(sub) -> None:
                               "--img-size 28 --patch-size 7 --channels 1 --batch-size 256 --dino-local-crops 4  "
                               "# the CPU demo's model\n"
                               "  unmasked bench --compare-plain ...     # plain fp32 path vs optimised, one run\n"
-                              "  unmasked bench --compare-reference ... # the published code's step vs optimised")
+                              "  unmasked bench --compare-reference ... # the published code's step vs optimised\n"
+                              "  unmasked bench --compare-precision ... # fp32 vs bf16 autocast, one run")
     bo = b.add_argument_group("benchmark")
     bo.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
     bo.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
@@ -311,6 +312,9 @@ def _add_bench_parser(sub) -> None:
     paths.add_argument("--compare-eager", dest="baseline", action="store_const", const="eager",
                        help="with --compile: the optimised path without compile beside the compiled one (what "
                             "compile and CUDA graphs add)")
+    paths.add_argument("--compare-precision", action="store_true",
+                       help="the optimised path in fp32 and in bf16 autocast in one process, steps interleaved; "
+                            "prints both and their ratio (what --precision auto weighs on this machine)")
     bo.add_argument("--profile", default=None, metavar="DIR",
                     help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
                          "wall time spent in kernels")
@@ -649,10 +653,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from unmasked.bench import BenchOptions, bench, bench_config, bench_pair, format_result
+    from unmasked.bench import (
+        BenchOptions,
+        bench,
+        bench_config,
+        bench_pair,
+        format_result,
+        pair_line,
+    )
 
-    if args.profile and args.baseline:
-        raise UserError("--profile profiles one path: drop --compare-plain/--compare-reference/--compare-eager")
+    if args.profile and (args.baseline or args.compare_precision):
+        raise UserError("--profile profiles one path: drop --compare-plain/--compare-reference/--compare-eager/"
+                        "--compare-precision")
     compiled = getattr(args, "compile", False)
     if args.baseline == "eager" and not compiled:
         raise UserError("--compare-eager sets the eager step beside the compiled one: add --compile")
@@ -664,16 +676,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     typed = {f.name for f in all_option_fields() if hasattr(args, f.name)} - NOT_BENCH_OPTIONS
     cfg = bench_config(**{name: getattr(args, name) for name in typed})
     options = BenchOptions(steps=args.steps, warmup=args.warmup, path=args.path, with_augment=args.with_augment,
-                           profile=args.profile)
-    results = bench_pair(cfg, options, baseline=args.baseline) if args.baseline else [bench(cfg, options)]
+                           profile=args.profile, compare_precision=args.compare_precision)
+    paired = args.baseline or args.compare_precision
+    results = bench_pair(cfg, options, baseline=args.baseline) if paired else [bench(cfg, options)]
     for r in results:
         print(format_result(r))
     if results[0]["device_type"] == "cpu":
         print("note: measured on a CPU; GPU anchors and targets (docs) are not comparable with these figures; "
               "peak memory is measured on CUDA only")
     if len(results) == 2:
-        print(f"optimised / {results[0]['path']}: {speedup(results[0], results[1]):.2f}x images/s "
-              f"(median of {args.steps} interleaved steps each, same process)")
+        print(pair_line(results, args.steps))
     if args.json:
         try:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -143,7 +143,9 @@ class PretrainConfig:
                     rule=int_range(0, MAX_SEED, "seed 0, like any other seed"))
     device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'", "run", rule=DEVICE)
     precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp16 with a gradient scaler on a GPU without "
-                         "bf16 such as V100 or T4, fp32 on CPU), 'fp32', 'bf16' or 'fp16'", "run",
+                         "bf16 such as V100 or T4; on a CPU bf16 autocast where it has AVX-512 BF16 or AMX and a "
+                         "timed bf16 product, cached per machine, confirms it is fast, else fp32; the run "
+                         "records what it chose), 'fp32', 'bf16' or 'fp16'", "run",
                          choices=("auto", "fp32", "bf16", "fp16"), rule=CHOICE)
     compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance", rule=FLAG)
     compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "

@@ -20,10 +20,11 @@ from unmasked.data.augment import BatchAugment
 from unmasked.data.dataset import channel_stats, is_fashion_mnist, load_data
 from unmasked.data.loader import TrainBatches
 from unmasked.data.recipe import small_images, train_base_size
-from unmasked.devices import autocast_dtype, resolve_precision
+from unmasked.devices import Precision, autocast_dtype, choose_precision
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.files import atomic_write_text, remove_stale_temp_files
 from unmasked.lock import RunLock
+from unmasked.notes import note
 from unmasked.paths import record_absolute_paths
 from unmasked.rng import BatchRandom
 from unmasked.train import checkpoint as ckpt
@@ -196,6 +197,12 @@ class Pretrainer:
             cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data) or small_images(cfg))
         cfg.objective_options.resolve_device(self.device.type == "cuda" or self.env.enabled)
         validate(cfg)
+        self.precision_choice = self._choose_precision(cfg, resume, explicit)
+        # config.json and the checkpoint record the precision trained in, so a resume keeps it
+        cfg.precision = self.precision = self.precision_choice.name
+        self.autocast_dtype = autocast_dtype(self.precision)
+        if self.env.is_main:
+            note(self.precision_choice.line())
         if self._warm is not None:
             check_fits(spec_from_config(cfg), self._warm)
         if self.env.is_main:
@@ -205,6 +212,19 @@ class Pretrainer:
             self._lock = RunLock(self.run_dir, "pretrain").acquire()
             remove_stale_temp_files(self.run_dir)
         return cfg, resume_state
+
+    def _choose_precision(self, cfg: PretrainConfig, resume: bool, explicit: set[str]) -> Precision:
+        """--precision resolved for this device (devices.choose_precision); on a resume without
+        --precision, the run's own."""
+        from_run = resume and "precision" not in explicit
+        choice = choose_precision(cfg.precision, self.device, recorded=from_run,
+                                  saved_auto=from_run and cfg.precision == "auto")
+        if self.env.enabled and self.device.type == "cpu" and cfg.precision == "auto":
+            # one precision for every process: bf16 only where each process's CPU check found it fast
+            slow_somewhere = broadcast_flag(self.env, choice.name != "bf16", self.device)
+            if slow_somewhere and choice.name == "bf16":
+                choice = Precision("fp32", "auto: another process found bf16 slow on its CPU")
+        return choice
 
     def _load_data(self, resume_state: dict | None) -> None:
         cfg = self.cfg
@@ -249,7 +269,7 @@ class Pretrainer:
         self.objective.set_step_values(self.schedules.objective_values(0))  # the probe runs a real forward
         accum = memory.preflight(cfg, self.objective, self.augments, channels=self.data.channels,
                                  base_size=self.data.base_size, device=self.device, env=self.env,
-                                 autocast_dtype=autocast_dtype(resolve_precision(cfg.precision, self.device)),
+                                 autocast_dtype=self.autocast_dtype,
                                  auto_accum=self._auto_accum)
         if accum != cfg.accum_steps:
             cfg.accum_steps = accum
@@ -260,8 +280,7 @@ class Pretrainer:
         self.optimizer = build_optimizer(self.objective.student, cfg.peak_lr(), cfg.weight_decay, self.device,
                                          **optimizer_options(cfg, self.objective))
         # fp16 autocast needs a gradient scaler (bf16 and fp32 do not): its scale is checkpointed
-        fp16 = resolve_precision(cfg.precision, self.device) == "fp16"
-        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
     def _build_schedules(self) -> None:
         self.schedules = StepSchedules.for_run(self.cfg, self.objective, self.total_steps, self.steps_per_epoch)
@@ -273,8 +292,6 @@ class Pretrainer:
             self._warm_start()
 
     def _wrap_for_training(self) -> None:
-        self.precision = resolve_precision(self.cfg.precision, self.device)
-        self.autocast_dtype = autocast_dtype(self.precision)
         student_call = self.objective.student
         if self.env.enabled:
             student_call = DDP(self.objective.student, device_ids=[self.device.index] if self.device.type == "cuda"
