@@ -49,6 +49,7 @@ def test_report_from_finished_runs(tmp_path):
     assert "| mae | 81.00 ± 1.00 sd (80.00, 81.00, 82.00) |" in md
     assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 | 83.10 |" in md
     assert "Holm-corrected over the family of all 7 differences" in md and "seed variation only" in md
+    assert "Holm changes none of the 7 verdicts" in md and res["holm"]["verdicts_changed"] == 0
     assert "attention distance, last layers (px)" not in md  # the column names the layers it averages
     assert "training FLOPs: n/a" in md or "training PFLOPs" in md
     for name in ("attention_distance.png", "knn_monitor.png"):
@@ -103,3 +104,21 @@ def test_the_study_reads_the_file_its_evaluation_options_write():
     assert result_file("knn", ["--img-size", "56"], cfg) == "knn-img56.json"
     assert result_file("knn", ["--k", "5", "--temperature", "0.5"], cfg) == "knn-k5-T0.5.json"
     assert result_file("linear", ["--epochs", "30", "--data", "/x/other"], cfg) == "linear-epochs30-on-other.json"
+
+
+def test_report_says_how_many_verdicts_holm_changes(tmp_path):
+    """lut - mae = 1, 2, 1.5 points on kNN and linear (p = 0.035 each, 95% interval excluding 0),
+    and exactly 1 px on the attention distance (p = 0): Holm over 7 keeps only the latter."""
+    knn = {"mae": {0: 80.0, 1: 81.0, 2: 82.0}, "lut": {0: 81.0, 1: 83.0, 2: 83.5}}
+    study = load_study(tiny_study(tmp_path, seeds="[0, 1, 2]", evals="knn = true\nlinear = true\nanalyze = true"))
+    for r in study.runs:
+        _fake_run(r.dir, knn[r.arm][r.seed], 11.0 + r.seed if r.arm == "mae" else 12.0 + r.seed)
+    res = write_report(study, "unmasked study tiny.toml")
+    changed = [d for d in res["differences"] if d.get("verdict_unadjusted") != d["verdict"]]
+    assert {d["metric"] for d in changed} == {"knn20_cls", "knn20_mean", "linear_cls", "linear_mean"}
+    assert all(d["verdict_unadjusted"] == "higher" and d["verdict"] == "not distinguishable" for d in changed)
+    assert res["holm"]["verdicts_changed"] == 4 and res["holm"]["family"] == 7
+    md = (study.out / "report.md").read_text()
+    assert "Holm changes 4 of the 7 verdicts the unadjusted 95% intervals give" in md
+    stored = json.loads((study.out / "study.json").read_text())
+    assert stored["holm"]["verdicts_changed"] == 4

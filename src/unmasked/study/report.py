@@ -284,6 +284,15 @@ def differences_blocks(study: Study, built: dict) -> list:
             doc.Table(rows)]
 
 
+def holm_changes(built: dict) -> str:
+    """One sentence: how many verdicts Holm's correction changes against the unadjusted 95% intervals."""
+    n, family = built["changed_by_holm"], built["family"]
+    if not n:
+        return f"Holm changes none of the {family} verdicts the unadjusted 95% intervals give."
+    return (f"Holm changes {n} of the {family} verdicts the unadjusted 95% intervals give (their interval "
+            "excludes 0, the corrected verdict is \"not distinguishable\").")
+
+
 def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes: list[str],
            figs: list[doc.Figure]) -> list:
     out = [doc.Heading(f"Study {study.name}", 1),
@@ -303,7 +312,8 @@ def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes
                               f"interval (Student's t over seeds). The verdict words (higher / lower / not "
                               f"distinguishable) are Holm-corrected over the family of all "
                               f"{built['family']} differences below (pairs x metrics), at a family-wise error "
-                              f"of 5%; \"not distinguishable\" gives the range the interval still allows."),
+                              f"of 5%; \"not distinguishable\" gives the range the interval still allows. "
+                              f"{holm_changes(built)}"),
                 doc.Bullets([d["sentence"] for d in built["differences"]])]
     if notes:
         out += [doc.Heading("Notes"), doc.Bullets(notes)]
@@ -325,6 +335,8 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         notes.append(f"{len(unfinished)} of {len(study.runs)} runs not finished: {', '.join(unfinished)}")
     if not any(g["summary"]["train_pflops"] for g in built["groups"]):
         notes.append("training FLOPs: n/a (no run's training step could be rebuilt from its config.json)")
+    for m in study.matches:  # epochs the study file did not type: where they come from
+        notes.append(f"{group_label(m.arm, m.point)}: {m.why()}")
     pixels = pixel_reference(study, built, raw, notes)
     if pixels is None:
         notes.append("raw-pixel row: not computed yet (each kNN / linear evaluation writes it)")
@@ -347,6 +359,8 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         "groups": [{k: g[k] for k in ("arm", "point", "label", "runs", "summary")} for g in built["groups"]],
         "differences": built["differences"],
         "holm": {"family": built["family"], "alpha": 0.05, "verdicts_changed": built["changed_by_holm"]},
+        "match_compute": [{"arm": m.arm, "point": m.point, "reference": m.reference, "epochs": m.epochs,
+                           "exact_epochs": m.exact_epochs, "flops_ratio": m.ratio} for m in study.matches],
         "raw_pixels": pixels, "notes": notes, "trained_on": devices, "provenance": prov,
         "files": files + ["study.json"] + doc.figures_of(figs),
         "time_s": round(time.perf_counter() - t0, 1),
