@@ -163,3 +163,14 @@ def test_match_compute_sets_the_epochs_nearest_equal_training_flops(tmp_path, ca
 def test_match_compute_refuses_what_it_cannot_honour(tmp_path, arms, match):
     with pytest.raises(UserError, match=match):
         load_study(tiny_study(tmp_path, arms=arms))
+
+
+def test_the_committed_cpu_studys_dinov2_epoch_is_its_compute_match_to_lut(tmp_path):
+    """fm-cpu.toml says so in its DINOv2 arm's comment; its runs exist, so the arm keeps epochs = 1."""
+    text = (STUDIES / "fm-cpu.toml").read_text()
+    dinov2 = text.index("[arms.dinov2]")
+    assert text[dinov2:].index("\nepochs = 1\n") < text[dinov2:].index("[arms.", 1)
+    matched = tmp_path / "fm-cpu.toml"
+    matched.write_text(text[:dinov2] + text[dinov2:].replace("\nepochs = 1\n", '\nmatch_compute = "lut"\n', 1))
+    (m,) = load_study(matched).matches
+    assert (m.arm, m.reference, m.epochs) == ("dinov2", "lut", 1) and round(m.ratio, 2) == 1.13
