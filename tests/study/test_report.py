@@ -122,3 +122,15 @@ def test_report_says_how_many_verdicts_holm_changes(tmp_path):
     assert "Holm changes 4 of the 7 verdicts the unadjusted 95% intervals give" in md
     stored = json.loads((study.out / "study.json").read_text())
     assert stored["holm"]["verdicts_changed"] == 4
+
+
+def test_report_says_where_matched_epochs_come_from(tmp_path):
+    arms = '[arms.mae]\nepochs = 6\n[arms.lut]\nmatch_compute = "mae"\nwarmup_epochs = 0.1\n'
+    study = load_study(tiny_study(tmp_path, arms=arms, seeds="[0]", evals="knn = true"))
+    for r in study.runs:
+        _fake_run(r.dir, 80.0, 11.0)
+    res = write_report(study, "unmasked study tiny.toml")
+    (m,) = study.matches
+    assert res["match_compute"] == [{"arm": "lut", "point": {}, "reference": "mae", "epochs": m.epochs,
+                                     "exact_epochs": m.exact_epochs, "flops_ratio": m.ratio}]
+    assert f"lut: epochs {m.epochs} from match_compute = 'mae'" in (study.out / "report.md").read_text()
