@@ -134,3 +134,15 @@ def test_report_says_where_matched_epochs_come_from(tmp_path):
     assert res["match_compute"] == [{"arm": "lut", "point": {}, "reference": "mae", "epochs": m.epochs,
                                      "exact_epochs": m.exact_epochs, "flops_ratio": m.ratio}]
     assert f"lut: epochs {m.epochs} from match_compute = 'mae'" in (study.out / "report.md").read_text()
+
+
+def test_the_pixel_row_takes_each_protocol_from_a_run_that_has_it(tmp_path):
+    """A study still running: the first run has no linear result yet, another has; no false note."""
+    study = load_study(tiny_study(tmp_path, seeds="[0, 1]", evals="knn = true\nlinear = true"))
+    for r in study.runs:
+        _fake_run(r.dir, 80.0, 11.0)
+    (study.runs[0].dir / "linear.json").unlink()
+    res = write_report(study, "unmasked study tiny.toml")
+    assert res["raw_pixels"] == {"knn": 84.6, "linear": 83.1, "view": "native 16 px image"}
+    assert not any("different pixel rows" in n for n in res["notes"])
+    assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 | 83.10 |" in (study.out / "report.md").read_text()
