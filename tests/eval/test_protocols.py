@@ -88,3 +88,24 @@ def test_k_above_the_training_set_is_labelled_with_the_k_used(fm_root, tmp_path,
     from unmasked.analysis.report import _knn_cell
 
     assert "(k=12: all training images)" in _knn_cell(result)
+
+
+def test_the_features_precision_is_recorded_and_keys_the_cache(fm_root, tmp_path, monkeypatch, capsys):
+    """float32 on a CPU; features computed under bf16 autocast (as on a GPU) are another cache entry
+    and say so in the result file."""
+    import torch
+
+    from unmasked.eval import common, features
+
+    pretrain(tiny_config(tmp_path, steps=1), progress=False)
+    run, data = tmp_path / "run", _folder(tmp_path / "images")
+    _knn(run, data, "--k", "3")
+    fp32 = json.loads((run / "knn-k3-on-images.json").read_text())
+    assert fp32["precision"] == "float32"
+    bf16 = lambda device: torch.bfloat16  # noqa: E731 - what a GPU gets, here on the CPU
+    monkeypatch.setattr(features, "feature_autocast", bf16)
+    monkeypatch.setattr(common, "feature_autocast", bf16)
+    _knn(run, data, "--k", "3")
+    assert json.loads((run / "knn-k3-on-images.json").read_text())["precision"] == "bfloat16 autocast"
+    assert len(list((run / "features").glob("train-*.pt"))) == 2  # not the float32 entry
+    capsys.readouterr()

@@ -49,6 +49,7 @@ def test_report_from_finished_runs(tmp_path):
     assert "| mae | 81.00 ± 1.00 sd (80.00, 81.00, 82.00) |" in md
     assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 | 83.10 |" in md
     assert "Holm-corrected over the family of all 7 differences" in md and "seed variation only" in md
+    assert "Holm changes none of the 7 verdicts" in md and res["holm"]["verdicts_changed"] == 0
     assert "attention distance, last layers (px)" not in md  # the column names the layers it averages
     assert "training FLOPs: n/a" in md or "training PFLOPs" in md
     for name in ("attention_distance.png", "knn_monitor.png"):
@@ -103,3 +104,45 @@ def test_the_study_reads_the_file_its_evaluation_options_write():
     assert result_file("knn", ["--img-size", "56"], cfg) == "knn-img56.json"
     assert result_file("knn", ["--k", "5", "--temperature", "0.5"], cfg) == "knn-k5-T0.5.json"
     assert result_file("linear", ["--epochs", "30", "--data", "/x/other"], cfg) == "linear-epochs30-on-other.json"
+
+
+def test_report_says_how_many_verdicts_holm_changes(tmp_path):
+    """lut - mae = 1, 2, 1.5 points on kNN and linear (p = 0.035 each, 95% interval excluding 0),
+    and exactly 1 px on the attention distance (p = 0): Holm over 7 keeps only the latter."""
+    knn = {"mae": {0: 80.0, 1: 81.0, 2: 82.0}, "lut": {0: 81.0, 1: 83.0, 2: 83.5}}
+    study = load_study(tiny_study(tmp_path, seeds="[0, 1, 2]", evals="knn = true\nlinear = true\nanalyze = true"))
+    for r in study.runs:
+        _fake_run(r.dir, knn[r.arm][r.seed], 11.0 + r.seed if r.arm == "mae" else 12.0 + r.seed)
+    res = write_report(study, "unmasked study tiny.toml")
+    changed = [d for d in res["differences"] if d.get("verdict_unadjusted") != d["verdict"]]
+    assert {d["metric"] for d in changed} == {"knn20_cls", "knn20_mean", "linear_cls", "linear_mean"}
+    assert all(d["verdict_unadjusted"] == "higher" and d["verdict"] == "not distinguishable" for d in changed)
+    assert res["holm"]["verdicts_changed"] == 4 and res["holm"]["family"] == 7
+    md = (study.out / "report.md").read_text()
+    assert "Holm changes 4 of the 7 verdicts the unadjusted 95% intervals give" in md
+    stored = json.loads((study.out / "study.json").read_text())
+    assert stored["holm"]["verdicts_changed"] == 4
+
+
+def test_report_says_where_matched_epochs_come_from(tmp_path):
+    arms = '[arms.mae]\nepochs = 6\n[arms.lut]\nmatch_compute = "mae"\nwarmup_epochs = 0.1\n'
+    study = load_study(tiny_study(tmp_path, arms=arms, seeds="[0]", evals="knn = true"))
+    for r in study.runs:
+        _fake_run(r.dir, 80.0, 11.0)
+    res = write_report(study, "unmasked study tiny.toml")
+    (m,) = study.matches
+    assert res["match_compute"] == [{"arm": "lut", "point": {}, "reference": "mae", "epochs": m.epochs,
+                                     "exact_epochs": m.exact_epochs, "flops_ratio": m.ratio}]
+    assert f"lut: epochs {m.epochs} from match_compute = 'mae'" in (study.out / "report.md").read_text()
+
+
+def test_the_pixel_row_takes_each_protocol_from_a_run_that_has_it(tmp_path):
+    """A study still running: the first run has no linear result yet, another has; no false note."""
+    study = load_study(tiny_study(tmp_path, seeds="[0, 1]", evals="knn = true\nlinear = true"))
+    for r in study.runs:
+        _fake_run(r.dir, 80.0, 11.0)
+    (study.runs[0].dir / "linear.json").unlink()
+    res = write_report(study, "unmasked study tiny.toml")
+    assert res["raw_pixels"] == {"knn": 84.6, "linear": 83.1, "view": "native 16 px image"}
+    assert not any("different pixel rows" in n for n in res["notes"])
+    assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 | 83.10 |" in (study.out / "report.md").read_text()

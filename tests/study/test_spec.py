@@ -131,3 +131,50 @@ def test_values_that_would_fail_hours_later_are_refused_by_the_dry_run(tmp_path,
         load_study(path)
     assert main(["study", str(path), "--dry-run"]) == 2
     assert "unmasked: error: study file" in capsys.readouterr().err
+
+
+MATCHED = '[arms.mae]\nepochs = 6\n[arms.lut]\nmatch_compute = "mae"\nwarmup_epochs = 0.1\n'
+
+
+def test_match_compute_sets_the_epochs_nearest_equal_training_flops(tmp_path, capsys):
+    study = load_study(tiny_study(tmp_path, arms=MATCHED, seeds="[0, 1]"))
+    (m,) = study.matches
+    assert (m.arm, m.reference, m.ref_epochs) == ("lut", "mae", 6)
+    assert m.flops_per_image > m.ref_flops_per_image  # two views and a teacher cost more than MAE's visible quarter
+    lut = [r for r in study.runs if r.arm == "lut"]
+    assert len(lut) == 2 and all(r.options["epochs"] == m.epochs for r in lut)
+    assert all("--epochs" in r.argv and r.argv[r.argv.index("--epochs") + 1] == str(m.epochs) for r in lut)
+    flops = {e: e * m.images_per_epoch * m.flops_per_image for e in range(1, 20)}
+    assert m.epochs == min(flops, key=lambda e: abs(flops[e] - m.ref_flops))  # the nearest whole number
+    assert m.ratio == pytest.approx(flops[m.epochs] / m.ref_flops)
+    assert main(["study", str(tmp_path / "tiny.toml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"lut: epochs {m.epochs} from match_compute = 'mae': mae trains 6 epoch(s)" in out
+    assert f"{m.ratio:.2f}x mae's training FLOPs" in out
+
+
+@pytest.mark.parametrize("arms,match", [
+    ('[arms.mae]\n[arms.lut]\nmatch_compute = "mae"\nepochs = 2\n',
+     r"\[arms.lut\] match_compute = 'mae': the arm also sets epochs = 2; keep one"),
+    ('[arms.mae]\n[arms.lut]\nmatch-compute = "mea"\n',
+     r"match_compute = 'mea': expected the name of another arm \(mae\)"),
+    ('[arms.mae]\nmatch_compute = "mae"\n', r"match_compute = 'mae': expected the name of another arm \(none\)"),
+    ('[arms.mae]\nmatch_compute = "lut"\n[arms.lut]\nmatch_compute = "mae"\n',
+     r"arm lut sets its epochs by match_compute too"),
+    ('[arms.mae]\nsteps = 5\n[arms.lut]\nmatch_compute = "mae"\n', r"steps is set, which stops training"),
+    ('[arms.mae]\n[arms.lut]\nmatch_compute = "mae"\n[grid]\nepochs = [1, 2]\n', r"\[grid\] sets epochs too"),
+])
+def test_match_compute_refuses_what_it_cannot_honour(tmp_path, arms, match):
+    with pytest.raises(UserError, match=match):
+        load_study(tiny_study(tmp_path, arms=arms))
+
+
+def test_the_committed_cpu_studys_dinov2_epoch_is_its_compute_match_to_lut(tmp_path):
+    """fm-cpu.toml says so in its DINOv2 arm's comment; its runs exist, so the arm keeps epochs = 1."""
+    text = (STUDIES / "fm-cpu.toml").read_text()
+    dinov2 = text.index("[arms.dinov2]")
+    assert text[dinov2:].index("\nepochs = 1\n") < text[dinov2:].index("[arms.", 1)
+    matched = tmp_path / "fm-cpu.toml"
+    matched.write_text(text[:dinov2] + text[dinov2:].replace("\nepochs = 1\n", '\nmatch_compute = "lut"\n', 1))
+    (m,) = load_study(matched).matches
+    assert (m.arm, m.reference, m.epochs) == ("dinov2", "lut", 1) and round(m.ratio, 2) == 1.13

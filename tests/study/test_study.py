@@ -124,3 +124,16 @@ def test_killed_study_continues_to_the_same_numbers(tmp_path):
     r = subprocess.run(_study_cli(path), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     _assert_same(_numbers(study), _numbers(load_study(reference)))
+
+
+def test_match_compute_counts_the_flops_the_finished_runs_report(finished):
+    """The count made before anything runs (match_compute) is the one the report's compute column
+    makes from each finished run's config.json and summary.json."""
+    from unmasked.analysis.compute import training_compute
+    from unmasked.study.matching import _flops_and_images
+
+    for run in load_study(finished).runs:
+        flops_per_image, per_epoch, epochs = _flops_and_images(run, "test")
+        done = training_compute(run.dir)
+        assert flops_per_image == pytest.approx(done["flops_per_image"], rel=1e-9), run.name
+        assert per_epoch * epochs == done["images_seen"], run.name

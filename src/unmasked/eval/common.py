@@ -11,7 +11,7 @@ from unmasked.data.dataset import ImageData, is_fashion_mnist, load_data
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.cache_key import feature_cache_key
-from unmasked.eval.features import extract_features
+from unmasked.eval.features import extract_features, feature_autocast
 from unmasked.eval.run_files import save_in_run, save_result
 from unmasked.eval.view import EvalView, eval_view_for
 from unmasked.run_folder import LoadedEncoder
@@ -77,9 +77,10 @@ def split_features(loaded: LoadedEncoder, data: ImageData, split: str, device: t
 
 
 def feature_precision(device: torch.device) -> str:
-    """How the features were computed: bf16 autocast on a GPU (extract_features), float32 elsewhere.
-    Part of the feature-cache key and of every result file."""
-    return "bfloat16 autocast" if torch.device(device).type == "cuda" else "float32"
+    """How the features were computed (extract_features' autocast): "bfloat16 autocast" on a GPU,
+    "float32" elsewhere. Part of the feature-cache key and of every result file."""
+    dtype = feature_autocast(torch.device(device))
+    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
 
 
 # The top-level keys of every result file (knn.json, linear.json, finetune.json and their variants),

@@ -27,6 +27,13 @@ def iterate_split(split: Split, batch_size: int, base: int, channels: int, num_w
             yield images, idx
 
 
+def feature_autocast(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of evaluation features: bf16 on a GPU; None on a CPU, where they stay
+    float32 whatever precision training used. The result files and feature-cache keys record it
+    (eval.common.feature_precision)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else None
+
+
 @torch.no_grad()
 def extract_features(
     encoder: ViTEncoder,  # or any timm VisionTransformer with .spec
@@ -50,13 +57,13 @@ def extract_features(
     size = size or encoder.spec.img_size
     prefix = num_prefix_tokens(encoder)
     out: dict[str, list[torch.Tensor]] = {"cls": [], "mean": [], "index": []}
-    autocast = device.type == "cuda"
+    autocast = feature_autocast(device)
     n_batches = (len(split) + batch_size - 1) // batch_size
     for images, idx in tqdm(iterate_split(split, batch_size, base, channels, num_workers), total=n_batches,
                             desc=desc, unit="batch", disable=not progress, leave=False):
         out["index"].append(idx)
         x = eval_view(images.to(device, non_blocking=True), size, mean, std, crop_pct)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             tokens = encoder_tokens(encoder, x)
         for k, v in pooled_features(tokens.float(), prefix).items():
             out[k].append(v.cpu())

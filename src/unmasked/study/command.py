@@ -90,6 +90,8 @@ def run_study(file: str, out: str | None = None, dry: bool = False, report_only:
     for d in result["differences"]:
         if d["metric"] in ("knn20_cls", "linear_cls"):
             print(f"  {d['sentence']}")
+    if result["holm"]["family"]:
+        print(f"  {result['holm']['sentence']}")
     for n in result["notes"]:
         print(f"  note: {n}")
     return result

@@ -220,12 +220,17 @@ def protocol_labels(study: Study, built: dict) -> dict[str, str]:
 def pixel_reference(study: Study, built: dict, raw: dict | None, notes: list[str]) -> dict | None:
     """The raw-pixel numbers, from the runs' own result files (the evaluation's pixel row)."""
     found = [r["pixels"] for r in built["per_run"].values() if r["pixels"]]
-    if found:
-        seen = {json.dumps(p, sort_keys=True) for p in found}
-        if len(seen) > 1:
+    if found:  # each entry from the first run that has it (a run may lack one evaluation so far)
+        merged, differ = {}, False
+        for key in ("knn", "linear", "view"):
+            values = [p[key] for p in found if p.get(key) is not None]
+            if values:
+                merged[key] = values[0]
+                differ |= len({json.dumps(v, sort_keys=True) for v in values}) > 1
+        if differ:
             notes.append("raw pixels: the runs' result files hold different pixel rows (different data or "
                          "evaluation view); the first is shown")
-        return found[0]
+        return merged
     if raw_is_current(raw) and "top1" in raw:
         return {"knn": raw["top1"]["20"], "view": raw["view"]["description"]}
     if raw is not None:
@@ -284,6 +289,17 @@ def differences_blocks(study: Study, built: dict) -> list:
             doc.Table(rows)]
 
 
+def holm_changes(built: dict) -> str:
+    """One sentence: how many verdicts Holm's correction changes against the unadjusted 95% intervals."""
+    n, family = built["changed_by_holm"], built["family"]
+    if not family:
+        return "No difference has an interval (one seed each), so Holm corrects nothing."
+    if not n:
+        return f"Holm changes none of the {family} verdicts the unadjusted 95% intervals give."
+    return (f"Holm changes {n} of the {family} verdicts the unadjusted 95% intervals give (their interval "
+            "excludes 0, the corrected verdict is \"not distinguishable\").")
+
+
 def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes: list[str],
            figs: list[doc.Figure]) -> list:
     out = [doc.Heading(f"Study {study.name}", 1),
@@ -303,7 +319,8 @@ def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes
                               f"interval (Student's t over seeds). The verdict words (higher / lower / not "
                               f"distinguishable) are Holm-corrected over the family of all "
                               f"{built['family']} differences below (pairs x metrics), at a family-wise error "
-                              f"of 5%; \"not distinguishable\" gives the range the interval still allows."),
+                              f"of 5%; \"not distinguishable\" gives the range the interval still allows. "
+                              f"{holm_changes(built)}"),
                 doc.Bullets([d["sentence"] for d in built["differences"]])]
     if notes:
         out += [doc.Heading("Notes"), doc.Bullets(notes)]
@@ -325,6 +342,8 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         notes.append(f"{len(unfinished)} of {len(study.runs)} runs not finished: {', '.join(unfinished)}")
     if not any(g["summary"]["train_pflops"] for g in built["groups"]):
         notes.append("training FLOPs: n/a (no run's training step could be rebuilt from its config.json)")
+    for m in study.matches:  # epochs the study file did not type: where they come from
+        notes.append(f"{group_label(m.arm, m.point)}: {m.why()}")
     pixels = pixel_reference(study, built, raw, notes)
     if pixels is None:
         notes.append("raw-pixel row: not computed yet (each kNN / linear evaluation writes it)")
@@ -344,7 +363,10 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
                   **built["per_run"][r.name]} for r in study.runs],
         "groups": [{k: g[k] for k in ("arm", "point", "label", "runs", "summary")} for g in built["groups"]],
         "differences": built["differences"],
-        "holm": {"family": built["family"], "alpha": 0.05, "verdicts_changed": built["changed_by_holm"]},
+        "holm": {"family": built["family"], "alpha": 0.05, "verdicts_changed": built["changed_by_holm"],
+                 "sentence": holm_changes(built)},
+        "match_compute": [{"arm": m.arm, "point": m.point, "reference": m.reference, "epochs": m.epochs,
+                           "exact_epochs": m.exact_epochs, "flops_ratio": m.ratio} for m in study.matches],
         "raw_pixels": pixels, "notes": notes, "trained_on": devices, "provenance": prov,
         "files": files + ["study.json"] + doc.figures_of(figs),
         "time_s": round(time.perf_counter() - t0, 1),

@@ -296,6 +296,9 @@ def dry_run(study: Study) -> dict:
         seen = f"{b['images_seen']:,}" if b["images_seen"] is not None else "?"
         print(f"  {name:<40} {obj:<10} {b['epochs']:>6} {b['steps'] or '?':>7} {seen:>12} {state:<16} "
               f"{fmt_duration(est)}")
+    for m in study.matches:  # epochs the study file did not type: say where they come from
+        where = "".join(f", {k}={v}" for k, v in m.point.items())
+        print(f"  {m.arm}{where}: {m.why()}")
     print(f"estimated time left: {fmt_duration(total)} on 2 CPU cores (a rough estimate anchored on the demo "
           "model's measured times; a GPU is much faster)")
     return {"runs": len(rows), "estimate_s": total}

@@ -10,6 +10,8 @@
     [arms.lut-w0]
     objective = "lut"
     lut_weight = 0.0
+    [arms.dinov2]
+    match_compute = "mae"           # epochs set so that its training FLOPs equal mae's (--dry-run says how)
     [arms.random]                   # no pretraining: a source measured as it is (random init, a
     encoder = "random:vit_tiny/4"   # timm:NAME with weights = "FILE", hf-hub:, local-dir:), seeded
     [grid]                          # optional ablations: every combination, for every arm
@@ -44,6 +46,7 @@ MANAGED = {"out": "the study names each run folder", "seed": "use the study's se
            "resume": "the study resumes half-finished runs itself", "help": "not an option",
            "no_progress": "pass --no-progress to `unmasked study`", "knn": "use [evals] knn = true"}
 EVALS = {"knn": ("eval", "knn"), "linear": ("eval", "linear"), "analyze": ("analyze",), "finetune": ("eval", "finetune")}
+MATCH_KEY = "match_compute"  # in an arm: its epochs set so that its training FLOPs equal the named arm's
 EVAL_MANAGED = {"run", "help", "no_progress", "out"}
 DEFAULT_EVALS = {"knn": {}, "linear": {}, "analyze": {}}
 DEFAULT_KNN_EVERY = 0.5  # studies watch the features improve; pretrain alone leaves the monitor off
@@ -73,6 +76,7 @@ class Study:
     evals: dict[str, list[str]]  # protocol -> extra command-line arguments
     pairs: list[tuple[str, str]]  # (b, a): report b - a
     runs: list[Run] = field(default_factory=list)
+    matches: list = field(default_factory=list)  # study.matching.Match: epochs set by match_compute
 
     @property
     def points(self) -> list[dict]:
@@ -210,13 +214,19 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
     if not isinstance(arms_raw, dict) or not arms_raw:
         raise UserError(f"{where}: no arms; add at least one [arms.NAME] table with objective = one of "
                         f"{', '.join(objectives)}")
-    arms = {}
+    arms, matches = {}, {}
     for arm, table in arms_raw.items():
         if not NAME.match(arm):
             raise UserError(f"{where}: arm name {arm!r}: use letters, digits, '-' and '.' (it names run folders)")
         if isinstance(table, dict) and "encoder" in table:
             arms[arm] = _encoder_arm(table, f"{where}: [arms.{arm}]")
             continue
+        if not isinstance(table, dict):
+            raise UserError(f"{where}: arms.{arm} = {table!r}: expected a table ([arms.{arm}] with objective = ...)")
+        table = dict(table)
+        for key in (MATCH_KEY, MATCH_KEY.replace("_", "-")):
+            if key in table:
+                matches[arm] = table.pop(key)
         opts = normalise_keys(table, actions, f"{where}: [arms.{arm}]", MANAGED)
         opts.setdefault("objective", arm if arm in objectives else None)
         if opts["objective"] not in objectives:
@@ -225,6 +235,7 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
         arms[arm] = opts
 
     grid = normalise_keys(raw.get("grid", {}), actions, f"{where}: [grid]", MANAGED)
+    _check_matches(arms, matches, recipe, grid, where)
     encoder_arms = [a for a, o in arms.items() if "encoder" in o]
     if grid and encoder_arms:
         raise UserError(f"{where}: [grid] varies pretraining options, but [arms.{encoder_arms[0]}] is not "
@@ -270,6 +281,19 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
     if study_out.exists() and not study_out.is_dir():
         raise UserError(f"{where}: out {study_out} is a file, expected a folder for the study's runs and report")
     study = Study(path, name, study_out, seeds, recipe, arms, grid, evals, pairs)
+
+    def typed_run(arm: str, arm_opts: dict, point: dict, seed: int) -> Run:
+        options = {**recipe, **arm_opts, **point, "seed": seed}
+        rname = run_name(arm, point, seed)
+        argv = to_argv(options, actions)
+        ns = parse_with(pre_parser, argv, f"{where}: run {rname}")
+        try:  # NaN, a negative seed, ...: refused now, not hours later when the run starts
+            check_values("pretrain", ns)
+        except UserError as e:
+            raise UserError(f"{where}: run {rname}: {e}") from None
+        typed = {k: getattr(ns, k) for k in options}
+        return Run(rname, arm, point, seed, typed, argv, study_out / rname)
+
     for arm, arm_opts in arms.items():
         if "encoder" in arm_opts:  # one results folder per seed, on the recipe's data
             for seed in seeds:
@@ -278,19 +302,43 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
                 study.runs.append(Run(rname, arm, {}, seed, options, [], study_out / rname))
             continue
         for point in study.points:
+            if arm in matches:
+                arm_opts = {**arms[arm], "epochs": _matched_epochs(study, arm, matches[arm], point, typed_run)}
             for seed in seeds:
-                options = {**recipe, **arm_opts, **point, "seed": seed}
-                rname = run_name(arm, point, seed)
-                argv = to_argv(options, actions)
-                ns = parse_with(pre_parser, argv, f"{where}: run {rname}")
-                try:  # NaN, a negative seed, ...: refused now, not hours later when the run starts
-                    check_values("pretrain", ns)
-                except UserError as e:
-                    raise UserError(f"{where}: run {rname}: {e}") from None
-                typed = {k: getattr(ns, k) for k in options}
-                study.runs.append(Run(rname, arm, point, seed, typed, argv, study_out / rname))
+                study.runs.append(typed_run(arm, arm_opts, point, seed))
     _refuse_shared_folders(study, where)
     return study
+
+
+def _check_matches(arms: dict, matches: dict, recipe: dict, grid: dict, where: str) -> None:
+    """match_compute = "REF": REF is another pretrained arm with its own epochs, and the arm types
+    no epochs of its own (they would contradict each other)."""
+    for arm, ref in matches.items():
+        here = f"{where}: [arms.{arm}] {MATCH_KEY} = {ref!r}"
+        if "epochs" in arms[arm]:
+            raise UserError(f"{here}: the arm also sets epochs = {arms[arm]['epochs']}; keep one (match_compute "
+                            "sets the epochs so that its training FLOPs equal the other arm's)")
+        if not isinstance(ref, str) or ref not in arms or ref == arm:
+            others = [a for a in arms if a != arm]
+            raise UserError(f"{here}: expected the name of another arm ({', '.join(others) or 'none'})")
+        if "encoder" in arms[ref] or ref in matches:
+            what = "is not pretrained" if "encoder" in arms[ref] else "sets its epochs by match_compute too"
+            raise UserError(f"{here}: arm {ref} {what}; match an arm that trains for epochs it sets itself")
+        if "epochs" in grid:
+            raise UserError(f"{here}: [grid] sets epochs too; keep one")
+        if any("steps" in t for t in (recipe, grid, arms[arm], arms[ref])):
+            raise UserError(f"{here}: steps is set, which stops training whatever the epochs; remove steps or "
+                            "set the epochs by hand")
+
+
+def _matched_epochs(study: Study, arm: str, ref: str, point: dict, typed_run) -> int:
+    from unmasked.study.matching import match_epochs  # counts FLOPs with torch; imports the runner
+
+    seed = study.seeds[0]
+    m = match_epochs(arm, ref, point, typed_run(arm, study.arms[arm], point, seed),
+                     typed_run(ref, study.arms[ref], point, seed), f"study file {study.path}: [arms.{arm}]")
+    study.matches.append(m)
+    return m.epochs
 
 
 def _refuse_shared_folders(study: Study, where: str) -> None:
