@@ -247,7 +247,9 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
         model = build_classifier(spec_kwargs, num_classes, recipe.drop_path, loaded.encoder.state_dict()).to(device)
     train = ds.train
     if recipe.batch_size > len(train):
-        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(train)} training images")
+        # the fine-tuning batch is `eval finetune --train-batch` (`--batch-size` there is the embedding batch)
+        raise UserError(f"--train-batch {recipe.batch_size} is larger than the {len(train)} training images; "
+                        f"give a smaller even --train-batch")
     tf = train_transform(recipe, loaded.spec.img_size, loaded.mean, loaded.std)
     loader = torch.utils.data.DataLoader(
         _AugmentedImages(train, ds.base_size, ds.channels, tf), batch_size=recipe.batch_size, shuffle=True,
