@@ -7,7 +7,7 @@ import os
 import random
 import re
 import tempfile
-import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unmasked.errors import UserError
+from unmasked.notes import warn
 from unmasked.train.write_errors import as_os_error
 
 FORMAT = "unmasked-checkpoint/1"
@@ -93,8 +94,8 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         removed.append(p)
         size += n
     if removed:
-        warnings.warn(f"{folder}: removed {len(removed)} temp file(s) ({size / 1e6:.1f} MB) left by an "
-                      f"interrupted write: {', '.join(p.name for p in removed)}", stacklevel=2)
+        warn(f"{folder}: removed {len(removed)} temp file(s) ({size / 1e6:.1f} MB) left by an "
+             f"interrupted write: {', '.join(p.name for p in removed)}")
     return removed
 
 
@@ -144,6 +145,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
+def _load_error(path: Path, e: Exception) -> str:
+    """Why torch.load failed, without its advice to retry with weights_only=False (which would run
+    whatever code a damaged or foreign file carries)."""
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive as torch.save writes: truncated, zero-filled or another kind of file"
+    first = (str(e).splitlines() or [""])[0]
+    kept = [s for s in re.split(r"(?<=\.) ", first) if "weights_only" not in s]
+    return f"{type(e).__name__}: {' '.join(kept)[:300] or 'unreadable'}"
+
+
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -151,7 +162,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is corrupt or not an "
+        raise UserError(f"checkpoint {path} cannot be read ({_load_error(path, e)}); it is corrupt or not an "
                         "unmasked checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not an unmasked checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
