@@ -30,7 +30,6 @@ import os
 import platform
 import statistics
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from unmasked.config import PretrainConfig, resolve_defaults, validate
 from unmasked.data.augment import BatchAugment
 from unmasked.devices import autocast_dtype, resolve_device, resolve_precision
 from unmasked.errors import UserError
+from unmasked.notes import warn
 from unmasked.objectives import registry
 from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
 from unmasked.train.loop import optimizer_options
@@ -409,8 +409,8 @@ def _kernel_busy_fraction(prof, compiled: bool, wall: float) -> float | None:
     kernels = [e for e in prof.events()
                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     if compiled and not any(e.name.startswith("triton") for e in kernels):
-        warnings.warn("the profile holds no compiled (triton) kernels: the GPU work inside CUDA graphs "
-                      "was not traced, so no busy fraction is reported", stacklevel=2)
+        warn("the profile holds no compiled (triton) kernels: the GPU work inside CUDA graphs "
+             "was not traced, so no busy fraction is reported")
         return None
     return busy_fraction([(e.time_range.start, e.time_range.end) for e in kernels], wall * 1e6)
 

@@ -12,6 +12,7 @@ from unmasked import __version__
 from unmasked.config import PretrainConfig, all_option_fields
 from unmasked.errors import TrainingStopped, UserError
 from unmasked.lock import run_folder_of, run_lock
+from unmasked.notes import tolerate_any_encoding
 from unmasked.option_rules import check_values, command_of
 from unmasked.paths import refuse_out_inside_data
 
@@ -633,9 +634,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     rk = r["spectrum"]["rankme"]
     print(f"  RankMe: CLS {rk['cls']:.1f}, mean-pooled {rk['mean']:.1f} (of {r['spectrum']['images']} images)")
     out = args.out or str(__import__("pathlib").Path(r["encoder"]).parent / "analysis")
-    print(f"  files in {out}: analysis.json, " + ", ".join(
-        f for v in r["files"].values() for f in (v if isinstance(v, list) else [v])))
-    return 0
+    if not r.get("not_saved"):
+        print(f"  files in {out}: analysis.json, " + ", ".join(
+            f for v in r["files"].values() for f in (v if isinstance(v, list) else [v])))
+    return _unsaved(r)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -646,7 +648,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"report written to {args.out}/report.md and {args.out}/report.html ({len(r['files'])} files)")
     for n in r["notes"]:
         print(f"  note: {n}")
-    return 0
+    return _unsaved(r)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -736,6 +738,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerate_any_encoding()
     try:
         return _main(argv)
     except BrokenPipeError:  # `unmasked ... | head -1`: the reader left; nothing more to say

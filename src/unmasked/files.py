@@ -16,10 +16,10 @@ import json
 import os
 import re
 import tempfile
-import warnings
 from pathlib import Path
 
 from unmasked.errors import UserError
+from unmasked.notes import warn
 
 try:
     from safetensors import SafetensorError
@@ -135,8 +135,8 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         removed.append(p)
         size += n
     if removed:
-        warnings.warn(f"{folder}: removed {len(removed)} temp file(s) ({size / 1e6:.1f} MB) left by an "
-                      f"interrupted write: {', '.join(p.name for p in removed)}", stacklevel=2)
+        warn(f"{folder}: removed {len(removed)} temp file(s) ({size / 1e6:.1f} MB) left by an "
+             f"interrupted write: {', '.join(p.name for p in removed)}")
     return removed
 
 

@@ -18,3 +18,12 @@ def note(message: str) -> None:
 def warn(message: str) -> None:
     """Something the user may want to act on (a skipped file, a value ignored): `unmasked: warning: ...`."""
     print(f"unmasked: warning: {message}", file=sys.stderr, flush=True)
+
+
+def tolerate_any_encoding() -> None:
+    """An ASCII-only stdout (PYTHONIOENCODING=ascii, a C locale) must not crash a summary that names
+    a non-ASCII path: characters it cannot encode are written as backslash escapes instead."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # absent on replaced streams (StringIO)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")

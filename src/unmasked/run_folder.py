@@ -61,6 +61,18 @@ def export_prefix(cfg: PretrainConfig) -> str:
         return "student.encoder."
 
 
+def config_from_file(path: Path) -> PretrainConfig:
+    """A run's config.json; an objective this version does not register is named with the file
+    (not as an `--objective` the user never typed)."""
+    data = read_json(path)
+    name = data.get("objective") if isinstance(data, dict) else None
+    if isinstance(name, str) and name not in registry.names():
+        raise UserError(f"{path}: names the objective {name!r}, which this version does not register (it has "
+                        f"{', '.join(registry.names())}); the run was made by another version or the file was "
+                        "edited")
+    return PretrainConfig.from_dict(data)
+
+
 def _from_export(path: Path) -> LoadedEncoder:
     tensors, info = ckpt.load_encoder_file(path)
     try:
@@ -70,7 +82,7 @@ def _from_export(path: Path) -> LoadedEncoder:
     enc = ViTEncoder(spec)
     _load(enc, tensors, path)
     cfg_path = path.parent / "config.json"
-    cfg = PretrainConfig.from_dict(read_json(cfg_path)) if cfg_path.is_file() else None
+    cfg = config_from_file(cfg_path) if cfg_path.is_file() else None
     return LoadedEncoder(enc, spec, info["mean"], info["std"], info.get("crop_pct", 1.0), info["data"],
                          info.get("objective", "?"), path.parent, cfg, path)
 

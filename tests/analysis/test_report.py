@@ -45,3 +45,61 @@ def test_analyze_refuses_a_layer_the_encoder_lacks_before_any_work(fm_root, tmp_
     monkeypatch.setattr(analyze, "load_data", lambda *a, **k: (_ for _ in ()).throw(AssertionError("data loaded")))
     assert main(["analyze", str(tmp_path / "run"), "--layers", "99", "--no-progress", "--device", "cpu"]) == 2
     assert "--layers 99: the encoder has layers 1-2" in capsys.readouterr().err
+
+
+def _read_only_under(monkeypatch, folder):
+    """Every atomic write into `folder` fails as on a read-only file system; others go through."""
+    import errno
+
+    from unmasked.analysis import plots
+    from unmasked.eval import run_files
+    from unmasked.train import checkpoint
+
+    real = checkpoint.atomic_write
+
+    def write(path, write_fn):
+        if folder in [*__import__("pathlib").Path(path).parents]:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, write_fn)
+
+    for module in (checkpoint, plots, run_files):
+        monkeypatch.setattr(module, "atomic_write", write)
+
+
+def test_analyze_of_a_read_only_run_prints_the_numbers_then_names_the_file(tmp_path, capsys, monkeypatch):
+    from tests.tiny_run import tiny_run
+
+    run, _ = tiny_run(tmp_path)
+    _read_only_under(monkeypatch, run)
+    assert main(["analyze", str(run), "--no-progress", "--images", "8", "--device", "cpu"]) == 1
+    out, err = capsys.readouterr()
+    assert "mean attention distance per layer (px)" in out and "RankMe" in out
+    assert f"could not save {run / 'analysis' / 'attention_distance.png'} (Read-only file system)" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (run / "analysis" / "analysis.json").exists()
+    assert not [p for p in (run / "analysis").iterdir()]  # no half-written figure
+
+
+def test_compare_of_a_read_only_run_writes_the_report_and_names_the_files(tmp_path, capsys, monkeypatch):
+    from tests.tiny_run import tiny_run
+
+    run, _ = tiny_run(tmp_path)
+    _read_only_under(monkeypatch, run)
+    out = tmp_path / "report"
+    assert main(["compare", str(run), "--out", str(out), "--no-progress", "--device", "cpu"]) == 1
+    stdout, err = capsys.readouterr()
+    assert "report written to" in stdout and (out / "report.md").is_file()
+    assert f"could not save {run / 'knn.json'} (Read-only file system)" in err and "Traceback" not in err
+    assert "kNN k=20" in (out / "report.md").read_text() and "%" in (out / "report.md").read_text()
+
+
+def test_compare_of_runs_on_different_data_is_refused_before_any_work(tmp_path, capsys):
+    from tests.tiny_run import tiny_run
+
+    a, data_a = tiny_run(tmp_path / "a")
+    b, data_b = tiny_run(tmp_path / "b")
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "report"), "--no-progress",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "compare: the runs were trained on different data" in err and str(data_a) in err and str(data_b) in err
+    assert not (a / "knn.json").exists() and not (tmp_path / "report").exists()

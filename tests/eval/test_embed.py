@@ -73,7 +73,7 @@ def test_second_embed_reads_the_cache_and_a_changed_image_is_recomputed(tiny, tm
     assert not torch.allclose(load_file(out)["cls"][i], before["cls"][i])
 
 
-def test_unlabeled_folder_and_unreadable_file(tiny, tmp_path):
+def test_unlabeled_folder_and_unreadable_file(tiny, tmp_path, capsys):
     from unmasked.eval.embed import embed
 
     run, _ = tiny
@@ -81,8 +81,8 @@ def test_unlabeled_folder_and_unreadable_file(tiny, tmp_path):
     for i in range(3):
         write_image(flat / f"{i}.png", seed=i, size=(20, 50))
     (flat / "broken.png").write_bytes(b"not an image")
-    with pytest.warns(UserWarning, match="broken.png"):
-        r = embed(run, tmp_path / "u.safetensors", data=str(flat), progress=False)
+    r = embed(run, tmp_path / "u.safetensors", data=str(flat), progress=False)
+    assert "unmasked: warning: skipped unreadable image" in capsys.readouterr().err
     assert r["images"] == 3 and "labels" not in load_file(tmp_path / "u.safetensors")
     assert all(x["label"] == "" and x["class"] == "" for x in _rows(tmp_path / "u.csv"))
 

@@ -17,7 +17,7 @@ def test_knn_on_unlabeled_data_says_it_needs_labels(fm_root, tmp_path, capsys):
         assert "needs labels" in err and str(folder) in err
 
 
-def test_streamed_features_leave_out_unreadable_files_and_keep_labels_aligned(tmp_path):
+def test_streamed_features_leave_out_unreadable_files_and_keep_labels_aligned(tmp_path, capsys):
     import torch
 
     from unmasked.data.dataset import Split
@@ -28,10 +28,9 @@ def test_streamed_features_leave_out_unreadable_files_and_keep_labels_aligned(tm
     (tmp_path / "2.png").write_bytes(b"broken")
     split = Split(files=files, labels=torch.tensor([0, 1, 2, 3, 4]))
     enc = build_encoder(encoder_spec("vit_tiny", 16, 4, 3, embed_dim=32, depth=1, num_heads=2))
-    import pytest
 
-    with pytest.warns(UserWarning, match="2.png"):
-        feats = extract_features(enc, split, (0.5,) * 3, (0.25,) * 3, 1.0, torch.device("cpu"), batch_size=2,
-                                 base=16, channels=3, progress=False)
+    feats = extract_features(enc, split, (0.5,) * 3, (0.25,) * 3, 1.0, torch.device("cpu"), batch_size=2,
+                             base=16, channels=3, progress=False)
+    assert "2.png" in capsys.readouterr().err
     assert feats["index"].tolist() == [0, 1, 3, 4] and feats["cls"].shape == (4, 32)
     assert split.labels[feats["index"]].tolist() == [0, 1, 3, 4]

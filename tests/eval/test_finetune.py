@@ -94,3 +94,15 @@ def test_fine_tuning_crops_from_the_whole_stored_image():
     split = Split(images=images, labels=torch.tensor([0, 1]), extents=torch.tensor([[32, 43], [43, 32]]))
     ds = _AugmentedImages(split, 32, 3, lambda im: im.size)
     assert ds[0] == ((43, 32), torch.tensor(0)) and ds[1][0] == (32, 43)
+
+
+def test_a_train_batch_larger_than_the_data_names_train_batch(tmp_path, capsys):
+    from tests.tiny_run import tiny_run
+    from unmasked.cli import main
+
+    run, _ = tiny_run(tmp_path)
+    code = main(["eval", "finetune", str(run), "--no-progress", "--train-batch", "100000000", "--num-workers", "0",
+                 "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--train-batch 100000000 is larger than the" in err and "--batch-size" not in err

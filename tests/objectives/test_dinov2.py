@@ -184,6 +184,7 @@ def test_build_gives_a_working_objective(tmp_path):
     ("dino_center_momentum", 1.0, r"in \[0, 1\)"),
     ("ibot_mask_ratio_max", 0.05, "ibot-mask-ratio-min"),
     ("dino_heads_k", 0, "positive integer"),
+    ("dino_heads_k", 1, r"needs at least 2 prototypes \(with 1 the DINO and iBOT losses are always 0\)"),
     ("koleo_weight", -1.0, "must be a finite number >= 0"),
     ("dino_local_scale_min", 0.5, "must not exceed --dino-local-scale-max"),
 ])
@@ -194,6 +195,12 @@ def test_validate_names_the_option_and_what_is_allowed(tmp_path, field, value, m
     with pytest.raises(UserError, match=match) as e:
         validate(cfg)
     assert f"--{field.replace('_', '-')}" in str(e.value)
+
+
+def test_one_prototype_in_a_separate_ibot_head_is_refused(tmp_path):
+    cfg = _resolved(tmp_path, ibot_separate_head=True, ibot_heads_k=1)
+    with pytest.raises(UserError, match=r"^--ibot-heads-k 1: needs at least 2 prototypes"):
+        validate(cfg)
 
 
 def test_validate_refuses_koleo_on_a_micro_batch_of_one(tmp_path):

@@ -34,6 +34,16 @@ def test_load_rejects_corrupt_and_foreign_files(tmp_path):
         ckpt.load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_a_zero_filled_checkpoint_does_not_repeat_the_weights_only_advice(tmp_path):
+    zeros = tmp_path / "checkpoint.pt"
+    zeros.write_bytes(bytes(4096))  # what a crashed file system can leave
+    with pytest.raises(UserError) as e:
+        ckpt.load_checkpoint(zeros)
+    msg = str(e.value)
+    assert "cannot be read (not a zip archive as torch.save writes: truncated, zero-filled" in msg
+    assert "weights_only" not in msg and "\n" not in msg
+
+
 def test_rng_state_round_trip():
     import random
 

@@ -117,6 +117,17 @@ def test_failed_checkpoint_write_keeps_the_previous_one(fm_root, tmp_path, monke
     _assert_same_weights(_final_weights(run), ref)
 
 
+def test_a_full_disk_at_the_first_checkpoint_does_not_claim_one_is_kept(fm_root, tmp_path, monkeypatch):
+    def full(obj, f, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(TrainingStopped) as e:
+        pretrain(tiny_config(tmp_path, objective="mae", subset=64, batch_size=16, steps=2), progress=False)
+    assert "(No space left on device); no checkpoint had been written yet" in str(e.value)
+    assert "previous checkpoint" not in str(e.value)
+
+
 def test_disk_full_while_logging_stops_naming_the_file_and_keeps_the_checkpoint(fm_root, tmp_path, monkeypatch):
     from unmasked.train import metrics
 
@@ -136,14 +147,15 @@ def test_disk_full_while_logging_stops_naming_the_file_and_keeps_the_checkpoint(
     assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 2
 
 
-def test_a_torn_metrics_line_does_not_block_resume(fm_root, tmp_path):
+def test_a_torn_metrics_line_does_not_block_resume(fm_root, tmp_path, capsys):
     cfg = dict(objective="mae", subset=128, batch_size=16, epochs=2, save_every_steps=2, log_every=1, steps=2)
     pretrain(tiny_config(tmp_path, **cfg), progress=False)
     log = tmp_path / "run" / "metrics.jsonl"
     with open(log, "a") as f:
         f.write('{"step": 3, "loss": 0.1')  # killed mid-write
-    with pytest.warns(UserWarning, match=r"metrics.jsonl: line 3 is not valid JSON"):
-        pretrain(tiny_config(tmp_path, **{**cfg, "steps": 4}), resume=True, explicit={"out", "steps"}, progress=False)
+    pretrain(tiny_config(tmp_path, **{**cfg, "steps": 4}), resume=True, explicit={"out", "steps"}, progress=False)
+    torn = [line for line in capsys.readouterr().err.splitlines() if "is not valid JSON" in line]
+    assert len(torn) == 1 and torn[0].startswith("unmasked: warning: ") and "metrics.jsonl: line 3" in torn[0]
     assert [r["step"] for r in read_jsonl(log)] == [1, 2, 3, 4]
 
 
@@ -179,13 +191,13 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(fm_ro
     assert all(torch.isfinite(v).all() for v in state["objective"].values() if v.is_floating_point())
 
 
-def test_nan_loss_skip_mode_skips_the_step(fm_root, tmp_path, monkeypatch):
+def test_nan_loss_skip_mode_skips_the_step(fm_root, tmp_path, monkeypatch, capsys):
     import unmasked.objectives.mae as mae_module
 
     _nan_at(monkeypatch, mae_module, step=3)
-    with pytest.warns(UserWarning, match="step 3: non-finite loss"):
-        summary = pretrain(tiny_config(tmp_path, objective="mae", nan="skip", steps=6, memory_check=False),
-                           progress=False)
+    summary = pretrain(tiny_config(tmp_path, objective="mae", nan="skip", steps=6, memory_check=False),
+                       progress=False)
+    assert "unmasked: warning: step 3: non-finite loss" in capsys.readouterr().err
     assert summary["skipped_steps"] == 1 and summary["steps"] == 6
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in state["objective"].values() if v.is_floating_point())
@@ -257,14 +269,14 @@ def test_safetensors_export_failing_is_a_message(fm_root, tmp_path, monkeypatch)
     assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["state"]["step"] == 2
 
 
-def test_temp_files_of_a_killed_write_are_removed_on_the_next_start(fm_root, tmp_path):
+def test_temp_files_of_a_killed_write_are_removed_on_the_next_start(fm_root, tmp_path, capsys):
     pretrain(tiny_config(tmp_path, steps=1), progress=False)
     run = tmp_path / "run"
     left = run / ".checkpoint.pt.k2x9_q7a.tmp"  # atomic_write's name, as SIGKILL mid-write leaves it
     left.write_bytes(b"\0" * 4096)
     notes = run / "my.notes.tmp"  # not one of ours: kept
     notes.write_text("mine")
-    with pytest.warns(UserWarning, match=r"removed 1 temp file\(s\) \(0.0 MB\) left by an interrupted write: "
-                                         r"\.checkpoint\.pt\.k2x9_q7a\.tmp"):
-        pretrain(tiny_config(tmp_path, steps=2), resume=True, explicit={"out", "steps"}, progress=False)
+    pretrain(tiny_config(tmp_path, steps=2), resume=True, explicit={"out", "steps"}, progress=False)
+    assert ("removed 1 temp file(s) (0.0 MB) left by an interrupted write: .checkpoint.pt.k2x9_q7a.tmp"
+            in capsys.readouterr().err)
     assert not left.exists() and notes.read_text() == "mine"

@@ -239,3 +239,29 @@ def test_the_preflight_refuses_under_a_cgroup_limit(fm_root, tmp_path, monkeypat
     with pytest.raises(UserError, match=r"the host \(under this process's cgroup memory limit\) has 20 MB free"):
         pretrain(tiny_config(tmp_path, steps=1), progress=False)
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("batch, accum", [(1, "auto"), (8, 8), (1, 1)])
+def test_a_lut_micro_batch_of_one_image_is_refused_up_front(fm_root, tmp_path, batch, accum):
+    """LUT's projector BatchNorm cannot train on one image ("Expected more than 1 value per channel")."""
+    with pytest.raises(UserError) as e:
+        pretrain(tiny_config(tmp_path, objective="lut", batch_size=batch, accum_steps=accum, steps=1),
+                 progress=False)
+    msg = str(e.value)
+    assert "= 1 image per micro-batch: LUT's projector BatchNorm needs at least 2 images per micro-batch" in msg
+    assert ("--accum-steps 4 or fewer" if batch == 8 else "--batch-size 2 or more") in msg
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_accum_steps_auto_never_splits_lut_into_single_images(fm_root, tmp_path, monkeypatch):
+    assert memory.fitting_accum_steps(memory.StepMemory(fixed=1e6, per_image=1e6), 2.7e6, 8, 1) == 8
+    assert memory.fitting_accum_steps(memory.StepMemory(fixed=1e6, per_image=1e6), 2.7e6, 8, 1, min_micro=2) is None
+    _short_of_memory(monkeypatch, 3e6)  # only a micro-batch of one image would fit
+    with pytest.raises(UserError) as e:
+        pretrain(tiny_config(tmp_path, objective="lut", batch_size=8, accum_steps="auto", steps=1), progress=False)
+    assert "nothing smaller of these fits" in str(e.value) and "--accum-steps 8" not in str(e.value)
+    assert "--batch-size 1 " not in str(e.value)
+    _short_of_memory(monkeypatch, 3e6)
+    pretrain(tiny_config(tmp_path / "mae", objective="mae", batch_size=8, accum_steps="auto", steps=1),
+             progress=False)  # MAE has no BatchNorm: one image per micro-batch is fine
+    assert json.loads((tmp_path / "mae" / "run" / "config.json").read_text())["accum_steps"] == 8

@@ -22,6 +22,7 @@ from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features, iterate_split
+from unmasked.eval.run_files import WRITE_ERRORS, write_problem
 from unmasked.files import atomic_write_text
 from unmasked.models.vit import num_prefix_tokens
 from unmasked.run_folder import load_run_objective, run_reconstructs
@@ -169,22 +170,35 @@ def _results(loaded, ds, label: str, split_name: str, x, dist, nmi, uniform: flo
 
 
 def _figures(out: Path, label: str, dist, uniform: float, nmi, spectra: dict, ranks: dict, enc, x, sub, map_images: int,
-             loaded, patch_layers: list[int], path, dev) -> dict:
-    """The figures of one encoder in `out`: {kind: file name}."""
-    files = {}
+             loaded, patch_layers: list[int], path, dev, not_saved: list[str]) -> dict:
+    """The figures of one encoder in `out`: {kind: file name}. A failed write (read-only folder, full
+    disk) is added to `not_saved` and stops the rest, which would fail alike."""
     run_entry = {"label": label, "per_head": dist, "uniform": uniform, "nmi": nmi.mean(1), "spectra": spectra,
                  "rankme": ranks}
-    files["attention_distance"] = plots.attention_distance_plot([run_entry], out / "attention_distance.png",
-                                                                f"{label}: mean attention distance").name
-    files["attention_nmi"] = plots.layer_curve_plot([run_entry], "nmi", out / "attention_nmi.png",
-                                                    "NMI(query position; key position)",
-                                                    f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name
-    files["spectrum"] = plots.spectrum_plot([run_entry], out / "spectrum.png").name
     maps_x = x[across_classes(sub.labels, map_images)] if sub.labels is not None else x[:map_images]
-    files["attention_maps"] = attention_map_figures(enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)
-    rec = reconstruction_figure(Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)
-    if rec:
-        files["reconstructions"] = rec
+    figures = {
+        "attention_distance": (out / "attention_distance.png", lambda: plots.attention_distance_plot(
+            [run_entry], out / "attention_distance.png", f"{label}: mean attention distance").name),
+        "attention_nmi": (out / "attention_nmi.png", lambda: plots.layer_curve_plot(
+            [run_entry], "nmi", out / "attention_nmi.png", "NMI(query position; key position)",
+            f"{label}: attention NMI per layer (mean over heads)", (0, 1)).name),
+        "spectrum": (out / "spectrum.png", lambda: plots.spectrum_plot([run_entry], out / "spectrum.png").name),
+        "attention_maps": (out / "attention_maps_*.png", lambda: attention_map_figures(
+            enc, maps_x, loaded.mean, loaded.std, out, label, patch_layers)),
+        "reconstructions": (out / "reconstructions.png", lambda: reconstruction_figure(
+            Path(path) if Path(path).is_file() else loaded.run_dir, maps_x, dev, out, label)),
+    }
+    files = {}
+    for key, (where, draw) in figures.items():
+        if not_saved:
+            break  # one folder: after one failed write the others fail alike
+        try:
+            name = draw()
+        except WRITE_ERRORS as e:
+            not_saved.append(write_problem(where, e) + "; the other analysis files were not written either")
+            break
+        if name:
+            files[key] = name
     return files
 
 
@@ -213,7 +227,11 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
     split = ds.heldout if ds.heldout is not None and len(ds.heldout) else ds.train
     split_name = ds.heldout_name if split is ds.heldout else "train"
     out = Path(out) if out else loaded.run_dir / ANALYSIS_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    not_saved: list[str] = []  # a read-only run folder or a full disk costs the files, not the numbers
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        not_saved.append(write_problem(out, e))
     label = label or (f"{loaded.source_info['name']} ({loaded.run_dir.name})" if loaded.source_info
                       else f"{loaded.objective.upper()} ({loaded.run_dir.name})")
 
@@ -233,9 +251,15 @@ def analyze(path, data: str | None = None, device: str = "auto", images: int = 1
 
     results = _results(loaded, ds, label, split_name, x, dist, nmi, uniform, last_k, len(spec_sub), spectra, ranks)
     results["files"] = _figures(out, label, dist, uniform, nmi, spectra, ranks, enc, x, sub, map_images, loaded,
-                                patch_layers, path, dev)
+                                patch_layers, path, dev, not_saved)
     results["time_s"] = round(time.perf_counter() - t0, 1)
-    atomic_write_text(out / "analysis.json", json.dumps(results, indent=1) + "\n")
+    if not not_saved:
+        try:
+            atomic_write_text(out / "analysis.json", json.dumps(results, indent=1) + "\n")
+        except WRITE_ERRORS as e:
+            not_saved.append(write_problem(out / "analysis.json", e))
+    if not_saved:
+        results["not_saved"] = not_saved  # after the write: a stored analysis.json never carries it
     return results
 
 

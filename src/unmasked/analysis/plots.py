@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from unmasked.files import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -15,9 +17,14 @@ COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Written atomically: a full disk or a read-only folder leaves no half-written PNG (and the
+    figure is closed either way)."""
+    path = Path(path)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -8,6 +8,7 @@ probe, analyses) or, for fine-tuning, named with the command that would compute 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from unmasked.eval.linear import run_linear
 from unmasked.files import atomic_write_text, read_json
 from unmasked.lock import run_folder_of, run_lock
 from unmasked.models.vit import num_prefix_tokens
-from unmasked.run_folder import load_run_objective, run_reconstructs
+from unmasked.run_folder import config_from_file, load_run_objective, run_reconstructs
 from unmasked.runs import load_encoder
 from unmasked.sources import read_source
 
@@ -54,9 +55,37 @@ def _fmt(v, digits=2, suffix=""):
     return "—" if v is None else f"{v:.{digits}f}{suffix}"
 
 
-def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
+def _run_folder(run: Path) -> Path:
     if run.is_file() and (run.parent / "config.json").is_file():
-        run = run.parent  # a run's checkpoint.pt or encoder.safetensors: its results live beside it
+        return run.parent  # a run's checkpoint.pt or encoder.safetensors: its results live beside it
+    return run
+
+
+def _run_data(run: Path) -> str | None:
+    """The data a run (or a source's results folder) was trained or measured on, as recorded."""
+    run = _run_folder(run)
+    source = read_source(run) if run.is_dir() else None
+    if source is not None:
+        data = source.get("data")
+    elif (run / "config.json").is_file():
+        data = read_run_config(run / "config.json").get("data")
+    else:
+        return None  # collect() names what is missing
+    return data if not isinstance(data, str) or data == "fashion-mnist" else os.path.realpath(data)
+
+
+def check_same_data(runs: list[Path]) -> None:
+    """Every column of the report is measured on its run's own data: runs on different data would
+    put numbers of different datasets side by side (and the figures use the first run's images)."""
+    data = {r: _run_data(r) for r in runs}
+    if len({d for d in data.values() if d is not None}) > 1:
+        listed = "; ".join(f"{r}: {d}" for r, d in data.items())
+        raise UserError(f"compare: the runs were trained on different data ({listed}); a report compares "
+                        "encoders on one dataset: compare the runs of each dataset separately")
+
+
+def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[str]) -> dict:
+    run = _run_folder(run)
     if not run.is_dir():
         raise UserError(f"{run}: not a run folder (compare reads the results that evaluations write into "
                         "run folders; for an encoder exported elsewhere use `unmasked eval ...` and "
@@ -71,8 +100,9 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
                         "results folder of a source, with source.json)?")
     if source is None:
         cfg = read_run_config(run / "config.json")  # valid JSON, but `[1, 2]` or `{}`: named, not a traceback
+        config_from_file(run / "config.json")  # an objective this version lacks: named with the file
     label = f"{source['source'] if source else cfg['objective'].upper()} ({run.name})"
-    entry = {"run": run, "label": label, "summary": summary, "config": cfg, "source": source}
+    entry = {"run": run, "label": label, "summary": summary, "config": cfg, "source": source, "not_saved": []}
     for name, fn, cmd in (("knn", run_knn, "eval knn"), ("linear", run_linear, "eval linear")):
         res = _read(run / f"{name}.json")
         if res is not None and not is_default_protocol(res, cfg):
@@ -81,7 +111,7 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
             res = None
         if res is None and compute:
             res = fn(run, device=device, progress=progress)
-            notes += [f"{label}: {problem}" for problem in res.get("not_saved", [])]
+            entry["not_saved"] += [f"{label}: {problem}" for problem in res.get("not_saved", [])]
         elif res is None:
             notes.append(f"{label}: {name} not computed — `unmasked {cmd} {run}`")
         entry[name] = res
@@ -91,6 +121,7 @@ def collect(run: Path, compute: bool, device: str, progress: bool, notes: list[s
     ana = _read(run / ANALYSIS_DIR / "analysis.json")
     if ana is None and compute:
         ana = analyze(run, device=device, progress=progress, label=label)
+        entry["not_saved"] += [f"{label}: {problem}" for problem in ana.get("not_saved", [])]
     elif ana is None:
         notes.append(f"{label}: analyses not computed — `unmasked analyze {run}`")
     entry["analysis"] = ana
@@ -239,9 +270,17 @@ def _maps_and_reconstructions(entries, out: Path, device: str, n: int = 4) -> li
 def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto", progress: bool = True) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_same_data([Path(r) for r in runs])
+    try:  # before any evaluation runs
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / ".write-test", "ok")
+        (out_dir / ".write-test").unlink()
+    except OSError as e:
+        raise UserError(f"--out {out}: the report folder is not writable ({e.strerror or e})") from None
     notes: list[str] = []
     entries = [_collect_locked(Path(r), compute, device, progress, notes) for r in runs]
+    not_saved = [p for e in entries for p in e["not_saved"]]
+    notes += not_saved  # in the report too
     figures = []
     with_ana = [e for e in entries if e["analysis"]]
     if with_ana:
@@ -282,4 +321,6 @@ def compare(runs: list[str], out: str, compute: bool = True, device: str = "auto
     result = {"runs": [str(e["run"]) for e in entries], "files": ["report.md", "report.html"] + [f for _, f in figures],
               "notes": notes, "time_s": round(time.perf_counter() - t0, 1)}
     atomic_write_text(out_dir / "report.json", json.dumps(result, indent=2) + "\n")
+    if not_saved:
+        result["not_saved"] = not_saved
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from unmasked.data import fashion_mnist, image_folder
 from unmasked.data.augment import centre_squares
 from unmasked.data.workers import ignore_interrupts
 from unmasked.errors import UserError
+from unmasked.notes import note, warn
 
 
 @dataclass
@@ -84,7 +84,7 @@ def subset_indices(n: int, k: int | None, seed: int) -> np.ndarray | None:
     if k is not None and k < 1:
         raise UserError(f"--subset must be a positive number of images, got {k}")
     if k is not None and k > n:
-        warnings.warn(f"--subset {k} is more than the {n} training images; using all {n}", stacklevel=2)
+        warn(f"--subset {k} is more than the {n} training images; using all {n}")
     if k is None or k >= n:
         return None
     rng = np.random.default_rng(seed)
@@ -236,9 +236,8 @@ def _aspect_text(max_aspect: float) -> str:
 def _warn_long(n_long: int, n: int, max_aspect: float) -> None:
     """Said once per run: how many images were longer than the bound and so centre-cropped to it."""
     if n_long:
-        warnings.warn(f"{n_long:,} of {n:,} training images are longer than {_aspect_text(max_aspect)}: their "
-                      f"longer side is centre-cropped to {_aspect_text(max_aspect)} (the rest are seen whole)",
-                      stacklevel=3)
+        note(f"{n_long:,} of {n:,} training images are longer than {_aspect_text(max_aspect)}: their "
+             f"longer side is centre-cropped to {_aspect_text(max_aspect)} (the rest are seen whole)")
 
 
 def _note_long_images(files, base: int, max_aspect: float, sample: int = 200) -> None:
@@ -252,9 +251,8 @@ def _note_long_images(files, base: int, max_aspect: float, sample: int = 200) ->
         except Exception:  # noqa: BLE001 - the decoder names unreadable files later
             continue
     if n_long:
-        warnings.warn(f"about {n_long / len(picked):.0%} of the training images (from {len(picked)} sampled) are "
-                      f"longer than {_aspect_text(max_aspect)}: their longer side is centre-cropped to it",
-                      stacklevel=3)
+        note(f"about {n_long / len(picked):.0%} of the training images (from {len(picked)} sampled) are "
+             f"longer than {_aspect_text(max_aspect)}: their longer side is centre-cropped to it")
 
 
 def channel_stats(split: Split, base: int, channels: int, max_images: int = 10_000) -> tuple[list[float], list[float]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from unmasked.data.augment import StoredImages
 from unmasked.data.layout_notes import announce, layout_note
 from unmasked.errors import UserError
+from unmasked.notes import warn
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -413,4 +413,4 @@ def collate_keep_none(items):
 
 def warn_bad(messages: list[str]) -> None:
     for m in messages:
-        warnings.warn(f"skipped unreadable image {m}", stacklevel=2)
+        warn(f"skipped unreadable image {m}")

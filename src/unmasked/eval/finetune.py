@@ -270,7 +270,9 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     eval_crop_pct = eval_view_for(ds.name, loaded.spec.img_size).crop_pct  # the view kNN and linear use
     model = _classifier(loaded, num_classes, recipe.drop_path, device)
     if recipe.batch_size > len(ds.train):
-        raise UserError(f"--batch-size {recipe.batch_size} is larger than the {len(ds.train)} training images")
+        # the fine-tuning batch is `eval finetune --train-batch` (`--batch-size` there is the embedding batch)
+        raise UserError(f"--train-batch {recipe.batch_size} is larger than the {len(ds.train)} training images; "
+                        "give a smaller even --train-batch")
     tf = train_transform(recipe, loaded.spec.img_size, loaded.mean, loaded.std)
     loader = _train_loader(ds, tf, recipe, num_workers, device)
     steps_per_epoch = len(loader)

@@ -20,9 +20,14 @@ def save_in_run(run_dir: Path, name: str, write_fn) -> str | None:
     try:
         atomic_write(path, write_fn)
     except WRITE_ERRORS as e:
-        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
-        return f"could not save {path} ({reason})"
+        return write_problem(path, e)
     return None
+
+
+def write_problem(path, e: BaseException) -> str:
+    """'could not save PATH (reason)' in one line (the error itself may name a temp file)."""
+    reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    return f"could not save {path} ({reason})"
 
 
 def save_result(run_dir: Path, name: str, result: dict) -> dict:

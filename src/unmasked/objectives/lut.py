@@ -87,6 +87,7 @@ class LUT(Objective):
     name = "lut"
     views = 2
     uses_teacher = True
+    min_micro_batch = 2  # the projector's BatchNorm needs two images for batch statistics
 
     def __init__(
         self,
@@ -183,6 +184,19 @@ class LUTOptions(MAEOptions):
         if self.mask_ratio < 0.5:
             raise UserError(f"--mask-ratio {self.mask_ratio}: LUT needs a mask ratio in [0.5, 1) so that its two "
                             "views' visible tokens are disjoint")
+        check_micro_batch(cfg.batch_size, cfg.accum_steps)
+
+
+def check_micro_batch(batch: int, accum: int) -> None:
+    """LUT's projector BatchNorm fails on one image ("Expected more than 1 value per channel")."""
+    if batch // accum >= LUT.min_micro_batch:
+        return
+    if batch >= 2:
+        fix = f"use --accum-steps {batch // 2} or fewer (micro-batches of 2 or more images)"
+    else:
+        fix = "use --batch-size 2 or more (with --accum-steps auto or an --accum-steps that leaves 2 or more)"
+    raise UserError(f"--batch-size {batch} / --accum-steps {accum} = {batch // accum} image per micro-batch: LUT's "
+                    f"projector BatchNorm needs at least 2 images per micro-batch; {fix}")
 
 
 def build(cfg) -> LUT:

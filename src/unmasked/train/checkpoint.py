@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
+def _load_error(path: Path, e: Exception) -> str:
+    """Why torch.load failed, without its advice to retry with weights_only=False (which would run
+    whatever code a damaged or foreign file carries)."""
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive as torch.save writes: truncated, zero-filled or another kind of file"
+    first = (str(e).splitlines() or [""])[0]
+    kept = [s for s in re.split(r"(?<=\.) ", first) if "weights_only" not in s]
+    return f"{type(e).__name__}: {' '.join(kept)[:300] or 'unreadable'}"
+
+
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -64,7 +76,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is corrupt or not an "
+        raise UserError(f"checkpoint {path} cannot be read ({_load_error(path, e)}); it is corrupt or not an "
                         "unmasked checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not an unmasked checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")

@@ -363,12 +363,13 @@ class Pretrainer:
             state["rng_ranks"] = rng_ranks
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        had_one = self.ckpt_path.is_file()  # the write is atomic: an earlier checkpoint survives it
         try:
             ckpt.save_checkpoint(self.ckpt_path, state)
         except OSError as e:
+            kept = "the previous checkpoint is kept unchanged" if had_one else "no checkpoint had been written yet"
             raise TrainingStopped(
-                f"could not write checkpoint {self.ckpt_path} at step {self.state.step} ({e.strerror or e}); "
-                "the previous checkpoint is kept unchanged"
+                f"could not write checkpoint {self.ckpt_path} at step {self.state.step} ({e.strerror or e}); {kept}"
             ) from None
 
     def export(self) -> Path | None:

@@ -266,9 +266,10 @@ def local_processes(device: torch.device) -> int:
 
 
 # -- deciding ----------------------------------------------------------------------------------
-def fitting_accum_steps(mem: StepMemory, budget: float, batch: int, world: int) -> int | None:
-    """The fewest micro-batches per step (dividing the batch evenly over processes) that fit."""
-    for n in range(1, batch + 1):
+def fitting_accum_steps(mem: StepMemory, budget: float, batch: int, world: int, min_micro: int = 1) -> int | None:
+    """The fewest micro-batches per step (dividing the batch evenly over processes, each at least
+    `min_micro` images) that fit."""
+    for n in range(1, batch // max(min_micro, 1) + 1):
         if batch % n or (batch // n) % world:
             continue
         if mem.need(batch // n // world) <= budget:
@@ -326,7 +327,9 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
     need = mem.need(batch // cfg.accum_steps // world)
     if need <= budget:
         return cfg.accum_steps
-    accum = fitting_accum_steps(mem, budget, batch, world)
+    # an objective with BatchNorm in its heads (LUT) cannot train on micro-batches of one image
+    min_micro = getattr(objective, "min_micro_batch", 1)
+    accum = fitting_accum_steps(mem, budget, batch, world, min_micro)
     if auto_accum and accum is not None:
         note(f"--accum-steps auto: {accum} micro-batches of {batch // accum} images per step (the global "
              f"batch stays {batch}); the step needs about {gb(mem.need(batch // accum // world))} of the "
@@ -339,6 +342,8 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
         options.append(f"--accum-steps {accum} (micro-batches of {batch // accum}, the same global batch of "
                        f"{batch}; about {gb(mem.need(batch // accum // world))})")
     smaller = fitting_batch_size(mem, budget, world)
+    if smaller is not None and smaller < min_micro:
+        smaller = None
     if smaller is not None and smaller < batch:
         options.append(f"--batch-size {smaller} (about {gb(mem.need(smaller // world))})")
     if not getattr(objective.encoder, "grad_checkpointing", True):
@@ -358,7 +363,7 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
             f"has {gb(free)} free")
     if not options:
         fix = ("nothing smaller of these fits: choose a smaller --model or --img-size (or a larger --patch-size)"
-               if mem.need(1) > budget else "choose a smaller --model or --img-size")
+               if mem.need(max(1, min_micro // world)) > budget else "choose a smaller --model or --img-size")
         raise UserError(f"out of memory ahead: {what}. {fix}; or skip this estimate with --no-memory-check")
     raise UserError(f"out of memory ahead: {what}. Options that fit: {'; '.join(options)}. Or skip this estimate "
                     "with --no-memory-check")

@@ -2,8 +2,9 @@
 
 import json
 import math
-import warnings
 from pathlib import Path
+
+from unmasked.notes import warn
 
 
 class JsonlWriter:
@@ -40,5 +41,5 @@ def read_jsonl(path: Path) -> list[dict]:
         try:
             records.append(json.loads(ln))
         except json.JSONDecodeError:
-            warnings.warn(f"{path}: line {i} is not valid JSON (a write cut short?); left out", stacklevel=2)
+            warn(f"{path}: line {i} is not valid JSON (a write cut short?); left out")
     return records

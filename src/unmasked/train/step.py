@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
+from unmasked.notes import warn
 from unmasked.rng import BatchRandom
 from unmasked.train.compiling import mark_step_begin
 from unmasked.train.distributed import all_mean
@@ -63,8 +63,8 @@ def optimiser_step(p: StepParts, step: int, micro_batches: Iterator[torch.Tensor
     out = _forward_backward(p, step, micro_batches)
     if p.nan_skip and not _all_finite(p, out.loss):
         p.optimizer.zero_grad(set_to_none=True)
-        warnings.warn(f"step {step}: non-finite loss {out.loss.item()} ({_fmt_parts(out.parts)}); step "
-                      "skipped (--nan skip)", stacklevel=2)
+        warn(f"step {step}: non-finite loss {out.loss.item()} ({_fmt_parts(out.parts)}); step "
+             "skipped (--nan skip)")
         out.skipped = True
         return out
     _update(p, out.parts)

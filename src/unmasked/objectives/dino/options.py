@@ -147,6 +147,12 @@ def check_options(o: DINOv2Options, img_size: int, patch_size: int, micro_batch:
     def bad(name, allowed):
         raise UserError(f"--{name.replace('_', '-')} {getattr(o, name)}: {allowed}")
 
+    # a softmax over one prototype is 1 for every image: the cross-entropy, hence the loss, is always 0
+    if o.dino_heads_k == 1:
+        bad("dino_heads_k", "needs at least 2 prototypes (with 1 the DINO and iBOT losses are always 0); the "
+                            "default is 65536, or 4096 on small images")
+    if o.ibot_separate_head and o.ibot_heads_k == 1:
+        bad("ibot_heads_k", "needs at least 2 prototypes (with 1 the iBOT loss is always 0)")
     if not o.ibot_mask_ratio_min <= o.ibot_mask_ratio_max:
         bad("ibot_mask_ratio_max", f"needs 0 <= --ibot-mask-ratio-min ({o.ibot_mask_ratio_min}) <= max < 1")
     if o.dino_local_scale_min is not None and o.dino_local_scale_max is not None \
