@@ -10,13 +10,16 @@ the nearest whole number of epochs (at least 1); what is left over is printed as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from unmasked.analysis.compute import count_flops_per_image
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
 from unmasked.study.budget import run_budget
-from unmasked.study.runner import _expected_config
-from unmasked.study.spec import Run
+from unmasked.study.resolved import expected_config
+
+if TYPE_CHECKING:  # spec imports this module
+    from unmasked.study.spec import Run
 
 KEY = "match_compute"
 
@@ -49,7 +52,7 @@ class Match:
 
 def _flops_and_images(run: Run, where: str) -> tuple[float, int, int]:
     """(FLOPs per training image, images per epoch, epochs) of a run the study would start."""
-    cfg = _expected_config(run)
+    cfg = expected_config(run.options)
     if cfg is None:
         raise UserError(f"{where}: {KEY}: cannot read the data {run.options.get('data')!r} to count the "
                         "training FLOPs")

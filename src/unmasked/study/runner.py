@@ -9,7 +9,6 @@ config.json no longer matches the study file, naming the field.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import math
 import os
@@ -19,13 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
-from unmasked.data.dataset import is_fashion_mnist
-from unmasked.data.recipe import small_images
+from unmasked.config import all_option_fields
 from unmasked.errors import UserError
 from unmasked.files import read_json_or_none
 from unmasked.sources import SOURCE_FILE, prepare
 from unmasked.study.budget import fmt_duration, run_budget
+from unmasked.study.resolved import expected_config
 from unmasked.study.spec import Run, Study, is_encoder_run
 from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
 
@@ -121,26 +119,6 @@ def _same(a, b, name: str) -> bool:
     return False
 
 
-def _expected_config(run: Run, _small: dict = {}):  # noqa: B006 - a cache of folder scans, per process
-    """What `unmasked pretrain` resolves the run's options to: the objective's defaults and, on an
-    image folder, the recipe its images choose (the small-image recipe or the published one), so an
-    option deleted from the study file is compared with the default the run would get now."""
-    known = {f.name for f in all_option_fields()}
-    cfg = PretrainConfig.flat(**{k: v for k, v in run.options.items() if k in known})
-    if is_fashion_mnist(cfg.data):
-        return resolve_defaults(cfg, True)
-    key = (str(Path(cfg.data).expanduser().resolve()), cfg.unlabeled, cfg.img_size, cfg.patch_size)
-    if key not in _small:
-        probe = copy.copy(cfg)
-        try:
-            small = small_images(probe, quiet=True)
-        except UserError:
-            return None  # the data cannot be read now: pretrain will say why
-        _small[key] = (small, probe.img_size)
-    small, cfg.img_size = _small[key]
-    return resolve_defaults(cfg, small)
-
-
 def config_mismatches(run: Run) -> list[str]:
     """Fields where the run's config.json differs from what the study asks for now."""
     saved = read_json_or_none(run.dir / "config.json")
@@ -150,7 +128,7 @@ def config_mismatches(run: Run) -> list[str]:
     if saved is None:
         return []
     free = _resume_free()
-    expected = _expected_config(run)
+    expected = expected_config(run.options)
     out = []
     for f in all_option_fields():
         name = f.name

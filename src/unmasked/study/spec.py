@@ -40,6 +40,7 @@ from pathlib import Path
 from unmasked.errors import UserError
 from unmasked.option_rules import check_values
 from unmasked.options import MAX_SEED
+from unmasked.study.matching import match_epochs
 
 TOP_KEYS = {"name", "out", "seeds", "pairs", "recipe", "arms", "grid", "evals"}
 MANAGED = {"out": "the study names each run folder", "seed": "use the study's seeds = [...]",
@@ -332,8 +333,6 @@ def _check_matches(arms: dict, matches: dict, recipe: dict, grid: dict, where: s
 
 
 def _matched_epochs(study: Study, arm: str, ref: str, point: dict, typed_run) -> int:
-    from unmasked.study.matching import match_epochs  # counts FLOPs with torch; imports the runner
-
     seed = study.seeds[0]
     m = match_epochs(arm, ref, point, typed_run(arm, study.arms[arm], point, seed),
                      typed_run(ref, study.arms[ref], point, seed), f"study file {study.path}: [arms.{arm}]")
