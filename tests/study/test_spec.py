@@ -92,7 +92,7 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 def test_dry_run_lists_runs_budgets_and_estimate(capsys):
     assert main(["study", str(STUDIES / "fm-cpu.toml"), "--dry-run", "--out", "/nonexistent/x"]) == 0
     out = capsys.readouterr().out
-    assert "18 runs = 6 arm(s) x 1 grid point(s) x 3 seed(s)" in out
+    assert "15 runs = 5 arm(s) x 1 grid point(s) x 3 seed(s)" in out
     assert "lut-w0_seed2" in out and "119,808" in out and "estimated time left:" in out
 
 
