@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from unmasked.config import PretrainConfig
+from unmasked.console import print_knn, print_summary
 from unmasked.demo_folder import (
     clear_previous_demo,
     mark_as_demo,
@@ -110,7 +111,6 @@ def _demo_in(folder: Path, out: str, device: str, progress: bool, objective: str
 
 
 def _stages(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
-    from unmasked.cli import _print_knn, print_summary
     from unmasked.eval.knn import run_knn
     from unmasked.train.loop import pretrain
 
@@ -129,6 +129,6 @@ def _stages(folder: Path, out: str, device: str, progress: bool, objective: str)
         print()
         print_summary(summary, knn)
         print()
-        _print_knn(knn)
+        print_knn(knn)
     print(printed.getvalue(), end="")
     return {"pretrain": summary, "knn": knn, "printed": printed.getvalue()}

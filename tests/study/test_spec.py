@@ -49,19 +49,12 @@ def test_bad_entries_are_named(tmp_path, extra, arms, match):
         load_study(tiny_study(tmp_path, extra=extra, arms=arms))
 
 
-def test_objective_choices_come_from_the_pretrain_parser(tmp_path, monkeypatch):
-    """A new objective needs no change here: the study asks `unmasked pretrain` what it accepts."""
-    import unmasked.cli as cli
+def test_objective_choices_come_from_the_registry(tmp_path, monkeypatch):
+    """A new objective needs no change here: the study accepts what `unmasked pretrain` accepts."""
+    from unmasked.objectives import registry
 
-    real = cli._add_config_options
-
-    def with_extra_objective(parser, **kwargs):
-        real(parser, **kwargs)
-        action = next((a for a in parser._actions if a.dest == "objective"), None)
-        if action is not None:  # bench's parser skips some options
-            action.choices = (*action.choices, "newobj")
-
-    monkeypatch.setattr(cli, "_add_config_options", with_extra_objective)
+    real = registry.names
+    monkeypatch.setattr(registry, "names", lambda: (*real(), "newobj"))
     study = load_study(tiny_study(tmp_path, arms='[arms.newobj]\n'))
     assert study.runs[0].options["objective"] == "newobj"
 
