@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from unmasked import provenance
 from unmasked.config import PretrainConfig
 from unmasked.console import print_knn, print_summary
 from unmasked.demo_folder import (
@@ -20,7 +21,9 @@ from unmasked.demo_folder import (
     refuse_foreign_folder,
 )
 from unmasked.errors import UserError
+from unmasked.eval.knn import run_knn
 from unmasked.lock import in_use_by, run_lock
+from unmasked.train.loop import pretrain
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that the LUT demo takes
 # about 4 minutes in all when it has the cores to itself. A higher base lr than the published 1.5e-4 suits so short a run
@@ -78,7 +81,6 @@ def run_demo(out: str = "runs/demo", device: str = "auto", progress: bool = True
 
 
 def write_transcript(dest: Path, command: str, objective: str, result: dict, time_s: float) -> None:
-    from unmasked import provenance
     from unmasked.train.checkpoint import atomic_write_text
 
     knn = result["knn"]
@@ -111,9 +113,6 @@ def _demo_in(folder: Path, out: str, device: str, progress: bool, objective: str
 
 
 def _stages(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
-    from unmasked.eval.knn import run_knn
-    from unmasked.train.loop import pretrain
-
     cfg = demo_config(out, device, objective)
     summary = pretrain(cfg, progress=progress)
     record_demo_files(folder)

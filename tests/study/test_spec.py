@@ -69,6 +69,42 @@ def test_bad_evals_are_named(tmp_path, evals, match):
         load_study(tiny_study(tmp_path, evals=evals))
 
 
+def test_an_unknown_evals_key_names_the_file_the_table_and_the_accepted_keys(tmp_path):
+    path = tiny_study(tmp_path, evals="knn = { neighbours = 5 }")
+    with pytest.raises(UserError) as e:
+        load_study(path)
+    message = str(e.value)
+    assert message.startswith(f"study file {path}: [evals] knn: unknown option 'neighbours'; expected one of ")
+    accepted = message.split("expected one of ", 1)[1].split(", ")
+    assert {"k", "temperature", "img_size", "batch_size", "data"} <= set(accepted)
+    assert "epochs" not in accepted  # the linear probe's, not kNN's
+
+
+@pytest.mark.parametrize("evals,match", [
+    ("knn = { temperature = nan }", r"\[evals\] knn: --temperature nan: must be a finite number above 0"),
+    ("knn = { k = [20, 0] }", r"\[evals\] knn: --k 0: must be a positive integer"),
+    ("finetune = { layer_decay = 1.5 }", r"\[evals\] finetune: --layer-decay 1.5: must be in \(0, 1\]"),
+    ("analyze = { images = 0 }", r"\[evals\] analyze: --images 0: must be a positive integer"),
+])
+def test_evals_values_are_checked_by_the_settings_rules_when_the_study_loads(tmp_path, evals, match):
+    with pytest.raises(UserError, match=match):
+        load_study(tiny_study(tmp_path, evals=evals))
+
+
+def test_evals_tables_take_the_settings_dataclasses_fields(tmp_path):
+    from dataclasses import fields
+
+    from unmasked.eval.common import EvalOptions
+    from unmasked.eval.knn import KnnSettings
+
+    study = load_study(tiny_study(tmp_path, evals="knn = { k = [5, 20], temperature = 0.1, batch-size = 8 }"))
+    assert study.evals["knn"] == ["--k", "5", "20", "--temperature", "0.1", "--batch-size", "8"]
+    names = {f.name for f in fields(KnnSettings)} | {f.name for f in fields(EvalOptions)}
+    for name in names:  # every field is a key the table may hold (values of the field's own type)
+        value = {"k": "[3]", "device": "'cpu'", "data": "'fashion-mnist'", "weights": "'w.pth'"}.get(name, "1")
+        load_study(tiny_study(tmp_path, evals=f"knn = {{ {name} = {value} }}"))
+
+
 def test_cli_errors_exit_2(tmp_path, capsys):
     assert main(["study", str(tmp_path / "none.toml"), "--dry-run"]) == 2
     assert "study file" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,22 @@ from unmasked.errors import UserError
 from unmasked.eval.common import base_size_for, eval_transform, evaluation_view
 from unmasked.eval.features import extract_features
 from unmasked.models.vit import num_prefix_tokens
+from unmasked.options import opt, positive_int
 from unmasked.runs import load_encoder
 from unmasked.sources import is_source, prepare
 from unmasked.train.checkpoint import atomic_write_text
 
 ANALYSIS_DIR = "analysis"
+
+
+@dataclass
+class AnalyzeSettings:
+    """`unmasked analyze`'s sample sizes and the layers its patch-query maps show."""
+
+    images: int = opt(1000, "images for attention distance and NMI", rule=positive_int())
+    map_images: int = opt(4, "images shown in the figures", rule=positive_int())
+    layers: tuple[int, ...] | None = opt(None, "layers (1-based) for the patch-query attention maps (default: "
+                                         "first, middle, last)", metavar="L", nargs="+", rule=positive_int())
 
 
 def uniform_distance(grid: int, patch: int) -> float:

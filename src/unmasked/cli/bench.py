@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from unmasked import bench
-from unmasked.cli.common import Formatter, add_config_options, refuse_unwritable_file
+from unmasked.cli.common import Formatter, refuse_unwritable_file, settings_of
 from unmasked.config import all_option_fields
 from unmasked.errors import UserError
+from unmasked.option_rules import add_pretrain_options, add_settings
 
 # pretrain's options that have no meaning for a step on synthetic data (`--steps` is bench's own)
 NOT_BENCH_OPTIONS = frozenset({
@@ -40,15 +41,10 @@ def add_parser(sub) -> None:
                                    "CPU too (and says so).",
                        epilog=EPILOG)
     bo = b.add_argument_group("benchmark")
-    bo.add_argument("--steps", type=int, default=20, help="timed steps (default: 20)")
-    bo.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps (default: 5)")
-    bo.add_argument("--with-augment", action="store_true", help="include the batched augmentation of uint8 images")
+    add_settings(bo, "bench", skip=frozenset({"path"}))  # set by the switches of _add_paths
     _add_paths(bo)
-    bo.add_argument("--profile", default=None, metavar="DIR",
-                    help="also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the fraction of "
-                         "wall time spent in kernels")
     bo.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
-    add_config_options(b, skip=NOT_BENCH_OPTIONS)
+    add_pretrain_options(b, skip=NOT_BENCH_OPTIONS)
     b.set_defaults(func=run)
 
 
@@ -89,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     _refuse_clashes(args)
     typed = {f.name for f in all_option_fields() if hasattr(args, f.name)} - NOT_BENCH_OPTIONS
     cfg = bench.bench_config(**{name: getattr(args, name) for name in typed})
-    options = bench.BenchOptions(steps=args.steps, warmup=args.warmup, path=args.path,
-                                 with_augment=args.with_augment, profile=args.profile)
+    options = settings_of(args, bench.BenchOptions)
     results = bench.bench_pair(cfg, options, baseline=args.baseline) if args.baseline else [bench.bench(cfg, options)]
     for r in results:
         print(bench.format_result(r))

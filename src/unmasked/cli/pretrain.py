@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from unmasked.cli.common import Formatter, add_config_options
+from unmasked.cli.common import Formatter
 from unmasked.config import PretrainConfig, all_option_fields
 from unmasked.console import print_knn, print_summary
 from unmasked.data import image_folder
@@ -13,6 +13,7 @@ from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
 from unmasked.eval import knn
 from unmasked.objectives import registry
+from unmasked.option_rules import add_pretrain_options
 from unmasked.paths import refuse_out_inside_data
 from unmasked.train import loop
 
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
                    help="continue the run in --out exactly where its last checkpoint left it")
     p.add_argument("--knn", action="store_true", help="evaluate with kNN when pretraining ends")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_options(p)
+    add_pretrain_options(p)
     p.set_defaults(func=run)
 
 

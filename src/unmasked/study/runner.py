@@ -23,6 +23,11 @@ from unmasked.config import PretrainConfig, all_option_fields, resolve_defaults
 from unmasked.data.dataset import is_fashion_mnist
 from unmasked.data.recipe import small_images
 from unmasked.errors import UserError
+from unmasked.eval.common import result_name
+from unmasked.eval.knn import protocol_variant
+from unmasked.eval.linear import recipe_variant
+from unmasked.option_rules import settings_parser
+from unmasked.sources import SOURCE_FILE, prepare
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.spec import Run, Study, is_encoder_run
 
@@ -53,8 +58,6 @@ def read_json(path: Path) -> dict | None:
 # -- state of one run -----------------------------------------------------------------------
 def _origin(run: Run) -> Path:
     """The file every evaluation must be newer than: the checkpoint, or a source's source.json."""
-    from unmasked.sources import SOURCE_FILE
-
     return run.dir / (SOURCE_FILE if is_encoder_run(run) else "checkpoint.pt")
 
 
@@ -75,21 +78,14 @@ def result_file(proto: str, extra: list[str] | tuple = (), config: dict | None =
     recipe is assumed to hold them."""
     if proto not in ("knn", "linear"):
         return RESULT_FILES[proto]
-    from unmasked.cli import build_parser
-    from unmasked.eval.common import result_name
-
-    args = build_parser().parse_args([*EVAL_COMMANDS[proto], "RUN", *extra])
+    args = settings_parser(" ".join(EVAL_COMMANDS[proto])).parse_args(list(extra))
     config = config or {}
     run_data = config.get("data") or args.data or ""
     data = args.data or run_data
     size = [] if args.img_size is None or args.img_size == config.get("img_size") else [f"img{args.img_size}"]
     if proto == "knn":
-        from unmasked.eval.knn import protocol_variant
-
         parts = protocol_variant(tuple(sorted(set(args.k))), args.temperature, None) + size
         return result_name("knn", parts, data, run_data)
-    from unmasked.eval.linear import recipe_variant
-
     parts = recipe_variant(epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.base_lr,
                            probe_batch=args.probe_batch, optimizer=args.optimizer) + size
     return result_name("linear", parts, data, run_data)
@@ -243,8 +239,6 @@ def execute(study: Study, device: str | None, progress: bool) -> None:
     for i, run in enumerate(study.runs):
         b = budgets[run.name]
         if is_encoder_run(run) and not is_finished(run):
-            from unmasked.sources import prepare
-
             bar.line(i, run, f"preparing {run.options['encoder']} (not pretrained)")
             prepare(run.options["encoder"], run.dir, run.options["data"], run.options.get("weights"),
                     run.options.get("img_size"), run.seed)
