@@ -16,7 +16,8 @@ from unmasked.bench import (
     bench_pair,
 )
 from unmasked.build import augment_spec
-from unmasked.cli import NOT_BENCH_OPTIONS, main
+from unmasked.cli import main
+from unmasked.cli.bench import NOT_BENCH_OPTIONS
 from unmasked.demo import demo_config
 from unmasked.objectives import registry
 from unmasked.rng import BatchRandom

@@ -120,3 +120,52 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, ca
     assert main(["study", str(study), "--dry-run"]) == 2
     assert f"out {a_file} is a file, expected a folder" in capsys.readouterr().err
     assert a_file.read_text() == "mine"
+
+
+def test_no_library_module_imports_the_command_line():
+    """The CLI is a layer on top: the study, the demo and every other module get option defaults,
+    result file names and printers from the settings dataclasses and unmasked.console."""
+    import ast
+    from pathlib import Path
+
+    import unmasked
+
+    root = Path(unmasked.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.parts[len(root.parts)] in ("cli", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n == "unmasked.cli" or
+                          n.startswith("unmasked.cli.")]
+    assert not offenders
+
+
+def test_each_settings_field_is_an_option_with_the_fields_default():
+    from dataclasses import fields
+
+    from unmasked.cli import build_parser
+    from unmasked.option_rules import SETTINGS
+
+    parser = build_parser()
+    for command, classes in SETTINGS.items():
+        argv = [*command.split(), *([] if command == "bench" else ["RUN"])]
+        args = parser.parse_args(argv)
+        for f in (f for cls in classes for f in fields(cls)):
+            assert getattr(args, f.name) == f.default, (command, f.name)
+
+
+def test_settings_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "knn", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "neighbour counts; k = 20 is the headline (default: 10 20 100 200)" in out
+    assert "vote temperature T (default: 0.07)" in out
+    assert "images per forward pass (default: 256)" in out
+    with pytest.raises(SystemExit):
+        main(["eval", "linear", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "sgd: momentum SGD (default);" in out and "(default: sgd)" not in out  # its own words
+    assert "probe epochs (default: 90)" in out

@@ -46,6 +46,7 @@ from unmasked.devices import autocast_dtype, resolve_device, resolve_precision
 from unmasked.errors import UserError
 from unmasked.notes import warn
 from unmasked.objectives import registry
+from unmasked.options import FLAG, PATH, opt, positive_int
 from unmasked.train.compiling import compile_objective, eager_calls, uses_cuda_graphs
 from unmasked.train.loop import optimizer_options
 from unmasked.train.optim import build_optimizer, param_groups
@@ -65,12 +66,16 @@ STEPS_PER_EPOCH = 100
 
 @dataclass
 class BenchOptions:
-    steps: int = 20  # timed steps
-    warmup: int = 5  # untimed steps before them
-    path: str = "optimised"  # "optimised", "plain" or "reference" (see the module docstring)
-    with_augment: bool = False  # time the batched augmentation of uint8 images too
-    profile: str | None = None  # folder for a torch.profiler trace and op table
-    compare_precision: bool = False  # bench_pair: the optimised step in fp32 beside it in bf16 autocast
+    steps: int = opt(20, "timed steps", rule=positive_int())
+    warmup: int = opt(5, "untimed warm-up steps", rule=positive_int())
+    # "optimised", "plain" or "reference" (see the module docstring); the command line's
+    # --plain / --reference switches set it
+    path: str = opt("optimised", "the step timed", rule=FLAG)
+    with_augment: bool = opt(False, "include the batched augmentation of uint8 images", rule=FLAG)
+    profile: str | None = opt(None, "also profile 5 steps: Chrome trace and op table in DIR, and on a GPU the "
+                              "fraction of wall time spent in kernels", metavar="DIR", rule=PATH)
+    compare_precision: bool = opt(False, "time the optimised step in fp32 and in bf16 autocast, steps interleaved, "
+                                  "and print both rates and their ratio", rule=FLAG)
 
 
 def bench_config(**options) -> PretrainConfig:

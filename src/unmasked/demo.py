@@ -13,6 +13,7 @@ import torch
 
 from unmasked import provenance
 from unmasked.config import PretrainConfig
+from unmasked.console import print_knn, print_summary
 from unmasked.demo_folder import (
     clear_previous_demo,
     mark_as_demo,
@@ -113,8 +114,6 @@ def _demo_in(folder: Path, out: str, device: str, progress: bool, objective: str
 
 
 def _stages(folder: Path, out: str, device: str, progress: bool, objective: str) -> dict:
-    from unmasked.cli import _print_knn, print_summary
-
     cfg = demo_config(out, device, objective)
     summary = pretrain(cfg, progress=progress)
     record_demo_files(folder)
@@ -130,6 +129,6 @@ def _stages(folder: Path, out: str, device: str, progress: bool, objective: str)
         print()
         print_summary(summary, knn)
         print()
-        _print_knn(knn)
+        print_knn(knn)
     print(printed.getvalue(), end="")
     return {"pretrain": summary, "knn": knn, "printed": printed.getvalue()}

@@ -1,19 +1,31 @@
-"""What every command-line option accepts: one rule per option of every command, checked before
-any slow work, so a bad value exits 2 naming the option instead of a traceback deep in torch or a
-silently absurd run (a NaN temperature once gave 10% kNN accuracy, written to knn.json).
+"""What every command accepts: each command's settings (the dataclasses that declare its options,
+in the modules that use them), the argparse options generated from them, and one rule per option,
+checked before any slow work, so a bad value exits 2 naming the option instead of a traceback deep
+in torch or a silently absurd run (a NaN temperature once gave 10% kNN accuracy, written to knn.json).
 
 Numeric rules reject NaN and infinities. A rule that accepts 0 says what 0 means (`at_zero`), as
 the help text does. Options that are not numbers are registered as TEXT, PATH, CHOICE or FLAG:
-argparse checks choices and flags, the command checks paths when it opens them. Pretrain's rules
-are read from the fields that declare its options (`opt(..., rule=...)`: the shared config and
-each objective's options); the other commands' are listed here. A test walks every option of
+argparse checks choices and flags, the command checks paths when it opens them. Rules are read
+from the fields that declare the options (`opt(..., rule=...)`: the shared config, each
+objective's options, each command's settings); the command line's own options (a command's
+positional arguments, --out, --no-progress, ...) are listed here. A test walks every option of
 every subcommand, so a new option without a rule fails it.
 """
 
 from __future__ import annotations
 
-from unmasked.config import pretrain_rules
+import argparse
+from dataclasses import MISSING, fields
+
+from unmasked.analysis.analyze import AnalyzeSettings
+from unmasked.bench import BenchOptions
+from unmasked.config import all_option_fields, pretrain_rules
 from unmasked.devices import resolve_device
+from unmasked.eval.common import EvalOptions
+from unmasked.eval.finetune import FinetuneOptions
+from unmasked.eval.knn import KnnSettings
+from unmasked.eval.linear import LinearRecipe
+from unmasked.objectives import registry
 from unmasked.options import (
     CHOICE,
     DEVICE,
@@ -23,43 +35,33 @@ from unmasked.options import (
     PIXELS,
     TEXT,
     Rule,
+    argument,
     check_rules,
     count,
-    fraction,
     int_range,
-    non_negative,
-    positive,
     positive_int,
-    up_to_one,
 )
 
-EVAL_COMMON = {"run": PATH, "data": TEXT, "device": DEVICE, "batch_size": positive_int(),
-               "num_workers": count("decode in the main process"), "no_progress": FLAG,
-               "max_image_pixels": PIXELS, "weights": PATH}
-EVAL_OUT = {"out": PATH}  # a source's results folder
+# Each command's settings, in the order its --help shows them.
+SETTINGS: dict[str, tuple[type, ...]] = {
+    "eval knn": (EvalOptions, KnnSettings),
+    "eval linear": (EvalOptions, LinearRecipe),
+    "eval finetune": (EvalOptions, FinetuneOptions),
+    "analyze": (EvalOptions, AnalyzeSettings),
+    "bench": (BenchOptions,),
+}
 
-# command-line only options of pretrain (not saved in config.json)
-PRETRAIN_CLI = {"resume": FLAG, "knn": FLAG, "no_progress": FLAG}
+EVAL_CLI = {"run": PATH, "no_progress": FLAG, "out": PATH}  # the source, its results folder
 
-RULES: dict[str, dict[str, Rule]] = {
-    "pretrain": PRETRAIN_CLI,  # and the fields' rules: see rules()
-    "eval knn": {**EVAL_COMMON, **EVAL_OUT, "k": positive_int(), "temperature": positive(), "img_size": positive_int()},
-    "eval linear": {**EVAL_COMMON, **EVAL_OUT, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
-                    "optimizer": CHOICE, "base_lr": positive(), "probe_batch": positive_int(),
-                    "img_size": positive_int()},
-    "eval finetune": {**EVAL_COMMON, **EVAL_OUT, "epochs": positive_int(), "warmup_epochs": count("no warm-up"),
-                      "lr_rule": CHOICE, "base_lr": positive(), "layer_decay": up_to_one(),
-                      "drop_path": fraction("no stochastic depth"),
-                      "mixup": non_negative("mixup off"), "cutmix": non_negative("cutmix off"),
-                      "label_smoothing": fraction("plain cross-entropy"),
-                      "randaug_magnitude": int_range(0, 10, "RandAugment's operations at zero strength"),
-                      "train_batch": positive_int(), "subset": positive_int(), "steps": positive_int()},
-    "analyze": {**EVAL_COMMON, "images": positive_int(), "map_images": positive_int(), "layers": positive_int(),
-                "out": PATH},
+# the command line's own options of each command (not settings of the library)
+CLI_RULES: dict[str, dict[str, Rule]] = {
+    "pretrain": {"resume": FLAG, "knn": FLAG, "no_progress": FLAG},  # not saved in config.json
+    "eval knn": EVAL_CLI,
+    "eval linear": EVAL_CLI,
+    "eval finetune": EVAL_CLI,
+    "analyze": EVAL_CLI,  # --out: the analyses' folder
     "compare": {"runs": PATH, "out": PATH, "no_compute": FLAG, "device": DEVICE, "no_progress": FLAG},
-    # pretrain's options (those bench offers) and bench's own
-    "bench": {"steps": positive_int(), "warmup": positive_int(), "with_augment": FLAG, "path": FLAG,
-              "baseline": FLAG, "profile": PATH, "json": PATH},
+    "bench": {"baseline": FLAG, "json": PATH},  # and pretrain's options (those bench offers)
     "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE, "transcript": PATH},
     "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "results_dir": PATH, "device": DEVICE,
               "no_progress": FLAG},
@@ -72,14 +74,75 @@ RULES: dict[str, dict[str, Rule]] = {
 }
 
 
+def settings_fields(command: str, skip: frozenset[str] = frozenset()) -> list:
+    return [f for cls in SETTINGS.get(command, ()) for f in fields(cls) if f.name not in skip]
+
+
+def add_settings(parser, command: str, skip: frozenset[str] = frozenset()) -> None:
+    """The options of `command`'s settings dataclasses, each from its field (`argument`)."""
+    for f in settings_fields(command, skip):
+        name, kwargs = argument(f)
+        parser.add_argument(name, **kwargs)
+
+
+def settings_parser(command: str) -> argparse.ArgumentParser:
+    """A parser of `command`'s settings alone (no positional source, --out or --no-progress): what a
+    study's [evals] table may set, typed and refused as the command line types and refuses them."""
+    parser = argparse.ArgumentParser(prog=f"unmasked {command}", add_help=False)
+    add_settings(parser, command)
+    return parser
+
+
+GROUP_TITLES = {
+    "objective": "objective",
+    "data": "data and augmentation",
+    "model": "model",
+    "training": "optimisation",
+    "performance": "speed and memory",
+    "run": "run control",
+}
+
+
+def add_pretrain_options(parser, skip: frozenset[str] = frozenset()) -> None:
+    """Pretrain's options, one per field of the shared config and of every objective's options,
+    grouped as GROUP_TITLES says (an objective's own options under the objectives that have them).
+    Only the options typed reach the namespace, so pretrain knows which were given (`explicit`)."""
+    groups = {k: parser.add_argument_group(v) for k, v in GROUP_TITLES.items()}
+    for f in all_option_fields():
+        if f.name in skip:
+            continue
+        group = f.metadata["group"]
+        if group not in groups:
+            groups[group] = parser.add_argument_group(f"options of {' and '.join(registry.option_owners(f.name))}")
+        name, kwargs = argument(f, typed_only=True)
+        kwargs["help"] = _pretrain_help(f)
+        if f.name == "objective":
+            kwargs["choices"] = registry.names()
+        groups[group].add_argument(name, **kwargs)
+
+
+def _pretrain_help(f) -> str:
+    """The field's help, its default, and what an objective sets otherwise where it is not given."""
+    default = None if f.default is MISSING else f.default
+    help_text = f.metadata["help"]
+    own = "".join(f"; {e.name}: {_shown(e.defaults[f.name])}" for e in registry.entries() if f.name in e.defaults)
+    if default is not None and not isinstance(default, bool):
+        return help_text + f" (default: {default}{own})"
+    help_text += f" ({own[2:]})" if own else ""
+    return help_text + (f" (default: {'on' if default else 'off'})" if isinstance(default, bool) else "")
+
+
+def _shown(value) -> str:
+    return "from the data and model" if value is None else str(value)
+
+
 def rules(command: str) -> dict[str, Rule]:
-    """The rules of `command`; pretrain's are those its options' fields declare, and bench takes
-    pretrain's options beside its own."""
-    if command == "pretrain":
-        return {**pretrain_rules(), **PRETRAIN_CLI}
-    if command == "bench":
-        return {**pretrain_rules(), **RULES[command]}
-    return dict(RULES[command])
+    """The rules of `command`: those its settings' fields declare and its command-line options';
+    pretrain's are those its options' fields declare, and bench takes pretrain's options beside
+    its own."""
+    own = {**CLI_RULES[command], **{f.name: f.metadata["rule"] for f in settings_fields(command)}}
+    return {**pretrain_rules(), **own} if command in ("pretrain", "bench") else own
+
 
 
 def check_values(command: str, values) -> None:
@@ -93,7 +156,7 @@ def check_values(command: str, values) -> None:
 
 
 def command_of(args) -> str | None:
-    """'eval knn' for `unmasked eval knn ...`; the key of RULES."""
+    """'eval knn' for `unmasked eval knn ...`; a key of CLI_RULES."""
     if args.command == "eval":
         return f"eval {args.protocol}" if getattr(args, "protocol", None) else None
     return args.command

@@ -2,15 +2,17 @@
 metadata is its command-line flag, its --help text and the values it accepts (its `Rule`).
 
 This module is below every other one (it imports only unmasked.errors), so the shared
-configuration, each objective's options dataclass and the rule tables all declare options the
-same way, and an option's rule lives only on its field.
+configuration, each objective's options dataclass, each command's settings dataclass and the rule
+tables all declare options the same way, and an option's rule lives only on its field.
+`argument(field)` is the one place a field becomes an argparse option.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 from unmasked.errors import UserError
 
@@ -76,14 +78,57 @@ PIXELS = positive_int()
 
 
 def opt(default, help: str, group: str = "training", choices=None, metavar=None, parse=None,
-        rule: Rule | None = None):
-    """A config field and its command-line option; `rule` says which values it accepts."""
+        rule: Rule | None = None, nargs=None):
+    """A config field and its command-line option; `rule` says which values it accepts, `nargs`
+    ("+") that the option takes several values (the default is then a tuple)."""
     return field(default=default, metadata={"help": help, "group": group, "choices": choices,
-                                            "metavar": metavar, "parse": parse, "rule": rule})
+                                            "metavar": metavar, "parse": parse, "rule": rule,
+                                            "nargs": nargs})
 
 
 def flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
+
+
+def field_type(f) -> Callable[[str], object]:
+    """What argparse converts the option's text with: the field's `parse`, else its annotation's
+    number type (int, float; also for `int | None` and `tuple[int, ...]`), else text."""
+    if f.metadata.get("parse"):
+        return f.metadata["parse"]
+    t = str(f.type)
+    if "int" in t:
+        return int
+    if "float" in t:
+        return float
+    return str
+
+
+def shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def argument(f, typed_only: bool = False) -> tuple[str, dict]:
+    """The argparse option of one field: (flag, add_argument keywords).
+
+    A switch (a bool field) is `--x` (store_true), or `--x/--no-x` with `typed_only`; any other
+    field takes its type, choices, metavar and nargs from the field. The help ends with the
+    default unless it says its own ("default: sized to the data") or the default is None.
+    `typed_only`: the default is argparse.SUPPRESS, so that only the options typed appear on the
+    namespace (pretrain's `explicit`) and the help is left to the caller."""
+    meta = f.metadata
+    default = None if f.default is MISSING else f.default
+    help_text = meta["help"]
+    kwargs: dict = {"dest": f.name}
+    if isinstance(default, bool) or "bool" in str(f.type):
+        kwargs["action"] = argparse.BooleanOptionalAction if typed_only else "store_true"
+    else:
+        kwargs["type"] = field_type(f)
+        kwargs.update({k: meta[k] for k in ("choices", "metavar", "nargs") if meta.get(k)})
+        if not typed_only and default is not None and "default" not in help_text:
+            help_text += f" (default: {shown(default)})"
+    kwargs["default"] = argparse.SUPPRESS if typed_only else default
+    kwargs["help"] = help_text
+    return flag(f.name), kwargs
 
 
 def field_rules(dataclass_fields) -> dict[str, Rule]:

@@ -53,19 +53,12 @@ def test_bad_entries_are_named(tmp_path, extra, arms, match):
         load_study(tiny_study(tmp_path, extra=extra, arms=arms))
 
 
-def test_objective_choices_come_from_the_pretrain_parser(tmp_path, monkeypatch):
-    """A new objective needs no change here: the study asks `unmasked pretrain` what it accepts."""
-    import unmasked.cli as cli
+def test_objective_choices_come_from_the_registry(tmp_path, monkeypatch):
+    """A new objective needs no change here: the study accepts what `unmasked pretrain` accepts."""
+    from unmasked.objectives import registry
 
-    real = cli._add_config_options
-
-    def with_extra_objective(parser, **kwargs):
-        real(parser, **kwargs)
-        action = next((a for a in parser._actions if a.dest == "objective"), None)
-        if action is not None:  # bench's parser skips some options
-            action.choices = (*action.choices, "newobj")
-
-    monkeypatch.setattr(cli, "_add_config_options", with_extra_objective)
+    real = registry.names
+    monkeypatch.setattr(registry, "names", lambda: (*real(), "newobj"))
     study = load_study(tiny_study(tmp_path, arms='[arms.newobj]\n'))
     assert study.runs[0].options["objective"] == "newobj"
 
@@ -78,6 +71,42 @@ def test_objective_choices_come_from_the_pretrain_parser(tmp_path, monkeypatch):
 def test_bad_evals_are_named(tmp_path, evals, match):
     with pytest.raises(UserError, match=match):
         load_study(tiny_study(tmp_path, evals=evals))
+
+
+def test_an_unknown_evals_key_names_the_file_the_table_and_the_accepted_keys(tmp_path):
+    path = tiny_study(tmp_path, evals="knn = { neighbours = 5 }")
+    with pytest.raises(UserError) as e:
+        load_study(path)
+    message = str(e.value)
+    assert message.startswith(f"study file {path}: [evals] knn: unknown option 'neighbours'; expected one of ")
+    accepted = message.split("expected one of ", 1)[1].split(", ")
+    assert {"k", "temperature", "img_size", "batch_size", "data"} <= set(accepted)
+    assert "epochs" not in accepted  # the linear probe's, not kNN's
+
+
+@pytest.mark.parametrize("evals,match", [
+    ("knn = { temperature = nan }", r"\[evals\] knn: --temperature nan: must be a finite number above 0"),
+    ("knn = { k = [20, 0] }", r"\[evals\] knn: --k 0: must be a positive integer"),
+    ("finetune = { layer_decay = 1.5 }", r"\[evals\] finetune: --layer-decay 1.5: must be in \(0, 1\]"),
+    ("analyze = { images = 0 }", r"\[evals\] analyze: --images 0: must be a positive integer"),
+])
+def test_evals_values_are_checked_by_the_settings_rules_when_the_study_loads(tmp_path, evals, match):
+    with pytest.raises(UserError, match=match):
+        load_study(tiny_study(tmp_path, evals=evals))
+
+
+def test_evals_tables_take_the_settings_dataclasses_fields(tmp_path):
+    from dataclasses import fields
+
+    from unmasked.eval.common import EvalOptions
+    from unmasked.eval.knn import KnnSettings
+
+    study = load_study(tiny_study(tmp_path, evals="knn = { k = [5, 20], temperature = 0.1, batch-size = 8 }"))
+    assert study.evals["knn"] == ["--k", "5", "20", "--temperature", "0.1", "--batch-size", "8"]
+    names = {f.name for f in fields(KnnSettings)} | {f.name for f in fields(EvalOptions)}
+    for name in names:  # every field is a key the table may hold (values of the field's own type)
+        value = {"k": "[3]", "device": "'cpu'", "data": "'fashion-mnist'", "weights": "'w.pth'"}.get(name, "1")
+        load_study(tiny_study(tmp_path, evals=f"knn = {{ {name} = {value} }}"))
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):

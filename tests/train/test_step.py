@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from unmasked.cli import print_summary
+from unmasked.console import print_summary
 from unmasked.train.checkpoint import load_checkpoint
 from unmasked.train.loop import Pretrainer, pretrain
 from unmasked.train.metrics import read_jsonl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,22 @@ from unmasked.eval.features import extract_features, iterate_split
 from unmasked.eval.run_files import WRITE_ERRORS, write_problem
 from unmasked.files import atomic_write_text
 from unmasked.models.vit import num_prefix_tokens
+from unmasked.options import opt, positive_int
 from unmasked.run_folder import load_run_objective, run_reconstructs
 from unmasked.runs import load_encoder
 from unmasked.sources import is_source, prepare
 
 ANALYSIS_DIR = "analysis"
+
+
+@dataclass
+class AnalyzeSettings:
+    """`unmasked analyze`'s sample sizes and the layers its patch-query maps show."""
+
+    images: int = opt(1000, "images for attention distance and NMI", rule=positive_int())
+    map_images: int = opt(4, "images shown in the figures", rule=positive_int())
+    layers: tuple[int, ...] | None = opt(None, "layers (1-based) for the patch-query attention maps (default: "
+                                         "first, middle, last)", metavar="L", nargs="+", rule=positive_int())
 
 
 def uniform_distance(grid: int, patch: int) -> float:

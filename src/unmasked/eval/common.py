@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,8 +16,25 @@ from unmasked.eval.cache_key import feature_cache_key
 from unmasked.eval.features import extract_features, feature_autocast
 from unmasked.eval.run_files import save_in_run, save_result
 from unmasked.eval.view import EvalView, eval_view_for
+from unmasked.options import DEVICE, PATH, PIXELS, TEXT, count, opt, positive_int
 from unmasked.run_folder import LoadedEncoder
 from unmasked.runs import load_encoder
+
+
+@dataclass
+class EvalOptions:
+    """What every evaluation of an encoder takes (kNN, linear probe, fine-tuning, analyses)."""
+
+    weights: str | None = opt(None, "timm:NAME only: load this file (official .pth, .safetensors, timm file) "
+                              "offline instead of downloading; never executes code from it", metavar="FILE",
+                              rule=PATH)
+    data: str | None = opt(None, "evaluate on this dataset instead of the run's own", rule=TEXT)
+    device: str = opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", rule=DEVICE)
+    batch_size: int = opt(256, "images per forward pass", rule=positive_int())
+    num_workers: int = opt(min(8, os.cpu_count() or 1), "decoding workers for image folders (default: CPU cores, up to 8)",
+                           rule=count("decode in the main process"))
+    max_image_pixels: int | None = opt(None, "skip images with more pixels than this (default: 100000000, as "
+                                       "in pretrain)", metavar="N", rule=PIXELS)
 
 
 def evaluation_view(loaded: LoadedEncoder, data: str) -> EvalView:

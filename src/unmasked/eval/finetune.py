@@ -48,10 +48,50 @@ from unmasked.eval.features import iterate_split
 from unmasked.eval.knn import topk_accuracy
 from unmasked.eval.run_files import save_in_run
 from unmasked.eval.view import eval_view_for
+from unmasked.options import (
+    CHOICE,
+    count,
+    fraction,
+    int_range,
+    non_negative,
+    opt,
+    positive,
+    positive_int,
+    up_to_one,
+)
 from unmasked.runs import load_encoder
 from unmasked.train.schedules import lr_schedule
 
 LR_RULES = ("mae", "lut")
+
+
+@dataclass
+class FinetuneOptions:
+    """What `unmasked eval finetune` may change in the recipe; None: the recipe's own choice, by
+    encoder size, data and --lr-rule (`default_recipe`)."""
+
+    epochs: int | None = opt(None, "epochs (default: 30 on Fashion-MNIST, else MAE's 100 for ViT-B and smaller, "
+                             "50 for L, H)", rule=positive_int())
+    warmup_epochs: int | None = opt(None, "warm-up epochs (default: 5)", rule=count("no warm-up"))
+    lr_rule: str | None = opt(None, "mae (default): MAE's recipe, lr = base_lr * batch / 256 with base lr 5e-4 "
+                              "(ViT-B) or 1e-3 (L, H) and layer decay 0.65 (B) or 0.75; lut: LUT's own rule, "
+                              "lr = base_lr * sqrt(batch) / 8 with base lr 1e-3 and layer decay 0.75",
+                              choices=LR_RULES, rule=CHOICE)
+    base_lr: float | None = opt(None, "base lr, scaled as --lr-rule says (default: by size and rule, see "
+                                "--lr-rule)", rule=positive())
+    layer_decay: float | None = opt(None, "layer-wise lr decay (default: by size and rule, see --lr-rule)",
+                                    rule=up_to_one())
+    drop_path: float | None = opt(None, "stochastic depth (default by size, as MAE: ViT-B 0.1, L 0.2, H 0.3; "
+                                  "smaller 0.1)", rule=fraction("no stochastic depth"))
+    mixup: float | None = opt(None, "mixup alpha (default: 0.8; 0 = off)", rule=non_negative("mixup off"))
+    cutmix: float | None = opt(None, "cutmix alpha (default: 1.0; 0 = off)", rule=non_negative("cutmix off"))
+    label_smoothing: float | None = opt(None, "label smoothing (default: 0.1)",
+                                        rule=fraction("plain cross-entropy"))
+    randaug_magnitude: int | None = opt(None, "timm RandAugment 'rand-m<M>-mstd0.5-inc1' magnitude (default: 9)",
+                                        rule=int_range(0, 10, "RandAugment's operations at zero strength"))
+    train_batch: int | None = opt(None, "training batch size (default: 256)", rule=positive_int())
+    subset: int | None = opt(None, "fine-tune on N training images", metavar="N", rule=positive_int())
+    steps: int | None = opt(None, "stop after N steps (smoke tests)", metavar="N", rule=positive_int())
 # MAE's fine-tuning table by encoder width: (drop path, base lr, layer decay, epochs)
 MAE_BY_WIDTH = {768: (0.1, 5e-4, 0.65, 100), 1024: (0.2, 1e-3, 0.75, 50), 1280: (0.3, 1e-3, 0.75, 50)}
 MAE_OTHER_WIDTHS = (0.1, 5e-4, 0.75, 100)  # smaller encoders (not in the table): B's, with decay 0.75

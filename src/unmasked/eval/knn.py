@@ -7,6 +7,7 @@ class with weight exp(sim / T). k in {10, 20, 100, 200}, T = 0.07; k = 20 is the
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +24,23 @@ from unmasked.eval.common import (
 )
 from unmasked.eval.pixels import cached_pixel_result
 from unmasked.eval.view import EvalView
+from unmasked.options import opt, positive, positive_int
 
 KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
+EVAL_SIZE_HELP = ("evaluate at this input size, a multiple of the patch size; the position embedding is "
+                  "resampled bicubically to the grid (default: the encoder's own size; another size writes "
+                  "its own result file)")
+
+
+@dataclass
+class KnnSettings:
+    """`unmasked eval knn`'s protocol: other k, T or input size write their own result file."""
+
+    k: tuple[int, ...] = opt(KS, "neighbour counts; k = 20 is the headline", metavar="K", nargs="+",
+                             rule=positive_int())
+    temperature: float = opt(TEMPERATURE, "vote temperature T", rule=positive())
+    img_size: int | None = opt(None, EVAL_SIZE_HELP, metavar="PX", rule=positive_int())
 
 
 @torch.no_grad()

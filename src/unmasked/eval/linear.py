@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -32,11 +33,26 @@ from unmasked.eval.common import (
     variant_name,
     write_result,
 )
-from unmasked.eval.knn import topk_accuracy
+from unmasked.eval.knn import EVAL_SIZE_HELP, topk_accuracy
 from unmasked.eval.pixels import cached_pixel_result
 from unmasked.eval.run_files import save_in_run
 from unmasked.eval.view import EvalView
+from unmasked.options import CHOICE, count, opt, positive, positive_int
 from unmasked.train.schedules import lr_schedule
+
+
+@dataclass
+class LinearRecipe:
+    """`unmasked eval linear`'s probe recipe: another recipe writes its own result file."""
+
+    epochs: int = opt(90, "probe epochs", rule=positive_int())
+    warmup_epochs: int = opt(10, "warm-up epochs", rule=count("no warm-up"))
+    optimizer: str = opt("sgd", "sgd: momentum SGD (default); lars: MAE's LARS (trust coefficient 0.001), "
+                         "whose steps suit ImageNet-sized datasets but under-train small ones",
+                         choices=("sgd", "lars"), rule=CHOICE)
+    base_lr: float = opt(0.1, "base lr, scaled by batch / 256", rule=positive())
+    probe_batch: int | None = opt(None, "probe batch size (default: sized to the data)", rule=positive_int())
+    img_size: int | None = opt(None, EVAL_SIZE_HELP, metavar="PX", rule=positive_int())
 
 
 def probe_batch_size(n: int, max_batch: int = 16384, min_steps: int = 16) -> int:

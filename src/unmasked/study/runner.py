@@ -20,7 +20,11 @@ from pathlib import Path
 
 from unmasked.config import all_option_fields
 from unmasked.errors import UserError
+from unmasked.eval.common import result_name
+from unmasked.eval.knn import protocol_variant
+from unmasked.eval.linear import recipe_variant
 from unmasked.files import read_json_or_none
+from unmasked.option_rules import settings_parser
 from unmasked.sources import SOURCE_FILE, prepare
 from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.resolved import expected_config
@@ -61,21 +65,14 @@ def result_file(proto: str, extra: list[str] | tuple = (), config: dict | None =
     recipe is assumed to hold them."""
     if proto not in ("knn", "linear"):
         return RESULT_FILES[proto]
-    from unmasked.cli import build_parser
-    from unmasked.eval.common import result_name
-
-    args = build_parser().parse_args([*EVAL_COMMANDS[proto], "RUN", *extra])
+    args = settings_parser(" ".join(EVAL_COMMANDS[proto])).parse_args(list(extra))
     config = config or {}
     run_data = config.get("data") or args.data or ""
     data = args.data or run_data
     size = [] if args.img_size is None or args.img_size == config.get("img_size") else [f"img{args.img_size}"]
     if proto == "knn":
-        from unmasked.eval.knn import protocol_variant
-
         parts = protocol_variant(tuple(sorted(set(args.k))), args.temperature, None) + size
         return result_name("knn", parts, data, run_data)
-    from unmasked.eval.linear import recipe_variant
-
     parts = recipe_variant(epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.base_lr,
                            probe_batch=args.probe_batch, optimizer=args.optimizer) + size
     return result_name("linear", parts, data, run_data)

@@ -22,8 +22,10 @@
     analyze = true
     finetune = false
 
-Options are checked by the pretrain / eval parsers themselves, so whatever `unmasked pretrain`
-accepts (a new objective included) is accepted here, and nothing else.
+Options are checked by parsers generated from the same option fields and settings dataclasses as
+the command line's (unmasked.option_rules), so whatever `unmasked pretrain` accepts (a new
+objective included) is accepted here, and nothing else; an [evals] table takes the settings of its
+command (`KnnSettings`, `LinearRecipe`, `FinetuneOptions`, `AnalyzeSettings`, and `EvalOptions`).
 """
 
 from __future__ import annotations
@@ -38,15 +40,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unmasked.errors import UserError
-from unmasked.option_rules import check_values
-from unmasked.options import MAX_SEED
+from unmasked.option_rules import (
+    add_pretrain_options,
+    check_values,
+    settings_fields,
+    settings_parser,
+)
+from unmasked.options import MAX_SEED, check_rules, field_rules
+from unmasked.sources import PREFIXES, is_source
 from unmasked.study.matching import match_epochs
 
 TOP_KEYS = {"name", "out", "seeds", "pairs", "recipe", "arms", "grid", "evals"}
 MANAGED = {"out": "the study names each run folder", "seed": "use the study's seeds = [...]",
            "resume": "the study resumes half-finished runs itself", "help": "not an option",
            "no_progress": "pass --no-progress to `unmasked study`", "knn": "use [evals] knn = true"}
-EVALS = {"knn": ("eval", "knn"), "linear": ("eval", "linear"), "analyze": ("analyze",), "finetune": ("eval", "finetune")}
+EVALS = {"knn": "eval knn", "linear": "eval linear", "analyze": "analyze", "finetune": "eval finetune"}
 MATCH_KEY = "match_compute"  # in an arm: its epochs set so that its training FLOPs equal the named arm's
 EVAL_MANAGED = {"run", "help", "no_progress", "out"}
 DEFAULT_EVALS = {"knn": {}, "linear": {}, "analyze": {}}
@@ -98,10 +106,10 @@ def read_toml(path: Path) -> dict:
         raise UserError(f"study file {path}: not valid TOML: {e}") from None
 
 
-def _subparser(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
-    for name in names:
-        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parser = action.choices[name]
+def pretrain_parser() -> argparse.ArgumentParser:
+    """`unmasked pretrain`'s options (those a study may set), as the command line types them."""
+    parser = argparse.ArgumentParser(prog="unmasked pretrain", add_help=False)
+    add_pretrain_options(parser)
     return parser
 
 
@@ -143,9 +151,11 @@ def normalise_keys(table: dict, actions: dict, where: str, managed: dict | set) 
         if name in managed:
             why = managed[name] if isinstance(managed, dict) else "set by the study"
             raise UserError(f"{where}: {key} cannot be set here ({why})")
-        if name not in actions:
+        if name not in actions and len(actions) > 20:  # pretrain's: too many to list
             raise UserError(f"{where}: unknown option {key!r}; expected an option of that command, e.g. "
                             f"{', '.join(sorted(actions)[:6])}, ... (see its --help)")
+        if name not in actions:
+            raise UserError(f"{where}: unknown option {key!r}; expected one of {', '.join(actions)}")
         out[name] = value
     return out
 
@@ -166,8 +176,6 @@ ENCODER_ARM_KEYS = {"encoder", "weights", "img_size"}
 
 def _encoder_arm(table: dict, where: str) -> dict:
     """An arm measured without pretraining: encoder = a source (see unmasked/sources.py)."""
-    from unmasked.sources import PREFIXES, is_source
-
     opts = {k.replace("-", "_"): v for k, v in table.items()}
     extra = sorted(set(opts) - ENCODER_ARM_KEYS)
     if extra:
@@ -181,21 +189,33 @@ def _encoder_arm(table: dict, where: str) -> dict:
     return opts
 
 
+def eval_argv(proto: str, table: dict, where: str) -> list[str]:
+    """An [evals] table checked against its command's settings dataclasses (names, types, rules)
+    -> the command-line arguments the study passes to that evaluation."""
+    command = EVALS[proto]
+    parser = settings_parser(command)
+    actions = option_actions(parser)
+    argv = to_argv(normalise_keys(table, actions, where, EVAL_MANAGED), actions)
+    ns = parse_with(parser, argv, where)
+    try:  # NaN, 0 neighbours, ...: refused now, not when the evaluation starts
+        check_rules(field_rules(settings_fields(command)), ns)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    return argv
+
+
 def is_encoder_run(run: Run) -> bool:
     return "encoder" in run.options
 
 
 def load_study(path: str | Path, out: str | None = None) -> Study:
-    from unmasked.cli import build_parser
-
     path = Path(path)
     raw = read_toml(path)
     where = f"study file {path}"
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(TOP_KEYS))}")
-    parser = build_parser()
-    pre_parser = _subparser(parser, "pretrain")
+    pre_parser = pretrain_parser()
     actions = option_actions(pre_parser)
     objectives = tuple(actions["objective"].choices or ())
 
@@ -258,12 +278,7 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
             value = {}
         if not isinstance(value, dict):
             raise UserError(f"{where}: [evals] {proto} = {value!r}: expected true, false or a table of options")
-        ev_parser = _subparser(parser, *EVALS[proto])
-        ev_actions = option_actions(ev_parser)
-        opts = normalise_keys(value, ev_actions, f"{where}: [evals] {proto}", EVAL_MANAGED)
-        argv = to_argv(opts, ev_actions)
-        parse_with(ev_parser, ["RUN", *argv], f"{where}: [evals] {proto}")
-        evals[proto] = argv
+        evals[proto] = eval_argv(proto, value, f"{where}: [evals] {proto}")
 
     pairs_raw = raw.get("pairs")
     names = list(arms)
