@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unmasked.errors import UserError
-from unmasked.models.vit import PRESETS
+from unmasked.models.vit import POS_EMBEDS, PRESETS
 from unmasked.objectives import registry  # registers the built-in objectives
 from unmasked.options import (
     CHOICE,
@@ -62,6 +62,16 @@ def int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
+def float_or_off(text: str) -> float:
+    """--layer-scale: a number, or 'none'/'off' (the same as 0: no LayerScale)."""
+    if text.lower() in ("none", "off"):
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'none' or 'off', got {text!r}") from None
+
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two replay CUDA graphs
 
 
@@ -83,6 +93,13 @@ class PretrainConfig:
     heads: int | None = opt(None, "override the preset's attention heads", "model", rule=positive_int())
     drop_path: float | None = opt(0.0, "stochastic depth rate of the encoder (DINOv2: 0.1 below ViT-L, 0.3 for "
                                   "ViT-L)", "model", rule=fraction("no stochastic depth"))
+    layer_scale: float = opt(0.0, "LayerScale: each block's attention and MLP branch is scaled by a learned "
+                             "per-channel gamma starting at this value (DINOv2: 1e-5; timm's init_values); 0 or "
+                             "'none': no LayerScale (MAE, LUT)", "model", metavar="GAMMA|none", parse=float_or_off,
+                             rule=non_negative("no LayerScale"))
+    pos_embed: str = opt("sincos", "encoder position embeddings: 'sincos' fixed 2-D sin-cos (MAE, LUT), "
+                         "'learned' trained, initialised trunc-normal std 0.02 (DINOv2); the MAE/LUT decoder "
+                         "keeps sin-cos", "model", choices=POS_EMBEDS, rule=CHOICE)
     init_from: str | None = opt(None, "warm start: load the encoder weights of this run folder, checkpoint or "
                                 "encoder.safetensors (same encoder shape); decoder, heads and optimiser start "
                                 "fresh", "model", metavar="RUN", rule=PATH)
@@ -249,9 +266,10 @@ class PretrainConfig:
         return self.base_lr * self.batch_size / 256
 
 
-# What runs saved before these options existed did: tokens exempt from weight decay. Their
-# optimiser state has the old parameter groups, so a resume must keep them.
-LEGACY_DEFAULTS = {"decay_tokens": False}
+# What runs saved before these options existed did: tokens exempt from weight decay (their
+# optimiser state has the old parameter groups, so a resume must keep them); no LayerScale and
+# fixed sin-cos positions (their checkpoints have no gammas, their positions are not trained).
+LEGACY_DEFAULTS = {"decay_tokens": False, "layer_scale": 0.0, "pos_embed": "sincos"}
 
 CORE_FIELDS = [f for f in fields(PretrainConfig) if f.name != "objective_options"]
 OPTION_FIELDS = [f for f in CORE_FIELDS if not f.metadata.get("resolved")]  # the shared options
