@@ -72,6 +72,16 @@ def float_or_off(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, 'none' or 'off', got {text!r}") from None
 
 
+def float_or_none(text: str) -> float | None:
+    """--layer-decay: a number, or 'none'/'off' (no layer-wise decay, as a study file can write it)."""
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'none' or 'off', got {text!r}") from None
+
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two replay CUDA graphs
 
 
@@ -121,7 +131,8 @@ class PretrainConfig:
     accum_steps: int | str = opt(1, "gradient accumulation: micro-batches per optimiser step; 'auto' = the fewest "
                                  "whose step fits in memory (the global batch stays --batch-size)", metavar="N|auto",
                                  parse=int_or_auto, rule=ACCUM)
-    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling", rule=positive())
+    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling (for LUT the linear default is 4x "
+                         "below the authors' sqrt rule at batch 256: 1.5e-4 against 6e-4)", rule=positive())
     lr: float | None = opt(None, "absolute peak learning rate (overrides --base-lr and scaling)", rule=positive())
     lr_scaling: str | None = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
                                  "sqrt = base_lr * sqrt(batch) / 4 (LUT's code; at batch 256 linear gives 4x less "
@@ -137,7 +148,8 @@ class PretrainConfig:
     weight_decay_end: float | None = opt(None, "cosine the weight decay from --weight-decay to this value over the "
                                          "run (default: constant)", rule=non_negative("the weight decay falls to zero by the end"))
     layer_decay: float | None = opt(None, "layer-wise lr decay of the encoder: block l of L gets lr x "
-                                    "decay^(L - l) (default: off)", rule=up_to_one())
+                                    "decay^(L - l); 'none': off (default: off)", metavar="DECAY|none",
+                                    parse=float_or_none, rule=up_to_one())
     patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)", rule=non_negative("the patch embedding is not trained"))
     clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)", rule=positive())
     # -- data handling ----------------------------------------------------------------------

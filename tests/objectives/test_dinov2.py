@@ -339,3 +339,15 @@ def test_a_run_saved_before_layerscale_and_learned_positions_loads_resumes_and_e
     assert (state["config"]["layer_scale"], state["config"]["pos_embed"]) == (0.0, "sincos")
     assert main(["eval", "knn", str(run), "--no-progress"]) == 0
     assert json.loads((run / "knn.json").read_text())["objective"] == "dinov2"
+
+
+def test_layer_scale_and_layer_decay_can_be_turned_off_by_name():
+    """'none' (as a study file writes it: TOML has no null) turns DINOv2's defaults off."""
+    from unmasked.cli import build_parser
+
+    args = build_parser().parse_args(["pretrain", "--objective", "dinov2", "--layer-scale", "none",
+                                      "--layer-decay", "off", "--pos-embed", "sincos"])
+    assert (args.layer_scale, args.layer_decay, args.pos_embed) == (0.0, None, "sincos")
+    assert build_parser().parse_args(["pretrain", "--layer-scale", "1e-4"]).layer_scale == 1e-4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--pos-embed", "rope"])
