@@ -50,6 +50,25 @@ def test_timm_loads_the_export_unchanged_with_equal_features(run, tmp_path, caps
     assert timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=5).head.out_features == 5
 
 
+def test_a_dinov2_run_with_layerscale_and_learned_positions_exports_strictly(tmp_path):
+    """DINOv2's defaults (LayerScale 1e-5, learned positions): timm rebuilds the same encoder."""
+    from timm.layers import LayerScale
+
+    from tests.conftest import SMALL_HEADS
+
+    run = tiny_run(tmp_path, objective="dinov2", **SMALL_HEADS)[0]
+    loaded = load_encoder(run)
+    assert isinstance(loaded.encoder.blocks[0].ls1, LayerScale) and loaded.spec.pos_embed == "learned"
+    out = tmp_path / "exp"
+    assert main(["export", str(run), "--format", "timm", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model_args"]["init_values"] is not None
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert isinstance(model.blocks[0].ls1, LayerScale)
+    model.load_state_dict(loaded.encoder.state_dict(), strict=True)
+    torch.testing.assert_close(_features(model, (3, 16, 16)), _features(loaded.encoder, (3, 16, 16)),
+                               atol=1e-5, rtol=0)
+
+
 def test_existing_export_file_or_folder_refused_in_one_line(run, tmp_path, capsys):
     out = tmp_path / "exp"
     assert main(["export", str(run), str(out)]) == 0

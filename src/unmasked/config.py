@@ -22,7 +22,7 @@ from typing import Any
 
 from unmasked.errors import UserError
 from unmasked.files import atomic_write_text, read_json
-from unmasked.models.vit import PRESETS
+from unmasked.models.vit import POS_EMBEDS, PRESETS
 from unmasked.objectives import registry  # registers the built-in objectives
 from unmasked.options import (
     CHOICE,
@@ -62,6 +62,26 @@ def int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
+def float_or_off(text: str) -> float:
+    """--layer-scale: a number, or 'none'/'off' (the same as 0: no LayerScale)."""
+    if text.lower() in ("none", "off"):
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'none' or 'off', got {text!r}") from None
+
+
+def float_or_none(text: str) -> float | None:
+    """--layer-decay: a number, or 'none'/'off' (no layer-wise decay, as a study file can write it)."""
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'none' or 'off', got {text!r}") from None
+
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two replay CUDA graphs
 
 
@@ -83,6 +103,13 @@ class PretrainConfig:
     heads: int | None = opt(None, "override the preset's attention heads", "model", rule=positive_int())
     drop_path: float | None = opt(0.0, "stochastic depth rate of the encoder (DINOv2: 0.1 below ViT-L, 0.3 for "
                                   "ViT-L)", "model", rule=fraction("no stochastic depth"))
+    layer_scale: float = opt(0.0, "LayerScale: each block's attention and MLP branch is scaled by a learned "
+                             "per-channel gamma starting at this value (DINOv2: 1e-5; timm's init_values); 0 or "
+                             "'none': no LayerScale (MAE, LUT)", "model", metavar="GAMMA|none", parse=float_or_off,
+                             rule=non_negative("no LayerScale"))
+    pos_embed: str = opt("sincos", "encoder position embeddings: 'sincos' fixed 2-D sin-cos (MAE, LUT), "
+                         "'learned' trained, initialised trunc-normal std 0.02 (DINOv2); the MAE/LUT decoder "
+                         "keeps sin-cos", "model", choices=POS_EMBEDS, rule=CHOICE)
     init_from: str | None = opt(None, "warm start: initialise the encoder from SOURCE before step 0: a run "
                                 "folder, checkpoint or encoder.safetensors, timm:NAME (with --weights), "
                                 "hf-hub:ORG/NAME, local-dir:PATH or random:PRESET[/PATCH]; the shape options not "
@@ -110,7 +137,8 @@ class PretrainConfig:
     accum_steps: int | str = opt(1, "gradient accumulation: micro-batches per optimiser step; 'auto' = the fewest "
                                  "whose step fits in memory (the global batch stays --batch-size)", metavar="N|auto",
                                  parse=int_or_auto, rule=ACCUM)
-    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling", rule=positive())
+    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling (for LUT the linear default is 4x "
+                         "below the authors' sqrt rule at batch 256: 1.5e-4 against 6e-4)", rule=positive())
     lr: float | None = opt(None, "absolute peak learning rate (overrides --base-lr and scaling)", rule=positive())
     lr_scaling: str | None = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
                                  "sqrt = base_lr * sqrt(batch) / 4 (LUT's code; at batch 256 linear gives 4x less "
@@ -126,7 +154,8 @@ class PretrainConfig:
     weight_decay_end: float | None = opt(None, "cosine the weight decay from --weight-decay to this value over the "
                                          "run (default: constant)", rule=non_negative("the weight decay falls to zero by the end"))
     layer_decay: float | None = opt(None, "layer-wise lr decay of the encoder: block l of L gets lr x "
-                                    "decay^(L - l) (default: off)", rule=up_to_one())
+                                    "decay^(L - l); 'none': off (default: off)", metavar="DECAY|none",
+                                    parse=float_or_none, rule=up_to_one())
     patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)", rule=non_negative("the patch embedding is not trained"))
     clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)", rule=positive())
     # -- data handling ----------------------------------------------------------------------
@@ -258,9 +287,10 @@ class PretrainConfig:
         return self.base_lr * self.batch_size / 256
 
 
-# What runs saved before these options existed did: tokens exempt from weight decay. Their
-# optimiser state has the old parameter groups, so a resume must keep them.
-LEGACY_DEFAULTS = {"decay_tokens": False}
+# What runs saved before these options existed did: tokens exempt from weight decay (their
+# optimiser state has the old parameter groups, so a resume must keep them); no LayerScale and
+# fixed sin-cos positions (their checkpoints have no gammas, their positions are not trained).
+LEGACY_DEFAULTS = {"decay_tokens": False, "layer_scale": 0.0, "pos_embed": "sincos"}
 
 CORE_FIELDS = [f for f in fields(PretrainConfig) if f.name != "objective_options"]
 OPTION_FIELDS = [f for f in CORE_FIELDS if not f.metadata.get("resolved")]  # the shared options

@@ -42,14 +42,15 @@ GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2)
 # temperature of 0.04 (DINO v1's) and EMA 0.99 suit so short a run: with the 0.04 -> 0.07 warm-up
 # and EMA 0.996 short CPU runs drifted towards uniform output; the prototypes train after 0.1 epoch.
 # The last line pins the optimiser the demo was measured with (MAE's: betas (0.9, 0.95), no layer
-# decay, patch embedding at full lr, cosine to 0, no drop path, joint clipping) where DINOv2's own
-# recipe now differs, so the demo's numbers stay as published.
+# decay, patch embedding at full lr, cosine to 0, no drop path, joint clipping, no LayerScale,
+# fixed sin-cos positions) where DINOv2's own recipe now differs, so the demo's numbers stay as
+# published.
 CPU_DEMO = {
     "dinov2": dict(epochs=1, warmup_epochs=0.1, base_lr=5e-4, dino_local_crops=4, dino_local_size=14,
                    dino_head_hidden=512, dino_head_bottleneck=128, dino_heads_k=1024, dino_teacher_temp=0.04,
                    ema_momentum=0.99, dino_freeze_last_layer_epochs=0.1,
                    adam_beta2=0.95, layer_decay=1.0, patch_embed_lr_mult=1.0, min_lr=0.0, drop_path=0.0,
-                   dino_clip_per_module=False),
+                   dino_clip_per_module=False, layer_scale=0.0, pos_embed="sincos"),
 }
 
 

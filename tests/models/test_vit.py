@@ -93,3 +93,30 @@ def test_mask_token_replaces_masked_embeddings_before_positions_and_stays_out_of
     assert torch.allclose(got[0, 5], token[0, 0] + pos[0, 5], atol=1e-6)
     assert torch.equal(got[1], plain[1]) and torch.equal(got[0, 1:5], plain[0, 1:5])
     assert set(enc.state_dict()) == keys and not any("mask" in k for k in keys)
+
+
+def test_layerscale_and_learned_positions_load_into_timm_strict_and_match():
+    enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=32, depth=2, num_heads=2,
+                                     layer_scale=1e-5, pos_embed="learned")).eval()
+    with torch.no_grad():
+        for blk in enc.blocks:
+            blk.ls1.gamma.fill_(0.5)  # away from 1e-5, so a missing LayerScale would change the output
+    assert enc.pos_embed.requires_grad and not torch.equal(enc.pos_embed, sincos_2d(32, 7))
+    ref = VisionTransformer(**enc.spec.timm_kwargs()).eval()
+    ref.load_state_dict(enc.state_dict(), strict=True)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(ref.forward_features(x), enc.forward_features(x), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown position embedding"):
+        encoder_spec("vit_tiny", 28, 4, 1, pos_embed="rope")
+
+
+def test_a_spec_saved_before_layerscale_and_learned_positions_is_the_old_encoder():
+    from unmasked.models import EncoderSpec
+
+    old = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2, mlp_ratio=4.0,
+               drop_path_rate=0.0)
+    spec = EncoderSpec(**old)
+    assert (spec.layer_scale, spec.pos_embed) == (0.0, "sincos") and spec.timm_kwargs()["init_values"] is None
+    enc = build_encoder(spec)
+    assert isinstance(enc.blocks[0].ls1, torch.nn.Identity) and not enc.pos_embed.requires_grad

@@ -7,10 +7,12 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from tests.helpers import tiny_config
+from tests.data.helpers import class_folder
 from tests.objectives.dinov2_loop import HandLoop, one_thread, tiny_dinov2  # noqa: F401 (fixture)
 from unmasked.config import resolve_defaults, validate
 from unmasked.data.augment import AugmentSpec, BatchAugment
 from unmasked.errors import UserError
+from unmasked.models.pos_embed import sincos_2d
 from unmasked.objectives import dinov2 as dinov2_module
 from unmasked.objectives.dino.options import DINOv2Options
 from unmasked.rng import BatchRandom
@@ -162,6 +164,31 @@ def test_dinov2_recipe_is_applied_only_where_no_value_was_given(tmp_path):
     assert (lut.adam_beta2, lut.layer_decay, lut.ema_momentum, lut.min_lr) == (0.95, None, 0.996, 0.0)
 
 
+def test_layerscale_and_learned_positions_are_dinov2s_defaults_only_where_not_given(tmp_path):
+    """DINOv2's build: every block's LayerScale gammas start at 1e-5, the positions are learned
+    (trunc-normal 0.02, trained); an explicit --pos-embed sincos or --layer-scale 0 keeps them off."""
+    heads = dict(dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=1)
+    obj = dinov2_module.build(_resolved(tmp_path, **heads))
+    enc = obj.student.encoder
+    gammas = [g for blk in enc.blocks for g in (blk.ls1.gamma, blk.ls2.gamma)]
+    assert len(gammas) == 2 * len(enc.blocks) and all(torch.equal(g, torch.full_like(g, 1e-5)) for g in gammas)
+    assert enc.pos_embed.requires_grad and not obj.teacher.encoder.pos_embed.requires_grad
+    assert 0.018 < enc.pos_embed.std() < 0.022  # trunc_normal_(std=0.02), cut at +-2 as DINOv2's
+    obj(*_views(obj))[0].backward()
+    assert enc.pos_embed.grad is not None and enc.pos_embed.grad.abs().sum() > 0
+    assert all(g.grad is not None for g in gammas)
+
+    sincos = dinov2_module.build(_resolved(tmp_path, pos_embed="sincos", layer_scale=0.0, **heads))
+    enc = sincos.student.encoder
+    assert not enc.pos_embed.requires_grad
+    assert torch.equal(enc.pos_embed, sincos_2d(enc.embed_dim, enc.spec.grid))
+    assert isinstance(enc.blocks[0].ls1, torch.nn.Identity)
+    assert _resolved(tmp_path, pos_embed="sincos", **heads).layer_scale == 1e-5  # only what was typed
+    for other in ("lut", "mae"):  # as their authors: fixed sin-cos, no LayerScale
+        cfg = tiny_config(tmp_path, objective=other)
+        assert (cfg.layer_scale, cfg.pos_embed) == (0.0, "sincos")
+
+
 def test_ibot_heads_k_with_a_shared_head_is_one_line_error(tmp_path):
     with pytest.raises(UserError, match=r"^--ibot-heads-k 512: only a separate iBOT head") as e:
         _resolved(tmp_path, ibot_heads_k=512)
@@ -274,3 +301,60 @@ def test_a_dinov2_run_is_evaluated_on_its_teacher_backbone(fm_root, tmp_path):
         loaded = load_encoder(source).encoder.state_dict()
         assert all(torch.equal(loaded[k], teacher[k]) for k in teacher), source
     assert set(load_file(run / "encoder.safetensors")) == set(teacher)  # no mask token in the export
+
+
+def test_a_run_saved_before_layerscale_and_learned_positions_loads_resumes_and_evaluates_as_before(tmp_path):
+    """config.json, the checkpoint and encoder.json without the two keys: the run is what it was
+    (no LayerScale, fixed sin-cos), not DINOv2's new defaults, through load, resume and kNN."""
+    import json
+
+    from unmasked.cli import main
+    from unmasked.config import PretrainConfig
+    from unmasked.runs import load_encoder
+    from unmasked.train import checkpoint as ckpt
+    from unmasked.train.loop import pretrain
+
+    new_keys = ("layer_scale", "pos_embed")
+    data = class_folder(tmp_path / "imgs", per_class=6, size=(40, 30))
+    cfg = tiny_config(tmp_path, objective="dinov2", data=str(data), img_size=16, patch_size=4, subset=None,
+                      batch_size=8, dino_heads_k=32, dino_head_hidden=32, dino_head_bottleneck=16,
+                      dino_local_crops=2, steps=1, log_every=1, layer_scale=0.0, pos_embed="sincos")
+    pretrain(cfg, progress=False)
+    run = tmp_path / "run"
+    # what the older code wrote
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in new_keys}))
+    state = ckpt.load_checkpoint(run / "checkpoint.pt")
+    state["config"] = {k: v for k, v in state["config"].items() if k not in new_keys}
+    state["encoder_spec"] = {k: v for k, v in state["encoder_spec"].items() if k not in new_keys}
+    torch.save(state, run / "checkpoint.pt")
+    info = json.loads((run / "encoder.json").read_text())
+    info["spec"] = {k: v for k, v in info["spec"].items() if k not in new_keys}
+    del info["timm_kwargs"]["init_values"]
+    (run / "encoder.json").write_text(json.dumps(info))
+
+    old = PretrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert (old.layer_scale, old.pos_embed) == (0.0, "sincos")
+    for source in (run, run / "checkpoint.pt", run / "encoder.safetensors"):
+        enc = load_encoder(source).encoder
+        assert isinstance(enc.blocks[0].ls1, torch.nn.Identity) and not enc.pos_embed.requires_grad, source
+    assert main(["pretrain", "--out", str(run), "--resume", "--steps", "2", "--no-progress"]) == 0
+    state = ckpt.load_checkpoint(run / "checkpoint.pt")
+    assert state["state"]["step"] == 2 and not any(".ls1." in k for k in state["objective"])
+    pos = state["objective"]["student.encoder.pos_embed"]
+    assert torch.equal(pos, sincos_2d(pos.shape[-1], 4))  # still fixed after the resumed step
+    assert (state["config"]["layer_scale"], state["config"]["pos_embed"]) == (0.0, "sincos")
+    assert main(["eval", "knn", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "knn.json").read_text())["objective"] == "dinov2"
+
+
+def test_layer_scale_and_layer_decay_can_be_turned_off_by_name():
+    """'none' (as a study file writes it: TOML has no null) turns DINOv2's defaults off."""
+    from unmasked.cli import build_parser
+
+    args = build_parser().parse_args(["pretrain", "--objective", "dinov2", "--layer-scale", "none",
+                                      "--layer-decay", "off", "--pos-embed", "sincos"])
+    assert (args.layer_scale, args.layer_decay, args.pos_embed) == (0.0, None, "sincos")
+    assert build_parser().parse_args(["pretrain", "--layer-scale", "1e-4"]).layer_scale == 1e-4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--pos-embed", "rope"])

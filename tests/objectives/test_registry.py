@@ -209,6 +209,7 @@ def test_config_json_of_earlier_runs_still_loads():
     assert (dino.adam_beta2, dino.layer_decay, dino.patch_embed_lr_mult, dino.min_lr, dino.drop_path) == \
         (0.95, None, 1.0, 0.0, 0.0)
     assert not dino.objective_options.dino_clip_per_module and dino.ema_momentum == 0.996
+    assert (dino.layer_scale, dino.pos_embed) == (0.0, "sincos")  # not DINOv2's LayerScale and learned positions
 
 
 def test_objective_validation_names_the_option(tmp_path):

@@ -1,4 +1,5 @@
-"""ViT encoder: a timm VisionTransformer with fixed sin-cos positions and a visible-token path.
+"""ViT encoder: a timm VisionTransformer with fixed sin-cos or learned positions, optional LayerScale,
+and a visible-token path.
 
 The encoder *is* a `timm.models.vision_transformer.VisionTransformer`, so its state dict loads
 into `timm.create_model(...)`/`VisionTransformer(...)` of the same shape with strict=True, and it
@@ -19,6 +20,8 @@ from torch.utils.checkpoint import checkpoint
 
 from unmasked.models.patches import gather_tokens
 from unmasked.models.pos_embed import sincos_2d
+
+POS_EMBEDS = ("sincos", "learned")  # fixed 2-D sin-cos (MAE, LUT) or learned (DINOv2)
 
 # timm's sizes: (width, depth, heads)
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -41,6 +44,9 @@ class EncoderSpec:
     num_heads: int
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
+    # specs saved before these existed describe encoders without LayerScale and with sin-cos positions
+    layer_scale: float = 0.0  # LayerScale's initial gamma (timm's init_values); 0: no LayerScale
+    pos_embed: str = "sincos"
 
     @property
     def grid(self) -> int:
@@ -65,6 +71,7 @@ class EncoderSpec:
             num_heads=self.num_heads,
             mlp_ratio=self.mlp_ratio,
             qkv_bias=True,
+            init_values=self.layer_scale or None,
             num_classes=0,
             global_pool="token",
         )
@@ -82,9 +89,13 @@ def encoder_spec(
     depth: int | None = None,
     num_heads: int | None = None,
     drop_path_rate: float = 0.0,
+    layer_scale: float = 0.0,
+    pos_embed: str = "sincos",
 ) -> EncoderSpec:
     if model not in PRESETS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(PRESETS)}")
+    if pos_embed not in POS_EMBEDS:
+        raise ValueError(f"unknown position embedding {pos_embed!r}; choose one of {', '.join(POS_EMBEDS)}")
     w, d, h = PRESETS[model]
     return EncoderSpec(
         img_size=img_size,
@@ -94,6 +105,8 @@ def encoder_spec(
         depth=depth or d,
         num_heads=num_heads or h,
         drop_path_rate=drop_path_rate,
+        layer_scale=layer_scale,
+        pos_embed=pos_embed,
     )
 
 
@@ -121,11 +134,14 @@ class ViTEncoder(VisionTransformer):
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
         )
         self.spec = spec
-        # Fixed sin-cos positions, kept as a (frozen) parameter so the state dict matches timm's.
-        self.pos_embed.requires_grad_(False)
-        with torch.no_grad():
-            self.pos_embed.copy_(sincos_2d(spec.embed_dim, spec.grid, cls_token=True))
-        self._init_mae()
+        if spec.pos_embed == "learned":
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)  # DINOv2's initialisation
+        else:
+            # Fixed sin-cos positions, kept as a (frozen) parameter so the state dict matches timm's.
+            self.pos_embed.requires_grad_(False)
+            with torch.no_grad():
+                self.pos_embed.copy_(sincos_2d(spec.embed_dim, spec.grid, cls_token=True))
+        self._init_mae()  # Linear and LayerNorm only: LayerScale's gammas keep their initial value
 
     def _init_mae(self) -> None:
         init_mae_(self.blocks)
@@ -224,8 +240,9 @@ def num_prefix_tokens(encoder) -> int:
 
 
 def spec_from_config(cfg) -> EncoderSpec:
-    """The encoder of a resolved PretrainConfig (its model, sizes and drop path)."""
+    """The encoder of a resolved PretrainConfig (its model, sizes, drop path, LayerScale, positions)."""
     return encoder_spec(
         cfg.model, cfg.img_size, cfg.patch_size, cfg.in_chans,
         embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, drop_path_rate=cfg.drop_path,
+        layer_scale=cfg.layer_scale or 0.0, pos_embed=cfg.pos_embed,
     )

@@ -40,7 +40,7 @@ CENTERINGS = ("centering", "sinkhorn")
 SHARED_DEFAULTS = {
     "base_lr": 5e-4, "lr_scaling": None, "weight_decay": 0.04, "weight_decay_end": 0.4, "clip_grad": 3.0,
     "adam_beta2": 0.999, "layer_decay": 0.9, "patch_embed_lr_mult": 0.2, "ema_momentum": 0.992,
-    "min_lr": 1e-6, "drop_path": None,
+    "min_lr": 1e-6, "drop_path": None, "layer_scale": 1e-5, "pos_embed": "learned",
 }
 # DINOv2's default config trains ViT-L with drop path 0.3 (0.4 for L/14 and g/14); DINO v1 trains
 # ViT-S and ViT-B with 0.1. We take DINO v1's value below ViT-L.
