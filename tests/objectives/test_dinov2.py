@@ -6,8 +6,8 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tests.helpers import tiny_config
 from tests.data.helpers import class_folder
+from tests.helpers import tiny_config
 from tests.objectives.dinov2_loop import HandLoop, one_thread, tiny_dinov2  # noqa: F401 (fixture)
 from unmasked.config import resolve_defaults, validate
 from unmasked.data.augment import AugmentSpec, BatchAugment
