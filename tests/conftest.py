@@ -5,9 +5,6 @@ import torch
 
 from unmasked.data import fashion_mnist
 
-# helpers moved to tests/helpers.py; kept importable from here until every branch imports them from there
-from .helpers import SMALL_HEADS, tiny_config, tiny_objective, tiny_registered  # noqa: F401
-
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

@@ -54,7 +54,7 @@ def test_a_dinov2_run_with_layerscale_and_learned_positions_exports_strictly(tmp
     """DINOv2's defaults (LayerScale 1e-5, learned positions): timm rebuilds the same encoder."""
     from timm.layers import LayerScale
 
-    from tests.conftest import SMALL_HEADS
+    from tests.helpers import SMALL_HEADS
 
     run = tiny_run(tmp_path, objective="dinov2", **SMALL_HEADS)[0]
     loaded = load_encoder(run)

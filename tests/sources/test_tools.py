@@ -98,7 +98,7 @@ def test_source_options_with_a_run_folder_or_without_data_fail_in_one_line(tmp_p
 @pytest.mark.parametrize("objective", ["lut", "mae", "dinov2"])
 def test_random_of_a_shape_at_a_seed_is_the_step_0_encoder_of_a_run_of_that_shape(tmp_path, objective):
     """random:WIDTHxDEPTHxHEADS/PATCH (the demo's random:128x6x4/7): what pretraining started from."""
-    from tests.conftest import SMALL_HEADS, tiny_config
+    from tests.helpers import SMALL_HEADS, tiny_config
     from tests.sources.helpers import small_fashion_mnist
     from unmasked.errors import UserError
     from unmasked.runs import open_encoder

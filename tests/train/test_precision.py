@@ -10,7 +10,7 @@ from unmasked.devices import cpu_bf16_flags
 from unmasked.train.checkpoint import load_checkpoint, save_checkpoint
 from unmasked.train.loop import Pretrainer, pretrain
 
-from ..conftest import tiny_config
+from ..helpers import tiny_config
 
 
 def _fast_bf16_cpu(monkeypatch, tmp_path, speedup: float = 4.0):

@@ -12,8 +12,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import SMALL_HEADS, tiny_config
 from tests.data.helpers import class_folder
+from tests.helpers import SMALL_HEADS, tiny_config
 from tests.sources.helpers import randomise_
 from tests.tiny_run import tiny_run
 from unmasked.cli import main
