@@ -67,7 +67,7 @@ def demo_block(results: Path, _name: str | None = None) -> str:
     for f in files:
         d = _read(f)
         p, k = d["pretrain"], d["knn"]
-        rows.append([f"`{d['command']}`", f"{d['objective']}, {p['epochs']:g} epochs ({p['images_seen']:,} images)",
+        rows.append([f"`{d['command']}`", f"{d['objective']}, {p['epochs']:g} epoch{'' if p['epochs'] == 1 else 's'} ({p['images_seen']:,} images)",
                      _duration(d["time_s"]), f"{k['top1']['cls']:.2f} / {k['top1']['mean']:.2f}"])
         pixels = pixels if pixels is not None else k.get("pixels_top1")
     if pixels is not None:
