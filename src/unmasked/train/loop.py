@@ -201,8 +201,8 @@ class Pretrainer:
         # config.json and the checkpoint record the precision trained in, so a resume keeps it
         cfg.precision = self.precision = self.precision_choice.name
         self.autocast_dtype = autocast_dtype(self.precision)
-        if self.env.is_main:
-            note(self.precision_choice.line())
+        if self.env.is_main and self.precision_choice.reason.startswith("auto"):
+            note(self.precision_choice.line())  # what auto chose and why; a typed or recorded one is in the summary
         if self._warm is not None:
             check_fits(spec_from_config(cfg), self._warm)
         if self.env.is_main:
