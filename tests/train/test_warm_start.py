@@ -53,7 +53,7 @@ def test_local_dir_export_warm_starts_the_student_at_step_0_with_its_shape(expor
     # at another input size (24 px: a 6 x 6 grid instead of 4 x 4)
     cfg = tiny_config(tmp_path, objective=objective, data=str(data), out=str(out), model=None, width=None,
                       depth=None, heads=None, img_size=24, subset=None, batch_size=8, steps=1,
-                      init_from=f"local-dir:{exp}", **SMALL_HEADS)
+                      init_from=f"local-dir:{exp}", pos_embed="sincos", **SMALL_HEADS)  # DINOv2: learned
     t = Pretrainer(cfg, progress=False)
     spec = t.objective.encoder.spec
     assert (spec.embed_dim, spec.depth, spec.num_heads, spec.patch_size, spec.grid) == (32, 2, 2, 4, 6)

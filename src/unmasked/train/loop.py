@@ -197,14 +197,14 @@ class Pretrainer:
             cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data) or small_images(cfg))
         cfg.objective_options.resolve_device(self.device.type == "cuda" or self.env.enabled)
         validate(cfg)
+        if self._warm is not None:
+            check_fits(spec_from_config(cfg), self._warm)
         self.precision_choice = self._choose_precision(cfg, resume, explicit)
         # config.json and the checkpoint record the precision trained in, so a resume keeps it
         cfg.precision = self.precision = self.precision_choice.name
         self.autocast_dtype = autocast_dtype(self.precision)
         if self.env.is_main and self.precision_choice.reason.startswith("auto"):
             note(self.precision_choice.line())  # what auto chose and why; a typed or recorded one is in the summary
-        if self._warm is not None:
-            check_fits(spec_from_config(cfg), self._warm)
         if self.env.is_main:
             check_writable(self.run_dir)
             # one process writes into a run folder at a time (under torchrun, rank 0 writes for all);

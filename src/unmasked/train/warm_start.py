@@ -27,6 +27,7 @@ from unmasked import sources
 from unmasked.errors import UserError
 from unmasked.models.pos_embed import sincos_2d
 from unmasked.models.vit import PRESETS
+from unmasked.notes import note
 from unmasked.runs import load_encoder
 
 # Keys of a timm ViT that belong to its head: a warm start drops them (heads start fresh).
@@ -87,6 +88,9 @@ def adopt_shape(cfg, ws: WarmSource) -> None:
             cfg.width, cfg.depth, cfg.heads = whd
     if cfg.patch_size is None:
         cfg.patch_size = s["patch_size"]
+    if cfg.layer_scale:  # DINOv2's default; a source with LayerScale is refused, so its blocks have none
+        note(f"--init-from {ws.record['source']}: LayerScale off (the source's blocks have none)")
+        cfg.layer_scale = 0.0
 
 
 def _unsupported(model) -> list[str]:
