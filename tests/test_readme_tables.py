@@ -83,11 +83,20 @@ def test_check_names_a_changed_number_a_wrong_column_count_and_a_missing_artifac
 def test_readme_tables_match_the_committed_results():
     if not RESULTS.is_dir():
         pytest.skip("no results/ folder in this checkout")
-    text = (ROOT / "README.md").read_text()
-    problems = readme_tables.check(text, RESULTS)
-    missing = [b for b in readme_tables.artifacts(RESULTS) if f"<!-- {b} -->" not in text]
-    problems += [f"{b}: committed under results/ but README.md has no such block" for b in missing]
+    pages = {p: p.read_text() for p in (ROOT / "README.md", ROOT / "docs" / "results.md")}
+    problems = readme_tables.check_pages(pages, RESULTS)
     assert problems == [], "\n".join(problems)
+
+
+def test_check_pages_names_the_page_and_a_block_no_page_holds(tmp_path):
+    results = _results(tmp_path)
+    text = readme_tables.write(README, results)
+    pages = {"README.md": text.replace("81.00 ± 1.00 sd", "81.10 ± 1.00 sd", 1), "docs/results.md": "# none\n"}
+    problems = readme_tables.check_pages(pages, results)
+    assert len(problems) == 1 and problems[0].startswith("README.md: results:study tiny: row 2 (mae)")
+    problems = readme_tables.check_pages({"docs/results.md": "# none\n"}, results)
+    assert sorted(problems) == [f"results:demo: committed in {results} but no page has such a block",
+                                f"results:study tiny: committed in {results} but no page has such a block"]
 
 
 def test_transcript_block_is_the_committed_text_and_check_names_an_edit(tmp_path):

@@ -200,3 +200,12 @@ def artifacts(results: Path) -> list[str]:
     """The blocks the committed files call for: a study block per results/<name>/study.json, one demo block."""
     out = [f"results:study {p.parent.name}" for p in sorted(results.glob("*/study.json"))]
     return out + (["results:demo"] if any(results.glob("demo-*/demo.json")) else [])
+
+
+def check_pages(pages: dict, results: Path) -> list[str]:
+    """`check` over several pages ({path: text}), each problem prefixed with its page, plus each
+    block the committed files call for that no page holds."""
+    problems = [f"{path}: {line}" for path, text in pages.items() for line in check(text, results)]
+    every = "".join(pages.values())
+    return problems + [f"{b}: committed in {results} but no page has such a block" for b in artifacts(results)
+                       if f"<!-- {b} -->" not in every]
