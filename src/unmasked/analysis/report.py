@@ -44,8 +44,6 @@ from unmasked.run_folder import config_from_file, load_run_objective, run_recons
 from unmasked.runs import load_encoder
 from unmasked.sources import read_source
 
-inline_figure = doc.inline_figure  # kept for callers of the former location
-
 
 def _read(path: Path):
     return read_json(path) if path.is_file() else None

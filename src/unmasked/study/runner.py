@@ -84,11 +84,6 @@ def run_result_file(run: Run, proto: str, extra: list[str] | tuple = ()) -> str:
     return result_file(proto, extra, cfg)
 
 
-def is_default_result(proto: str, extra: list[str] | tuple = ()) -> bool:
-    """Whether the study's options for this evaluation are the protocol `compare` shows (knn.json, linear.json)."""
-    return result_file(proto, extra) == RESULT_FILES[proto]
-
-
 def eval_done(run: Run, proto: str, extra: list[str] | tuple = ()) -> bool:
     result, ckpt = run.dir / run_result_file(run, proto, extra), _origin(run)
     return result.is_file() and ckpt.is_file() and result.stat().st_mtime >= ckpt.stat().st_mtime
