@@ -86,6 +86,19 @@ def test_train_transform_is_timms_with_maes_arguments():
     assert train_transform(FinetuneRecipe(), 28, (0.3,), (0.3,))(Image.new("L", (56, 28), 90)).shape == (1, 28, 28)
 
 
+def test_help_names_maes_augmentation_and_luts_own_rule(capsys):
+    import pytest
+
+    from unmasked.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "RandomResizedCrop(0.08-1) of the whole image" in text and "rand-m9-mstd0.5-inc1" in text
+    assert "random erasing 0.25 ('pixel')" in text and "ViT-B 0.1, L 0.2, H 0.3" in text
+    assert "lut: LUT's own rule, lr = base_lr * sqrt(batch) / 8 with base lr 1e-3 and layer decay 0.75" in text
+
+
 def test_fine_tuning_crops_from_the_whole_stored_image():
     from unmasked.data.dataset import Split
     from unmasked.eval.finetune import _AugmentedImages
