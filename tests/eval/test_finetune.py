@@ -109,6 +109,18 @@ def test_fine_tuning_crops_from_the_whole_stored_image():
     assert ds[0] == ((43, 32), torch.tensor(0)) and ds[1][0] == (32, 43)
 
 
+def test_fine_tuning_streamed_from_files_crops_from_the_whole_image(tmp_path):
+    from tests.data.helpers import class_folder
+    from unmasked.data.dataset import load_data
+    from unmasked.eval.finetune import _AugmentedImages
+
+    root = class_folder(tmp_path / "photos", per_class=3, size=(48, 36))  # 4:3
+    ds = load_data(str(root), base_size=24, progress=False, keep_aspect=True, cache_gb=0.0)
+    assert not ds.train.in_memory
+    aug = _AugmentedImages(ds.train, 24, 3, lambda im: im.size)
+    assert [aug[i][0] for i in range(len(aug))] == [(32, 24)] * len(aug)  # whole 4:3 image, not its square
+
+
 def test_a_train_batch_larger_than_the_data_names_train_batch(tmp_path, capsys):
     from tests.tiny_run import tiny_run
     from unmasked.cli import main

@@ -221,6 +221,18 @@ def test_the_cli_keeps_typed_values_equal_to_maes_defaults(tmp_path, monkeypatch
     assert seen["explicit"] >= {"adam_beta2", "layer_decay", "drop_path", "weight_decay"}
 
 
+def test_pretrain_help_shows_dinov2s_defaults_beside_the_shared_ones(capsys):
+    from unmasked.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 0.95; dinov2: 0.999)", "(default: 0.996; dinov2: 0.992)", "(default: 1.0; dinov2: 0.2)",
+                  "(default: 0.0; dinov2: 1e-06)", "(default: 0.05; dinov2: 0.04)", "(dinov2: 0.9)",
+                  "(default: 0.0; dinov2: from the data and model)", "(default: sincos; dinov2: learned)"):
+        assert shown in text, shown
+
+
 def _grad_norm(params) -> float:
     return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
 
