@@ -1,6 +1,7 @@
 """Training crops see the whole image: aspect ratio kept at decode, crops over each image's extent."""
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -106,19 +107,101 @@ def test_lut_translations_span_the_long_side():
 
 
 def test_pad_crop_reflects_at_the_image_edge_not_the_buffer():
-    stored = _coded(32, 48, 64)
-    v = pad_crop_within(stored, BatchRandom(0, 0, 0, 1), 32, 4) * 255
-    cols = v[0, 0].round().long()
-    # reflect padding without repeating the edge, as F.pad(mode="reflect")
-    for j in range(32):
-        c = int(cols[0, j])
-        assert 0 <= c <= 47
+    """Every window is RandomCrop(32, padding=4, reflect) of the 32 x 48 image itself: its columns
+    are the image's, reflected at x = 0 and x = 47 without repeating the edge (as F.pad's
+    'reflect'), never the buffer's repeated columns beyond the image."""
+    w, size, pad = 48, 32, 4
+
+    def reflected(ox):
+        return [abs(j) if j < w else 2 * (w - 1) - j for j in range(ox - pad, ox - pad + size)]
+
+    offsets = set()
+    for s in range(120):
+        v = pad_crop_within(_coded(32, w, 64), BatchRandom(0, s, 0, 1), size, pad) * 255
+        cols = v[0, 0, 0].round().long().tolist()
+        match = [ox for ox in range(w + 2 * pad - size + 1) if cols == reflected(ox)]
+        assert len(match) == 1, cols
+        offsets.add(match[0])
+    assert {0, w + 2 * pad - size} <= offsets  # both ends drawn: [4, 3, 2, 1, 0, 1, ...] and [..., 46, 47, 46, ...]
+
+
+def test_dinov2_global_and_local_crops_cover_the_whole_width_of_a_2_1_image():
+    """DINOv2's own crops (global 0.32-1, local 0.05-0.32 of the whole image, photometry off to
+    read the pixels' column codes) draw from the whole width, never from below the image."""
+    from dataclasses import replace
+
+    from unmasked.objectives.dino.options import DINOv2Options, resolve_options
+    from unmasked.objectives.dinov2 import DINOv2
+
+    h, w = 32, 64
+    o = resolve_options(DINOv2Options(dino_heads_k=8, dino_head_hidden=16, dino_head_bottleneck=8,
+                                      dino_local_crops=1, dino_local_size=8), 16, 4, epochs=10, small=False)
+    assert (o.dino_global_scale_min, o.dino_local_scale_min, o.dino_local_scale_max) == (0.32, 0.05, 0.32)
+    base = AugmentSpec(img_size=16, mean=(0.0,) * 3, std=(1 / 255,) * 3)
+    specs = DINOv2.view_specs(SimpleNamespace(options=o), base)
+    assert [s.crop for s in specs] == ["rrc"] * 3 and [s.img_size for s in specs] == [16, 16, 8]
+    stored = _coded(h, w, 64)
+    for spec in (specs[0], specs[2]):
+        spec = replace(spec, color_dino=False, flip=False)
+        seen = torch.zeros(w, dtype=torch.bool)
+        for s in range(300):
+            v = BatchAugment(spec)(stored, BatchRandom(0, s, 0, 1))
+            seen[v[0, 0].round().long().clamp(0, w - 1).unique()] = True
+            assert v[0, 1].max() <= h - 1 + 0.5
+        assert seen.all(), spec.img_size
+
+
+def test_the_cache_rule_counts_whole_images_at_the_buffer_side(tmp_path):
+    """--cache-gb counts a training image kept whole at side x side (round(base x 4/3) squared) and a
+    held-out one at the evaluation square: just below that total the folder is streamed, and the
+    buffer is trimmed to one orientation only when the copy fits beside the count."""
+    root = tmp_path / "photos"
+    for i in range(10):
+        p = root / ("a" if i % 2 else "b") / f"{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (48, 36), (i, 2 * i, 3 * i)).save(p)
+    probe = load_data(str(root), base_size=24, progress=False, keep_aspect=True)
+    n_train, n_held = len(probe.train), len(probe.heldout)
+    assert probe.train.in_memory and probe.train.images.shape[1:] == (3, 24, 32)  # trimmed to landscape
+    side = image_folder.buffer_side(24, 4 / 3)
+    total = 3 * (n_train * side**2 + n_held * 24**2)
+    fits = load_data(str(root), base_size=24, progress=False, keep_aspect=True, cache_gb=total / 1e9)
+    # no room beside the count for the trimmed copy (both exist while it is made): kept side x side
+    assert fits.train.in_memory and fits.train.images.shape[1:] == (3, side, side)
+    assert fits.train.extents.tolist() == [[24, 32]] * n_train
+    assert torch.equal(fits.train.squares(0, n_train), probe.train.squares(0, n_train))
+    room = load_data(str(root), base_size=24, progress=False, keep_aspect=True,
+                     cache_gb=(total + 3 * n_train * 24 * 32) / 1e9)
+    assert room.train.images.shape[1:] == (3, 24, 32) and torch.equal(room.train.images, probe.train.images)
+    short = load_data(str(root), base_size=24, progress=False, keep_aspect=True, cache_gb=(total - 1) / 1e9)
+    assert not short.train.in_memory and short.train.max_aspect == 4 / 3
 
 
 def test_lut_resize_then_crop_when_the_shorter_side_is_not_the_model_size():
     stored = _coded(32, 64, 64)
     v = pad_crop_within(stored, BatchRandom(0, 0, 0, 1), 16, 4)
     assert v.shape == (1, 3, 16, 16)
+
+
+def test_a_folder_of_one_4_3_shape_is_cropped_not_stretched(tmp_path):
+    """Every photo 48 x 36: the buffer is exactly their shape, yet they keep their extents, so LUT's
+    view is Resize + RandomCrop over the long side and the evaluation squares are centre squares
+    (a full but non-square buffer taking the square path would stretch 4:3 to 1:1)."""
+    root = class_folder(tmp_path / "photos", per_class=4, size=(48, 36))
+    ds = load_data(str(root), base_size=24, progress=False, keep_aspect=True)
+    square = load_data(str(root), base_size=24, progress=False)
+    assert ds.train.images.shape[1:] == (3, 24, 32) and ds.train.extents.tolist() == [[24, 32]] * len(ds.train)
+    assert torch.equal(ds.train.squares(0, len(ds.train)), square.train.images)
+    (batch,) = list(TrainBatches(ds.train, 6, 1, torch.device("cpu"), base_size=24, channels=3).epoch(0))
+    assert isinstance(batch, StoredImages) and not batch.full
+    spec = AugmentSpec(img_size=24, mean=(0.0,) * 3, std=(1 / 255,) * 3, crop="pad", pad=4, flip=False)
+    assert torch.allclose(BatchAugment(spec)(batch, BatchRandom(0, 0, 0, 6)),
+                          pad_crop_within(batch, BatchRandom(0, 0, 0, 6), 24, 4) * 255, atol=1e-3)
+    coded = _coded(24, 32, 32)
+    stored = StoredImages(coded.images[:, :, :24, :32].contiguous(), coded.extents)  # fills a 24 x 32 buffer
+    assert not stored.full
+    xs = {round(float(BatchAugment(spec)(stored, BatchRandom(0, s, 0, 1))[0, 0, 0, 12])) - 8 for s in range(200)}
+    assert xs == set(range(32 + 8 - 24 + 1))  # the window travels the whole long side: 0..16
 
 
 def test_training_batches_carry_each_images_extent(tmp_path):

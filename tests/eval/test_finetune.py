@@ -86,6 +86,19 @@ def test_train_transform_is_timms_with_maes_arguments():
     assert train_transform(FinetuneRecipe(), 28, (0.3,), (0.3,))(Image.new("L", (56, 28), 90)).shape == (1, 28, 28)
 
 
+def test_help_names_maes_augmentation_and_luts_own_rule(capsys):
+    import pytest
+
+    from unmasked.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "RandomResizedCrop(0.08-1) of the whole image" in text and "rand-m9-mstd0.5-inc1" in text
+    assert "random erasing 0.25 ('pixel')" in text and "ViT-B 0.1, L 0.2, H 0.3" in text
+    assert "lut: LUT's own rule, lr = base_lr * sqrt(batch) / 8 with base lr 1e-3 and layer decay 0.75" in text
+
+
 def test_fine_tuning_crops_from_the_whole_stored_image():
     from unmasked.data.dataset import Split
     from unmasked.eval.finetune import _AugmentedImages
@@ -94,6 +107,18 @@ def test_fine_tuning_crops_from_the_whole_stored_image():
     split = Split(images=images, labels=torch.tensor([0, 1]), extents=torch.tensor([[32, 43], [43, 32]]))
     ds = _AugmentedImages(split, 32, 3, lambda im: im.size)
     assert ds[0] == ((43, 32), torch.tensor(0)) and ds[1][0] == (32, 43)
+
+
+def test_fine_tuning_streamed_from_files_crops_from_the_whole_image(tmp_path):
+    from tests.data.helpers import class_folder
+    from unmasked.data.dataset import load_data
+    from unmasked.eval.finetune import _AugmentedImages
+
+    root = class_folder(tmp_path / "photos", per_class=3, size=(48, 36))  # 4:3
+    ds = load_data(str(root), base_size=24, progress=False, keep_aspect=True, cache_gb=0.0)
+    assert not ds.train.in_memory
+    aug = _AugmentedImages(ds.train, 24, 3, lambda im: im.size)
+    assert [aug[i][0] for i in range(len(aug))] == [(32, 24)] * len(aug)  # whole 4:3 image, not its square
 
 
 def test_a_train_batch_larger_than_the_data_names_train_batch(tmp_path, capsys):

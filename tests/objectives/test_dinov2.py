@@ -189,6 +189,87 @@ def test_layerscale_and_learned_positions_are_dinov2s_defaults_only_where_not_gi
         assert (cfg.layer_scale, cfg.pos_embed) == (0.0, "sincos")
 
 
+def test_the_cli_keeps_typed_values_equal_to_maes_defaults(tmp_path, monkeypatch):
+    """Typed on the command line, MAE's values stay, even where DINOv2 declares another default;
+    what was not typed (weight decay's end, clipping) is still DINOv2's."""
+    import unmasked.train.loop as loop
+    from unmasked.cli import main
+
+    class Seen(Exception):
+        pass
+
+    seen = {}
+
+    def fake_pretrain(cfg, **kw):
+        seen.update(cfg=cfg, **kw)
+        raise Seen
+
+    monkeypatch.setattr(loop, "pretrain", fake_pretrain)
+    typed = ["--adam-beta2", "0.95", "--layer-decay", "none", "--patch-embed-lr-mult", "1", "--ema-momentum",
+             "0.996", "--min-lr", "0", "--drop-path", "0", "--warmup-epochs", "5", "--weight-decay", "0.05",
+             "--base-lr", "1.5e-4", "--lr-scaling", "linear", "--layer-scale", "0", "--pos-embed", "sincos"]
+    with pytest.raises(Seen):
+        main(["pretrain", "--objective", "dinov2", "--data", "fashion-mnist", "--out", str(tmp_path / "r"),
+              "--no-progress", *typed])
+    cfg = resolve_defaults(seen["cfg"], False)
+    assert (cfg.adam_beta2, cfg.layer_decay, cfg.patch_embed_lr_mult, cfg.ema_momentum, cfg.min_lr) == \
+        (0.95, None, 1.0, 0.996, 0.0)
+    assert (cfg.drop_path, cfg.warmup_epochs, cfg.weight_decay, cfg.base_lr, cfg.lr_scaling) == \
+        (0.0, 5.0, 0.05, 1.5e-4, "linear")
+    assert (cfg.layer_scale, cfg.pos_embed) == (0.0, "sincos")
+    assert (cfg.weight_decay_end, cfg.clip_grad) == (0.4, 3.0)  # not typed: DINOv2's
+    assert seen["explicit"] >= {"adam_beta2", "layer_decay", "drop_path", "weight_decay"}
+
+
+def test_pretrain_help_shows_dinov2s_defaults_beside_the_shared_ones(capsys):
+    from unmasked.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 0.95; dinov2: 0.999)", "(default: 0.996; dinov2: 0.992)", "(default: 1.0; dinov2: 0.2)",
+                  "(default: 0.0; dinov2: 1e-06)", "(default: 0.05; dinov2: 0.04)", "(dinov2: 0.9)",
+                  "(default: 0.0; dinov2: from the data and model)", "(default: sincos; dinov2: learned)"):
+        assert shown in text, shown
+
+
+def _grad_norm(params) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+
+
+def test_gradients_are_clipped_per_module_as_dinov2_does():
+    """Backbone (with the mask token), DINO head and iBOT head each clipped to --clip-grad on
+    their own: a head whose gradient is small keeps it while the backbone's is cut."""
+    obj = tiny_dinov2(ibot_separate_head=True)
+    s = obj.student
+    modules = {"backbone": [*s.encoder.parameters(), s.mask_token], "dino": list(s.dino_head.parameters()),
+               "ibot": list(s.ibot_head.parameters())}
+    scale = {"backbone": 10.0, "dino": 1e-3, "ibot": 1.0}
+
+    def fill():
+        g = torch.Generator().manual_seed(0)
+        for name, params in modules.items():
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g) * scale[name]
+
+    fill()
+    before = {k: _grad_norm(v) for k, v in modules.items()}
+    dino_grads = [p.grad.clone() for p in modules["dino"]]
+    total = obj.clip_gradients(3.0)
+    assert float(total) == pytest.approx(sum(n ** 2 for n in before.values()) ** 0.5, rel=1e-5)  # the joint norm
+    after = {k: _grad_norm(v) for k, v in modules.items()}
+    assert before["backbone"] > 3.0 and before["ibot"] > 3.0 and before["dino"] < 3.0
+    assert after["backbone"] == pytest.approx(3.0, rel=1e-4) and after["ibot"] == pytest.approx(3.0, rel=1e-4)
+    assert all(torch.equal(p.grad, g) for p, g in zip(modules["dino"], dino_grads))  # untouched
+
+    obj.options.dino_clip_per_module = False  # the joint norm: every module scaled by the same factor
+    fill()
+    obj.clip_gradients(3.0)
+    joint = {k: _grad_norm(v) for k, v in modules.items()}
+    assert sum(n ** 2 for n in joint.values()) ** 0.5 == pytest.approx(3.0, rel=1e-4)
+    assert joint["dino"] < before["dino"] / 10
+
+
 def test_ibot_heads_k_with_a_shared_head_is_one_line_error(tmp_path):
     with pytest.raises(UserError, match=r"^--ibot-heads-k 512: only a separate iBOT head") as e:
         _resolved(tmp_path, ibot_heads_k=512)

@@ -13,8 +13,8 @@ Images of one batch may differ in shape (`StoredImages`: a fixed-size buffer and
 extent, see data/image_folder.py). Then "rrc" samples its boxes over each image's whole extent,
 with scale and ratio relative to the whole image (torchvision's get_params per image); "pad" is
 LUT's `Resize(size)` (shorter side) of the whole image then `RandomCrop(size, padding, reflect)`,
-so it translates over the whole longer side; "none" resizes the centre square. A batch whose
-images all fill the buffer takes exactly the square path.
+so it translates over the whole longer side; "none" resizes the centre square. A batch of
+square images that all fill a square buffer takes exactly the square path.
 - color=True adds LUT's second-view photometry: ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8
   (the order of the four jitters is drawn once per batch rather than per image), then exactly
   one of {grayscale, solarize, Gaussian blur}, chosen per image.
@@ -73,13 +73,16 @@ class StoredImages:
     images: torch.Tensor  # uint8 (B, C, H, W)
     extents: torch.Tensor  # int64 (B, 2): h, w
     short: int | None = None  # filled from the extents (on the host) when not given
-    full: bool | None = None  # every image fills the buffer
+    full: bool | None = None  # every image fills a square buffer: the square path applies
 
     def __post_init__(self):
         if self.short is None or self.full is None:
             e = self.extents.cpu()
             self.short = int(e.min()) if len(e) else 0
-            self.full = bool((e[:, 0] == self.images.shape[-2]).all() and (e[:, 1] == self.images.shape[-1]).all())
+            # a buffer that every image fills but which is not square (a folder of 4:3 photos) is
+            # not the square path: LUT's crop and 'none' would stretch it
+            h, w = self.images.shape[-2:]
+            self.full = bool(h == w and (e[:, 0] == h).all() and (e[:, 1] == w).all())
 
     def __len__(self) -> int:
         return len(self.images)

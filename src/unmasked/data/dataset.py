@@ -130,13 +130,14 @@ def load_data(
     aspect = {"train": max_aspect if keep_aspect else None, "heldout": None}
     side = {k: image_folder.buffer_side(base_size, a) if a else base_size for k, a in aspect.items()}
     # the cache rule counts each image at its buffer's full size (a whole 4:3 image in either
-    # orientation needs side x side), an upper bound that trimming the buffer below only lowers
-    total = sum(len(f) * side[k] ** 2 for k, (f, _) in splits.items())
-    fits = total * ch <= cache_gb * 1e9
+    # orientation needs side x side); trimming the buffer copies it, so it is trimmed only when
+    # the copy fits in what --cache-gb leaves beside that count (see decode_all)
+    total = sum(len(f) * side[k] ** 2 for k, (f, _) in splits.items()) * ch
+    fits = total <= cache_gb * 1e9
     out, skipped = {}, []
     for key, (files, labels) in splits.items():
         out[key] = _folder_split(data, key, files, labels, base_size, ch, fits, aspect[key], num_workers, strict,
-                                 progress, skipped)
+                                 progress, skipped, spare_bytes=cache_gb * 1e9 - total)
     return ImageData(
         name=str(Path(data)),
         channels=ch,
@@ -174,13 +175,13 @@ def _fashion_mnist_data(data: str, channels: int | None, subset: int | None, sub
 
 
 def _folder_split(data: str, key: str, files, labels, base_size: int, ch: int, fits: bool, aspect: float | None,
-                  num_workers: int, strict: bool, progress: bool, skipped: list) -> Split:
+                  num_workers: int, strict: bool, progress: bool, skipped: list, spare_bytes: float = math.inf) -> Split:
     """One split of an image folder: decoded into memory when the cache holds it (undecodable files
     appended to `skipped`), else decoded from its files on each read."""
     lab = torch.tensor(labels, dtype=torch.long) if labels is not None else None
     if fits:
         images, keep, bad, extents = decode_all(files, base_size, ch, num_workers, strict, progress,
-                                                f"decoding {key}", aspect)
+                                                f"decoding {key}", aspect, spare_bytes)
         skipped += bad
         if len(keep) == 0:
             raise UserError(f"{data}: none of the {len(files)} {key} images could be decoded; first error: {bad[0]}")
@@ -192,10 +193,11 @@ def _folder_split(data: str, key: str, files, labels, base_size: int, ch: int, f
     return split
 
 
-def decode_all(files, base, channels, num_workers, strict, progress, desc, max_aspect=None):
+def decode_all(files, base, channels, num_workers, strict, progress, desc, max_aspect=None, spare_bytes=math.inf):
     """Decode every file once into one uint8 tensor; returns (images, kept indices, bad messages,
-    extents). With max_aspect the buffer is trimmed to the largest extent decoded, and extents is
-    None when every image fills it (square images: the square decode's tensor, bit for bit)."""
+    extents). With max_aspect the buffer is trimmed to the largest extent decoded when the trimmed
+    copy fits in `spare_bytes` (while it is made, both exist), else kept side x side; extents is
+    None when every image is a square filling it (the square decode's tensor, bit for bit)."""
     ds = image_folder.DecodedImages(files, base, channels, strict=strict, substitute=False, max_aspect=max_aspect)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=64, num_workers=num_workers, collate_fn=image_folder.collate_keep_none,
@@ -222,9 +224,12 @@ def decode_all(files, base, channels, num_workers, strict, progress, desc, max_a
     if len(keep):
         _warn_long(n_cut, len(keep), max_aspect)
         h, w = int(extents[:, 0].max()), int(extents[:, 1].max())
-        if (h, w) != (side, side):
+        if (h, w) != (side, side) and len(keep) * channels * h * w <= spare_bytes:
             images = images[:, :, :h, :w].contiguous()  # e.g. all landscape: base x side, not side x side
-    if len(keep) and bool((extents[:, 0] == images.shape[-2]).all() and (extents[:, 1] == images.shape[-1]).all()):
+    # square images filling a square buffer are the square decode; a folder of one non-square shape
+    # (e.g. every photo 640 x 480) keeps its extents, so that views crop it rather than stretch it
+    if len(keep) and images.shape[-2] == images.shape[-1] and bool(
+            (extents[:, 0] == images.shape[-2]).all() and (extents[:, 1] == images.shape[-1]).all()):
         extents = None
     return images, keep_t, bad, extents
 
