@@ -92,6 +92,14 @@ class FinetuneOptions:
     train_batch: int | None = opt(None, "training batch size (default: 256)", rule=positive_int())
     subset: int | None = opt(None, "fine-tune on N training images", metavar="N", rule=positive_int())
     steps: int | None = opt(None, "stop after N steps (smoke tests)", metavar="N", rule=positive_int())
+
+    def overrides(self) -> dict:
+        """The recipe's fields these options set (None: the recipe's own choice); `subset` is not one."""
+        chosen = asdict(self)
+        chosen["batch_size"] = chosen.pop("train_batch")
+        del chosen["subset"]
+        return chosen
+
 # MAE's fine-tuning table by encoder width: (drop path, base lr, layer decay, epochs)
 MAE_BY_WIDTH = {768: (0.1, 5e-4, 0.65, 100), 1024: (0.2, 1e-3, 0.75, 50), 1280: (0.3, 1e-3, 0.75, 50)}
 MAE_OTHER_WIDTHS = (0.1, 5e-4, 0.75, 100)  # smaller encoders (not in the table): B's, with decay 0.75
@@ -393,13 +401,16 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
     return r
 
 
-def run_finetune(path, data: str | None = None, device: str = "auto", num_workers: int = 0, progress: bool = True,
-                 subset: int | None = None, **overrides) -> dict:
+def run_finetune(path, options: FinetuneOptions | None = None, data: str | None = None, device: str = "auto",
+                 num_workers: int = 0, progress: bool = True) -> dict:
+    """Fine-tune the encoder with the recipe `options` change (`default_recipe`); writes
+    <run>/finetune.json and the fine-tuned model."""
+    options = options or FinetuneOptions()
     dev = resolve_device(device)
     loaded = load_encoder(path)
     ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress, keep_aspect=True)
-    recipe = default_recipe(loaded, ds.name, **overrides)
-    idx = subset_indices(len(ds.train), subset, recipe.seed)
+    recipe = default_recipe(loaded, ds.name, **options.overrides())
+    idx = subset_indices(len(ds.train), options.subset, recipe.seed)
     if idx is not None:
         ds.train = ds.train.subset(idx)
     model, info = finetune(loaded, ds, recipe, dev, num_workers, progress)
