@@ -61,7 +61,7 @@ CPU_DEMO = {
 class DemoSettings:
     """What `unmasked demo` pretrains, and where."""
 
-    objective: str = opt("lut", "objective to pretrain", choices=registry.names(), rule=CHOICE)
+    objective: str = opt("lut", "objective to pretrain", choices=registry.names, rule=CHOICE)
     device: str = opt("auto", "'auto', 'cpu' or 'cuda'", rule=DEVICE)
 
 
