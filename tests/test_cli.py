@@ -151,7 +151,9 @@ def test_each_settings_field_is_an_option_with_the_fields_default():
 
     parser = build_parser()
     for command, classes in SETTINGS.items():
-        argv = [*command.split(), *([] if command == "bench" else ["RUN"])]
+        required = {"bench": [], "demo": [], "compare": ["RUN", "--out", "o"], "study": ["S.toml"],
+                    "show": ["SRC", "IMG", "--out", "o"], "embed": ["SRC", "--out", "o"], "export": ["RUN", "DIR"]}
+        argv = [*command.split(), *required.get(command, ["RUN"])]
         args = parser.parse_args(argv)
         for f in (f for cls in classes for f in fields(cls)):
             assert getattr(args, f.name) == f.default, (command, f.name)

@@ -7,6 +7,7 @@ import io
 import json
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ from unmasked.errors import UserError
 from unmasked.eval.knn import run_knn
 from unmasked.files import atomic_write_text
 from unmasked.lock import in_use_by, run_lock
+from unmasked.objectives import registry
+from unmasked.options import CHOICE, DEVICE, opt
 from unmasked.train.loop import pretrain
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that the LUT demo takes
@@ -52,6 +55,14 @@ CPU_DEMO = {
                    adam_beta2=0.95, layer_decay=1.0, patch_embed_lr_mult=1.0, min_lr=0.0, drop_path=0.0,
                    dino_clip_per_module=False, layer_scale=0.0, pos_embed="sincos"),
 }
+
+
+@dataclass
+class DemoSettings:
+    """What `unmasked demo` pretrains, and where."""
+
+    objective: str = opt("lut", "objective to pretrain", choices=registry.names, rule=CHOICE)
+    device: str = opt("auto", "'auto', 'cpu' or 'cuda'", rule=DEVICE)
 
 
 def demo_config(out: str, device: str, objective: str = "lut") -> PretrainConfig:

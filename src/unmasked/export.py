@@ -17,6 +17,7 @@ the encoder's, else nothing is left behind.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -29,6 +30,7 @@ from unmasked.data.dataset import is_fashion_mnist
 from unmasked.errors import UserError
 from unmasked.eval.view import eval_view_for
 from unmasked.files import atomic_write, atomic_write_text
+from unmasked.options import CHOICE, FLAG, opt
 from unmasked.runs import load_encoder
 
 FORMATS = ("timm",)
@@ -168,6 +170,14 @@ def roundtrip_difference(encoder: nn.Module, folder: Path, input_size: list[int]
     model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True).eval()
     x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     return float((model.forward_features(x) - encoder.forward_features(x)).abs().max())
+
+
+@dataclass
+class ExportSettings:
+    """The export's format, and whether it replaces an earlier export."""
+
+    format: str = opt("timm", "export format", choices=("timm",), rule=CHOICE)
+    force: bool = opt(False, "replace an export already in DIR", rule=FLAG)
 
 
 def export_timm(source: str, out: str | Path, force: bool = False) -> dict:

@@ -18,29 +18,31 @@ import argparse
 from dataclasses import MISSING, fields
 
 from unmasked.analysis.analyze import AnalyzeSettings
+from unmasked.analysis.report import CompareSettings
+from unmasked.analysis.show import ShowSettings
 from unmasked.bench import BenchOptions
 from unmasked.config import all_option_fields, pretrain_rules
+from unmasked.demo import DemoSettings
 from unmasked.devices import resolve_device
 from unmasked.eval.common import EvalOptions
+from unmasked.eval.embed import EmbedSettings
 from unmasked.eval.finetune import FinetuneOptions
 from unmasked.eval.knn import KnnSettings
 from unmasked.eval.linear import LinearRecipe
+from unmasked.export import ExportSettings
 from unmasked.objectives import registry
 from unmasked.options import (
-    CHOICE,
     DEVICE,
     FLAG,
-    MAX_SEED,
     PATH,
     PIXELS,
     TEXT,
     Rule,
     argument,
     check_rules,
-    count,
-    int_range,
     positive_int,
 )
+from unmasked.study.settings import StudySettings
 
 # Each command's settings, in the order its --help shows them.
 SETTINGS: dict[str, tuple[type, ...]] = {
@@ -49,6 +51,12 @@ SETTINGS: dict[str, tuple[type, ...]] = {
     "eval finetune": (EvalOptions, FinetuneOptions),
     "analyze": (EvalOptions, AnalyzeSettings),
     "bench": (BenchOptions,),
+    "compare": (CompareSettings,),
+    "show": (ShowSettings,),
+    "demo": (DemoSettings,),
+    "study": (StudySettings,),
+    "embed": (EmbedSettings,),
+    "export": (ExportSettings,),
 }
 
 EVAL_CLI = {"run": PATH, "no_progress": FLAG, "out": PATH}  # the source, its results folder
@@ -60,17 +68,14 @@ CLI_RULES: dict[str, dict[str, Rule]] = {
     "eval linear": EVAL_CLI,
     "eval finetune": EVAL_CLI,
     "analyze": EVAL_CLI,  # --out: the analyses' folder
-    "compare": {"runs": PATH, "out": PATH, "no_compute": FLAG, "device": DEVICE, "no_progress": FLAG},
+    "compare": {"runs": PATH, "out": PATH, "no_progress": FLAG},
     "bench": {"baseline": FLAG, "json": PATH},  # and pretrain's options (those bench offers)
-    "demo": {"out": PATH, "device": DEVICE, "no_progress": FLAG, "objective": CHOICE, "transcript": PATH},
-    "study": {"file": PATH, "dry_run": FLAG, "report_only": FLAG, "out": PATH, "results_dir": PATH, "device": DEVICE,
-              "no_progress": FLAG},
-    "embed": {"source": PATH, "data": TEXT, "out": PATH, "device": DEVICE, "batch_size": positive_int(),
-              "num_workers": count("decode in the main process"), "no_progress": FLAG, "max_image_pixels": PIXELS,
-              "weights": PATH, "img_size": positive_int(), "seed": int_range(0, MAX_SEED, "seed 0, like any other")},
-    "show": {"source": PATH, "images": PATH, "out": PATH, "aspect": CHOICE, "seed": count("seed 0, like any other"),
-             "device": DEVICE, "max_image_pixels": PIXELS, "weights": PATH, "img_size": positive_int(), "data": TEXT},
-    "export": {"run": PATH, "dir": PATH, "format": CHOICE, "force": FLAG},
+    "demo": {"out": PATH, "no_progress": FLAG, "transcript": PATH},
+    "study": {"file": PATH, "out": PATH, "results_dir": PATH, "no_progress": FLAG},
+    "embed": {"source": PATH, "out": PATH, "no_progress": FLAG, "weights": PATH, "img_size": positive_int()},
+    "show": {"source": PATH, "images": PATH, "out": PATH, "device": DEVICE, "max_image_pixels": PIXELS,
+             "weights": PATH, "img_size": positive_int(), "data": TEXT},
+    "export": {"run": PATH, "dir": PATH},
 }
 
 

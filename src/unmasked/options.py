@@ -80,7 +80,8 @@ PIXELS = positive_int()
 def opt(default, help: str, group: str = "training", choices=None, metavar=None, parse=None,
         rule: Rule | None = None, nargs=None):
     """A config field and its command-line option; `rule` says which values it accepts, `nargs`
-    ("+") that the option takes several values (the default is then a tuple)."""
+    ("+") that the option takes several values (the default is then a tuple). `choices` may be a
+    function, called when the parser is built (the registered objectives, say)."""
     return field(default=default, metadata={"help": help, "group": group, "choices": choices,
                                             "metavar": metavar, "parse": parse, "rule": rule,
                                             "nargs": nargs})
@@ -124,6 +125,8 @@ def argument(f, typed_only: bool = False) -> tuple[str, dict]:
     else:
         kwargs["type"] = field_type(f)
         kwargs.update({k: meta[k] for k in ("choices", "metavar", "nargs") if meta.get(k)})
+        if callable(kwargs.get("choices")):
+            kwargs["choices"] = kwargs["choices"]()
         if not typed_only and default is not None and "default" not in help_text:
             help_text += f" (default: {shown(default)})"
     kwargs["default"] = argparse.SUPPRESS if typed_only else default

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,9 +41,18 @@ from unmasked.eval.linear import run_linear
 from unmasked.files import atomic_write_text, read_json
 from unmasked.lock import run_folder_of, run_lock
 from unmasked.models.vit import num_prefix_tokens
+from unmasked.options import DEVICE, FLAG, opt
 from unmasked.run_folder import config_from_file, load_run_objective, run_reconstructs
 from unmasked.runs import load_encoder
 from unmasked.sources import read_source
+
+
+@dataclass
+class CompareSettings:
+    """What `unmasked compare` computes for its report, and where."""
+
+    no_compute: bool = opt(False, "only report what is already computed", rule=FLAG)
+    device: str = opt("auto", "'auto', 'cpu' or 'cuda'", rule=DEVICE)
 
 
 def _read(path: Path):

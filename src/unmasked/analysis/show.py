@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,23 @@ from unmasked.data import image_folder
 from unmasked.devices import resolve_device
 from unmasked.errors import UserError
 from unmasked.files import atomic_write_text
+from unmasked.options import CHOICE, count, opt
 from unmasked.run_folder import load_run_objective, run_reconstructs
 from unmasked.runs import open_encoder
 from unmasked.train.warm_start import started_from
 
 ASPECTS = ("crop", "pad", "stretch")
+
+
+@dataclass
+class ShowSettings:
+    """How `unmasked show` brings an image to the encoder's input, and its reconstruction's mask."""
+
+    aspect: str = opt("crop", "crop: shorter side resized, centre kept (default); pad: longer side "
+                      "resized, padded with the mean colour; stretch: aspect ratio not kept",
+                      choices=ASPECTS, rule=CHOICE)
+    seed: int = opt(0, "seed of the reconstruction's random mask and of a random: source's weights",
+                    rule=count("seed 0, like any other"))
 
 
 def pyplot():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from unmasked.analysis import report
-from unmasked.cli.common import Formatter, refuse_a_file_as_folder
+from unmasked.cli.common import Formatter, refuse_a_file_as_folder, settings_of
 from unmasked.console import warn_unsaved
+from unmasked.option_rules import add_settings
 
 
 def add_parser(sub) -> None:
@@ -19,15 +20,15 @@ def add_parser(sub) -> None:
                                    "with the command that computes it.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
     p.add_argument("--out", required=True, help="report folder")
-    p.add_argument("--no-compute", action="store_true", help="only report what is already computed")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
+    add_settings(p, "compare")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     refuse_a_file_as_folder(args.out, "--out")
-    r = report.compare(args.runs, args.out, compute=not args.no_compute, device=args.device,
+    settings = settings_of(args, report.CompareSettings)
+    r = report.compare(args.runs, args.out, compute=not settings.no_compute, device=settings.device,
                        progress=not args.no_progress)
     print(f"report written to {args.out}/report.md and {args.out}/report.html ({len(r['files'])} files)")
     for n in r["notes"]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from unmasked import demo
-from unmasked.cli.common import Formatter
-from unmasked.objectives import registry
+from unmasked.cli.common import Formatter, settings_of
+from unmasked.option_rules import add_settings
 
 
 def add_parser(sub) -> None:
@@ -15,10 +15,8 @@ def add_parser(sub) -> None:
                        description="Pretrains a small ViT with --objective (default LUT) on Fashion-MNIST and evaluates it with kNN. "
                                    "On a CPU it takes about 4 minutes on 2 cores (measured alone: 3 min 45 s in all); on a GPU it trains a "
                                    "larger model for longer.")
-    d.add_argument("--objective", choices=registry.names(), default="lut",
-                   help="objective to pretrain (default: lut)")
+    add_settings(d, "demo")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, nothing else")
-    d.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda' (default: auto)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--transcript", default=None, metavar="DIR",
                    help="also write the printed summary (transcript.txt) and its numbers with the time, commit "
@@ -27,5 +25,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return demo.run_demo(args.out, device=args.device, progress=not args.no_progress,
-                         objective=args.objective, transcript=args.transcript).get("exit_code", 0)
+    settings = settings_of(args, demo.DemoSettings)
+    return demo.run_demo(args.out, device=settings.device, progress=not args.no_progress,
+                         objective=settings.objective, transcript=args.transcript).get("exit_code", 0)

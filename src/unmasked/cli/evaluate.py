@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 
 from unmasked.cli.common import Formatter, add_encoder_command, on_encoder, settings_of
 from unmasked.console import print_finetune, print_knn, print_linear, warn_unsaved
@@ -70,18 +69,17 @@ def run_linear(args: argparse.Namespace) -> int:
     recipe = settings_of(args, linear.LinearRecipe)
     if recipe.warmup_epochs > recipe.epochs:
         raise UserError(f"--warmup-epochs {recipe.warmup_epochs}: must be in [0, --epochs {recipe.epochs}]")
-    r = linear.run_linear(args.run, data=args.data, device=args.device, batch_size=args.batch_size,
-                          num_workers=args.num_workers, progress=not args.no_progress, **asdict(recipe))
+    r = linear.run_linear(args.run, recipe, data=args.data, device=args.device, batch_size=args.batch_size,
+                          num_workers=args.num_workers, progress=not args.no_progress)
     print_linear(r, recipe.optimizer)
     return warn_unsaved(r)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    options = asdict(settings_of(args, finetune.FinetuneOptions))
-    if options["train_batch"] is not None and options["train_batch"] % 2:
-        raise UserError(f"--train-batch {options['train_batch']}: mixup/cutmix need an even batch size")
-    options["batch_size"] = options.pop("train_batch")
-    r = finetune.run_finetune(args.run, data=args.data, device=args.device, num_workers=args.num_workers,
-                              progress=not args.no_progress, **options)
+    options = settings_of(args, finetune.FinetuneOptions)
+    if options.train_batch is not None and options.train_batch % 2:
+        raise UserError(f"--train-batch {options.train_batch}: mixup/cutmix need an even batch size")
+    r = finetune.run_finetune(args.run, options, data=args.data, device=args.device, num_workers=args.num_workers,
+                              progress=not args.no_progress)
     print_finetune(r)
     return warn_unsaved(r)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from unmasked import export
-from unmasked.cli.common import TOOL_SOURCE_HELP, Formatter
+from unmasked.cli.common import TOOL_SOURCE_HELP, Formatter, settings_of
+from unmasked.option_rules import add_settings
 
 
 def add_parser(sub) -> None:
@@ -19,13 +20,13 @@ def add_parser(sub) -> None:
                               "  huggingface-cli upload ORG/NAME exports/lut-fm   # publish it as it is")
     x.add_argument("run", metavar="RUN", help=TOOL_SOURCE_HELP)
     x.add_argument("dir", metavar="DIR", help="folder to write")
-    x.add_argument("--format", choices=("timm",), default="timm", help="export format (default: timm)")
-    x.add_argument("--force", action="store_true", help="replace an export already in DIR")
+    add_settings(x, "export")
     x.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    r = export.export_timm(args.run, args.dir, force=args.force)
+    settings = settings_of(args, export.ExportSettings)
+    r = export.export_timm(args.run, args.dir, force=settings.force)
     print(f"exported {args.run} to {r['folder']} ({', '.join(r['files'])}): timm {r['architecture']}, "
           f"loads with timm.create_model('local-dir:{r['folder']}', pretrained=True) "
           f"(checked: features equal to {r['max_difference']:.1e})")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from unmasked.analysis import show
-from unmasked.cli.common import TOOL_SOURCE_HELP, Formatter, add_tool_source_options
+from unmasked.cli.common import TOOL_SOURCE_HELP, Formatter, add_tool_source_options, settings_of
+from unmasked.option_rules import add_settings
 
 
 def add_parser(sub) -> None:
@@ -21,11 +22,7 @@ def add_parser(sub) -> None:
     s.add_argument("--data", default=None, help="random: sources: the data giving input size and normalisation")
     s.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size, any format PIL reads)")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for the figures and show.json")
-    s.add_argument("--aspect", choices=("crop", "pad", "stretch"), default="crop",
-                   help="crop: shorter side resized, centre kept (default); pad: longer side resized, padded "
-                        "with the mean colour; stretch: aspect ratio not kept")
-    s.add_argument("--seed", type=int, default=0, help="seed of the reconstruction's random mask and of a random: "
-                                                       "source's weights (default: 0)")
+    add_settings(s, "show")
     s.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     s.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
                    help="refuse images with more pixels than this (default: 100000000)")
@@ -33,8 +30,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    r = show.show(args.source, args.images, args.out, device=args.device, aspect=args.aspect, seed=args.seed,
-                  weights=args.weights, img_size=args.img_size, data=args.data)
+    settings = settings_of(args, show.ShowSettings)
+    r = show.show(args.source, args.images, args.out, device=args.device, aspect=settings.aspect,
+                  seed=settings.seed, weights=args.weights, img_size=args.img_size, data=args.data)
     print(f"{len(r['images'])} figure(s) in {args.out} (input {r['input_size'][0]}x{r['input_size'][1]}, "
           f"aspect: {args.aspect}): " + ", ".join(e["figure"] for e in r["images"]))
     return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from unmasked.cli.common import Formatter
+from unmasked.cli.common import Formatter, settings_of
+from unmasked.option_rules import add_settings
 from unmasked.study import command
+from unmasked.study.settings import StudySettings
 
 EPILOG = ("examples:\n  unmasked study studies/fm-cpu.toml --dry-run\n"
           "  unmasked study studies/fm-cpu.toml\n"
@@ -25,20 +27,18 @@ def add_parser(sub) -> None:
                                     "the docstring of unmasked/study/spec.py; examples in studies/.",
                         epilog=EPILOG)
     st.add_argument("file", metavar="STUDY.toml", help="the study file")
-    st.add_argument("--dry-run", action="store_true", help="list the runs, their budgets and the estimated time")
-    st.add_argument("--report-only", action="store_true", help="rebuild the report from what is finished; "
-                    "runs and computes nothing")
+    add_settings(st, "study")
     st.add_argument("--out", default=None, help="study folder (default: the file's out, else runs/studies/<name>)")
     st.add_argument("--results-dir", default=None, metavar="DIR",
                     help="also copy study.json, report.md and the figures (text and PNG, no checkpoints) to "
                          "DIR/<study name>/, with the commit, machine and torch version, for committing "
                          "(e.g. --results-dir results)")
-    st.add_argument("--device", default=None, help="device for every run and evaluation (default: the recipe's)")
     st.add_argument("--no-progress", action="store_true", help="no per-run progress bars")
     st.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    command.run_study(args.file, out=args.out, dry=args.dry_run, report_only=args.report_only,
-                      device=args.device, progress=not args.no_progress, results_dir=args.results_dir)
+    settings = settings_of(args, StudySettings)
+    command.run_study(args.file, out=args.out, dry=settings.dry_run, report_only=settings.report_only,
+                      device=settings.device, progress=not args.no_progress, results_dir=args.results_dir)
     return 0

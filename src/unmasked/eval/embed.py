@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,6 +34,16 @@ from unmasked.eval.features import extract_features
 from unmasked.eval.pixels import cache_dir
 from unmasked.eval.run_files import save_in_run
 from unmasked.files import atomic_write, atomic_write_text
+from unmasked.options import (
+    DEVICE,
+    MAX_SEED,
+    PIXELS,
+    TEXT,
+    count,
+    int_range,
+    opt,
+    positive_int,
+)
 from unmasked.runs import open_encoder
 
 FEATURES_DIR = "features"
@@ -92,6 +104,21 @@ def split_embeddings(loaded, ds: ImageData, cache_name: str, split, device: torc
         feats["labels"] = split.labels[feats["index"]].clone()
     save_in_run(cache_dir, cache_file.name, lambda tmp: torch.save(feats, tmp))  # best effort
     return feats, False
+
+
+@dataclass
+class EmbedSettings:
+    """What `unmasked embed` embeds, and how (the source's own options are the command line's)."""
+
+    seed: int = opt(0, "a random: source's seed", rule=int_range(0, MAX_SEED, "seed 0, like any other"))
+    data: str | None = opt(None, "dataset to embed (default: the encoder's own)", rule=TEXT)
+    device: str = opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", rule=DEVICE)
+    batch_size: int = opt(256, "images per forward pass", rule=positive_int())
+    num_workers: int = opt(min(8, os.cpu_count() or 1),
+                           "decoding workers for image folders (default: CPU cores, up to 8)",
+                           rule=count("decode in the main process"))
+    max_image_pixels: int | None = opt(None, "skip images with more pixels than this (default: "
+                                       "100000000, as in pretrain)", metavar="N", rule=PIXELS)
 
 
 def embed(source, out: str | Path, data: str | None = None, device: str = "auto", batch_size: int = 256,

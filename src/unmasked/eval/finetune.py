@@ -92,6 +92,14 @@ class FinetuneOptions:
     train_batch: int | None = opt(None, "training batch size (default: 256)", rule=positive_int())
     subset: int | None = opt(None, "fine-tune on N training images", metavar="N", rule=positive_int())
     steps: int | None = opt(None, "stop after N steps (smoke tests)", metavar="N", rule=positive_int())
+
+    def overrides(self) -> dict:
+        """The recipe's fields these options set (None: the recipe's own choice); `subset` is not one."""
+        chosen = asdict(self)
+        chosen["batch_size"] = chosen.pop("train_batch")
+        del chosen["subset"]
+        return chosen
+
 # MAE's fine-tuning table by encoder width: (drop path, base lr, layer decay, epochs)
 MAE_BY_WIDTH = {768: (0.1, 5e-4, 0.65, 100), 1024: (0.2, 1e-3, 0.75, 50), 1280: (0.3, 1e-3, 0.75, 50)}
 MAE_OTHER_WIDTHS = (0.1, 5e-4, 0.75, 100)  # smaller encoders (not in the table): B's, with decay 0.75
@@ -302,6 +310,39 @@ def _loss_and_mix(recipe: FinetuneRecipe, num_classes: int):
     return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing), None
 
 
+def _optimizer(model: VisionTransformer, recipe: FinetuneRecipe, peak: float, device: torch.device):
+    groups = layer_decay_groups(model, recipe.weight_decay, recipe.layer_decay)
+    return torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999),
+                             **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+
+
+def _train_epoch(model, loader, opt, lrs, loss_fn, mix, step: int, stop_at: int, device: torch.device,
+                 bar) -> tuple[int, torch.Tensor]:
+    """One pass over `loader` (or up to step `stop_at`): (the step reached, the mean training loss)."""
+    model.train()
+    loss_sum, n = torch.zeros((), device=device), 0
+    for x, y in loader:
+        if step >= stop_at:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mix is not None:
+            x, y = mix(x, y)
+        for g in opt.param_groups:
+            g["lr"] = float(lrs[step]) * g["lr_scale"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise UserError(f"fine-tuning loss became {loss.item()} at step {step}; lower --base-lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+        n += 1
+        step += 1
+        bar.update(1)
+    return step, loss_sum / max(n, 1)
+
+
 def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_workers: int = 0,
              progress: bool = True, eval_batch: int = 256) -> tuple[VisionTransformer, dict]:
     torch.manual_seed(recipe.seed)
@@ -320,42 +361,18 @@ def finetune(loaded, ds, recipe: FinetuneRecipe, device: torch.device, num_worke
     stop_at = min(total, recipe.steps) if recipe.steps else total
     peak = peak_lr(recipe)
     lrs = lr_schedule(peak, total, recipe.warmup_epochs * steps_per_epoch, recipe.min_lr)
-    groups = layer_decay_groups(model, recipe.weight_decay, recipe.layer_decay)
-    opt = torch.optim.AdamW(groups, lr=peak, betas=(0.9, 0.999),
-                            **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    opt = _optimizer(model, recipe, peak, device)
     loss_fn, mix = _loss_and_mix(recipe, num_classes)
-    history, best, step = [], None, 0
+    history, best, step, epoch = [], None, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(total=stop_at, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True)
-    epoch = 0
     while step < stop_at:
-        model.train()
-        loss_sum, n = torch.zeros((), device=device), 0
-        for x, y in loader:
-            if step >= stop_at:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if mix is not None:
-                x, y = mix(x, y)
-            for g in opt.param_groups:
-                g["lr"] = float(lrs[step]) * g["lr_scale"]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(model(x), y)
-            if not torch.isfinite(loss):
-                raise UserError(f"fine-tuning loss became {loss.item()} at step {step}; lower --base-lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach()
-            n += 1
-            step += 1
-            bar.update(1)
+        step, train_loss = _train_epoch(model, loader, opt, lrs, loss_fn, mix, step, stop_at, device, bar)
         epoch += 1
-        last_epoch = step >= stop_at
-        if epoch % recipe.eval_every == 0 or last_epoch:
+        if epoch % recipe.eval_every == 0 or step >= stop_at:
             acc = evaluate(model, ds.heldout, loaded.mean, loaded.std, eval_crop_pct, device, eval_batch,
                            ds.base_size, ds.channels, num_workers)
-            rec = {"epoch": epoch, "step": step, "train_loss": float(loss_sum / max(n, 1)), **acc}
+            rec = {"epoch": epoch, "step": step, "train_loss": float(train_loss), **acc}
             history.append(rec)
             if best is None or acc["top1"] > best["top1"]:
                 best = rec
@@ -393,13 +410,16 @@ def default_recipe(loaded, data_name: str, **overrides) -> FinetuneRecipe:
     return r
 
 
-def run_finetune(path, data: str | None = None, device: str = "auto", num_workers: int = 0, progress: bool = True,
-                 subset: int | None = None, **overrides) -> dict:
+def run_finetune(path, options: FinetuneOptions | None = None, data: str | None = None, device: str = "auto",
+                 num_workers: int = 0, progress: bool = True) -> dict:
+    """Fine-tune the encoder with the recipe `options` change (`default_recipe`); writes
+    <run>/finetune.json and the fine-tuned model."""
+    options = options or FinetuneOptions()
     dev = resolve_device(device)
     loaded = load_encoder(path)
     ds = labeled_data(loaded, data, "fine-tuning", num_workers, progress, keep_aspect=True)
-    recipe = default_recipe(loaded, ds.name, **overrides)
-    idx = subset_indices(len(ds.train), subset, recipe.seed)
+    recipe = default_recipe(loaded, ds.name, **options.overrides())
+    idx = subset_indices(len(ds.train), options.subset, recipe.seed)
     if idx is not None:
         ds.train = ds.train.subset(idx)
     model, info = finetune(loaded, ds, recipe, dev, num_workers, progress)

@@ -178,30 +178,30 @@ def result_file(**settings) -> str:
     return "linear" + "".join(f"-{p}" for p in recipe_variant(**settings)) + ".json"
 
 
-def run_linear(path, data: str | None = None, device: str = "auto", batch_size: int = 256, epochs: int = 90,
-               warmup_epochs: int = 10, base_lr: float = 0.1, probe_batch: int | None = None,
-               num_workers: int = 0, progress: bool = True, seed: int = 0, optimizer: str = "sgd",
-               img_size: int | None = None) -> dict:
-    """Linear probe on CLS and mean-pooled features; writes <run>/linear.json and the folded heads."""
+def run_linear(path, recipe: LinearRecipe | None = None, data: str | None = None, device: str = "auto",
+               batch_size: int = 256, num_workers: int = 0, progress: bool = True, seed: int = 0) -> dict:
+    """Linear probe on CLS and mean-pooled features with `recipe` (default: LinearRecipe()); writes
+    <run>/linear.json and the folded heads."""
     t0 = time.perf_counter()
+    r = recipe or LinearRecipe()
     loaded, ds, dev, tr, te = frozen_features(path, data, device, batch_size, num_workers, progress,
-                                              "the linear probe", img_size)
+                                              "the linear probe", r.img_size)
     c = len(ds.classes)
     results, heads, info = {}, {}, {}
     for kind in ("cls", "mean"):
-        head, info = train_probe(tr[kind], tr["labels"], c, epochs, warmup_epochs, base_lr, probe_batch, seed, dev,
-                                 optimizer)
+        head, info = train_probe(tr[kind], tr["labels"], c, r.epochs, r.warmup_epochs, r.base_lr, r.probe_batch,
+                                 seed, dev, r.optimizer)
         results[kind] = evaluate_probe(head, te[kind], te["labels"], c)
         results[kind]["train_top1"] = evaluate_probe(head, tr[kind], tr["labels"], c)["top1"]
         results[kind]["final_train_loss"] = info.pop("final_train_loss")
         folded = fold_batchnorm(head.cpu())
         heads[f"{kind}.weight"], heads[f"{kind}.bias"] = folded.weight.detach(), folded.bias.detach()
-    settings = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, probe_batch=probe_batch,
-                    optimizer=optimizer, seed=seed)
+    settings = dict(epochs=r.epochs, warmup_epochs=r.warmup_epochs, base_lr=r.base_lr, probe_batch=r.probe_batch,
+                    optimizer=r.optimizer, seed=seed)
     variant = recipe_variant(**settings) + ([f"img{loaded.eval_size}"] if loaded.eval_size else [])
-    recipe = dict(epochs=epochs, warmup_epochs=warmup_epochs, base_lr=base_lr, batch_size=probe_batch, seed=seed,
-                  optimizer=optimizer)
-    pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), recipe, dev)
+    pixel_recipe = dict(epochs=r.epochs, warmup_epochs=r.warmup_epochs, base_lr=r.base_lr,
+                        batch_size=r.probe_batch, seed=seed, optimizer=r.optimizer)
+    pixels = pixel_linear(ds, evaluation_view(loaded, ds.name), pixel_recipe, dev)
     heads_problem = save_in_run(loaded.run_dir, variant_name("linear_heads", variant, loaded, ds, ".safetensors"),
                                 lambda tmp: save_file({k: v.contiguous() for k, v in heads.items()}, tmp))
     result = result_envelope(

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,22 +217,46 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(TOP_KEYS))}")
-    pre_parser = pretrain_parser()
-    actions = option_actions(pre_parser)
-    objectives = tuple(actions["objective"].choices or ())
+    parser = pretrain_parser()
+    actions = option_actions(parser)
+    seeds = _seeds(raw, where)
+    recipe = _recipe(raw, actions, where)
+    arms, matches = _arms(raw, actions, where)
+    grid = normalise_keys(raw.get("grid", {}), actions, f"{where}: [grid]", MANAGED)
+    _check_matches(arms, matches, recipe, grid, where)
+    _check_grid(grid, arms, where)
+    evals = _evals(raw, where)
+    pairs = _pairs(raw, arms, where)
+    study = Study(path, raw.get("name", path.stem), _study_out(raw, path, out, where), seeds, recipe, arms, grid,
+                  evals, pairs)
+    _add_runs(study, matches, functools.partial(_typed_run, study, parser, actions, where))
+    _refuse_shared_folders(study, where)
+    return study
 
+
+def _seeds(raw: dict, where: str) -> list[int]:
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
                                                       and 0 <= s <= MAX_SEED for s in seeds)
             and len(set(seeds)) == len(seeds)):
         raise UserError(f"{where}: seeds = {seeds!r}: expected a non-empty list of distinct integers in "
                         f"[0, {MAX_SEED}], e.g. [0, 1, 2]")
+    return seeds
+
+
+def _recipe(raw: dict, actions: dict, where: str) -> dict:
+    """The options every pretrained run shares, with the study's own defaults."""
     recipe = normalise_keys(raw.get("recipe", {}), actions, f"{where}: [recipe]", MANAGED)
     recipe.setdefault("knn_every", DEFAULT_KNN_EVERY)
     # one TensorBoard log per run, so `tensorboard --logdir <study>` shows every arm, when the optional
     # extra is installed (`tensorboard = false` in the recipe turns it off)
     recipe.setdefault("tensorboard", importlib.util.find_spec("tensorboard") is not None)
+    return recipe
 
+
+def _arms(raw: dict, actions: dict, where: str) -> tuple[dict[str, dict], dict[str, object]]:
+    """({arm: its options}, {arm: the arm its match_compute names})."""
+    objectives = tuple(actions["objective"].choices or ())
     arms_raw = raw.get("arms")
     if not isinstance(arms_raw, dict) or not arms_raw:
         raise UserError(f"{where}: no arms; add at least one [arms.NAME] table with objective = one of "
@@ -254,9 +280,11 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
             raise UserError(f"{where}: [arms.{arm}] objective = {opts['objective']!r}: expected one of "
                             f"{', '.join(objectives)}")
         arms[arm] = opts
+    return arms, matches
 
-    grid = normalise_keys(raw.get("grid", {}), actions, f"{where}: [grid]", MANAGED)
-    _check_matches(arms, matches, recipe, grid, where)
+
+def _check_grid(grid: dict, arms: dict, where: str) -> None:
+    """Each [grid] option a non-empty list of distinct values, set nowhere else, for pretrained arms."""
     encoder_arms = [a for a, o in arms.items() if "encoder" in o]
     if grid and encoder_arms:
         raise UserError(f"{where}: [grid] varies pretraining options, but [arms.{encoder_arms[0]}] is not "
@@ -268,6 +296,9 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
             if key in opts:
                 raise UserError(f"{where}: [grid] {key} is also set by [arms.{arm}]; set it in one place")
 
+
+def _evals(raw: dict, where: str) -> dict[str, list[str]]:
+    """{protocol: the arguments the study passes to its command} for the evaluations asked for."""
     evals = {}
     for proto, value in raw.get("evals", DEFAULT_EVALS).items():
         if proto not in EVALS:
@@ -279,51 +310,61 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
         if not isinstance(value, dict):
             raise UserError(f"{where}: [evals] {proto} = {value!r}: expected true, false or a table of options")
         evals[proto] = eval_argv(proto, value, f"{where}: [evals] {proto}")
+    return evals
 
-    pairs_raw = raw.get("pairs")
+
+def _pairs(raw: dict, arms: dict, where: str) -> list[tuple[str, str]]:
+    """The differences the report gives, (b, a) for b - a: every later arm minus every earlier one
+    unless `pairs` names them."""
     names = list(arms)
-    if pairs_raw is None:
-        pairs = [(b, a) for i, a in enumerate(names) for b in names[i + 1:]]
-    else:
-        pairs = []
-        for p in pairs_raw:
-            if not (isinstance(p, list) and len(p) == 2 and all(x in arms for x in p) and p[0] != p[1]):
-                raise UserError(f"{where}: pairs entry {p!r}: expected [B, A] with two different arm names "
-                                f"({', '.join(names)}); the report gives B - A")
-            pairs.append((p[0], p[1]))
+    if raw.get("pairs") is None:
+        return [(b, a) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs = []
+    for p in raw["pairs"]:
+        if not (isinstance(p, list) and len(p) == 2 and all(x in arms for x in p) and p[0] != p[1]):
+            raise UserError(f"{where}: pairs entry {p!r}: expected [B, A] with two different arm names "
+                            f"({', '.join(names)}); the report gives B - A")
+        pairs.append((p[0], p[1]))
+    return pairs
 
-    name = raw.get("name", path.stem)
+
+def _study_out(raw: dict, path: Path, out: str | None, where: str) -> Path:
     study_out = Path(out or raw.get("out") or Path("runs") / "studies" / path.stem)
     if study_out.exists() and not study_out.is_dir():
         raise UserError(f"{where}: out {study_out} is a file, expected a folder for the study's runs and report")
-    study = Study(path, name, study_out, seeds, recipe, arms, grid, evals, pairs)
+    return study_out
 
-    def typed_run(arm: str, arm_opts: dict, point: dict, seed: int) -> Run:
-        options = {**recipe, **arm_opts, **point, "seed": seed}
-        rname = run_name(arm, point, seed)
-        argv = to_argv(options, actions)
-        ns = parse_with(pre_parser, argv, f"{where}: run {rname}")
-        try:  # NaN, a negative seed, ...: refused now, not hours later when the run starts
-            check_values("pretrain", ns)
-        except UserError as e:
-            raise UserError(f"{where}: run {rname}: {e}") from None
-        typed = {k: getattr(ns, k) for k in options}
-        return Run(rname, arm, point, seed, typed, argv, study_out / rname)
 
-    for arm, arm_opts in arms.items():
-        if "encoder" in arm_opts:  # one results folder per seed, on the recipe's data
-            for seed in seeds:
-                options = {**arm_opts, "data": recipe.get("data", "fashion-mnist"), "seed": seed}
+def _typed_run(study: Study, parser: argparse.ArgumentParser, actions: dict, where: str, arm: str,
+               arm_opts: dict, point: dict, seed: int) -> Run:
+    """One pretraining run, its options typed and checked as `unmasked pretrain` would."""
+    options = {**study.recipe, **arm_opts, **point, "seed": seed}
+    rname = run_name(arm, point, seed)
+    argv = to_argv(options, actions)
+    ns = parse_with(parser, argv, f"{where}: run {rname}")
+    try:  # NaN, a negative seed, ...: refused now, not hours later when the run starts
+        check_values("pretrain", ns)
+    except UserError as e:
+        raise UserError(f"{where}: run {rname}: {e}") from None
+    typed = {k: getattr(ns, k) for k in options}
+    return Run(rname, arm, point, seed, typed, argv, study.out / rname)
+
+
+def _add_runs(study: Study, matches: dict, typed_run: Callable[..., Run]) -> None:
+    """Every arm x grid point x seed; an arm with encoder = ... one results folder per seed, on the
+    recipe's data; an arm with match_compute its epochs set per grid point."""
+    for arm, arm_opts in study.arms.items():
+        if "encoder" in arm_opts:
+            for seed in study.seeds:
+                options = {**arm_opts, "data": study.recipe.get("data", "fashion-mnist"), "seed": seed}
                 rname = run_name(arm, {}, seed)
-                study.runs.append(Run(rname, arm, {}, seed, options, [], study_out / rname))
+                study.runs.append(Run(rname, arm, {}, seed, options, [], study.out / rname))
             continue
         for point in study.points:
             if arm in matches:
-                arm_opts = {**arms[arm], "epochs": _matched_epochs(study, arm, matches[arm], point, typed_run)}
-            for seed in seeds:
+                arm_opts = {**study.arms[arm], "epochs": _matched_epochs(study, arm, matches[arm], point, typed_run)}
+            for seed in study.seeds:
                 study.runs.append(typed_run(arm, arm_opts, point, seed))
-    _refuse_shared_folders(study, where)
-    return study
 
 
 def _check_matches(arms: dict, matches: dict, recipe: dict, grid: dict, where: str) -> None:
