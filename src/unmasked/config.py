@@ -137,12 +137,12 @@ class PretrainConfig:
     accum_steps: int | str = opt(1, "gradient accumulation: micro-batches per optimiser step; 'auto' = the fewest "
                                  "whose step fits in memory (the global batch stays --batch-size)", metavar="N|auto",
                                  parse=int_or_auto, rule=ACCUM)
-    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling (for LUT the linear default is 4x "
-                         "below the authors' sqrt rule at batch 256: 1.5e-4 against 6e-4)", rule=positive())
+    base_lr: float = opt(1.5e-4, "base learning rate, scaled by --lr-scaling (at batch 256: a 1.5e-4 peak under "
+                         "MAE's linear rule, 6e-4 under LUT's sqrt rule)", rule=positive())
     lr: float | None = opt(None, "absolute peak learning rate (overrides --base-lr and scaling)", rule=positive())
-    lr_scaling: str | None = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE), "
-                                 "sqrt = base_lr * sqrt(batch) / 4 (LUT's code; at batch 256 linear gives 4x less "
-                                 "than LUT's authors); DINOv2: linear on small images, sqrt on image folders",
+    lr_scaling: str | None = opt("linear", "peak lr from base lr: linear = base_lr * batch / 256 (MAE's code), "
+                                 "sqrt = base_lr * sqrt(batch) / 4 (LUT's code: 4x linear at batch 256); DINOv2 "
+                                 "picks linear on small images, sqrt on image folders",
                                  choices=("linear", "sqrt"), rule=CHOICE)
     adam_beta2: float = opt(0.95, "AdamW's second-moment decay beta2 (beta1 is 0.9); MAE and LUT use 0.95, "
                             "DINOv2 0.999", rule=open_unit())

@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from tests.helpers import tiny_config
 from unmasked.data.augment import AugmentSpec
 from unmasked.models import MAEDecoder, build_encoder, encoder_spec
 from unmasked.objectives import LUT, MAE
@@ -133,3 +134,14 @@ def test_projector_and_predictor_are_xavier_uniform():
             bound = (6.0 / (fan_in + fan_out)) ** 0.5
             assert layer.weight.abs().max() <= bound
             assert layer.weight.abs().max() > 0.9 * bound  # not torch's narrower Kaiming default
+
+
+def test_lut_scales_its_lr_by_its_authors_sqrt_rule_unless_told(tmp_path):
+    """LUT's default lr rule is its code's base_lr x sqrt(batch) / 4 (6e-4 at batch 256 from 1.5e-4);
+    a typed --lr-scaling linear is kept, and MAE keeps its linear rule."""
+    lut = tiny_config(tmp_path, objective="lut", batch_size=256, base_lr=1.5e-4)
+    assert lut.lr_scaling == "sqrt" and lut.peak_lr() == pytest.approx(6e-4)
+    typed = tiny_config(tmp_path, objective="lut", batch_size=256, base_lr=1.5e-4, lr_scaling="linear")
+    assert typed.peak_lr() == pytest.approx(1.5e-4)
+    mae = tiny_config(tmp_path, objective="mae", batch_size=256, base_lr=1.5e-4)
+    assert mae.lr_scaling == "linear" and mae.peak_lr() == pytest.approx(1.5e-4)
