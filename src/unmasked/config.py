@@ -113,7 +113,8 @@ class PretrainConfig:
     init_from: str | None = opt(None, "warm start: initialise the encoder from SOURCE before step 0: a run "
                                 "folder, checkpoint or encoder.safetensors, timm:NAME (with --weights), "
                                 "hf-hub:ORG/NAME, local-dir:PATH or random:PRESET[/PATCH]; the shape options not "
-                                "given come from it, learned positions are resampled to the training grid; "
+                                "given come from it, and its register tokens and LayerScale; learned positions are "
+                                "resampled to the training grid; "
                                 "decoder, heads and optimiser start fresh; a resumed run never reloads it",
                                 "model", metavar="SOURCE", rule=TEXT)
     weights: str | None = opt(None, "with --init-from timm:NAME: its weights file (an official .pth, a "
@@ -213,6 +214,10 @@ class PretrainConfig:
     mean: list[float] | None = field(default=None, metadata={"resolved": True})
     std: list[float] | None = field(default=None, metadata={"resolved": True})
     init_record: dict | None = field(default=None, metadata={"resolved": True})  # what --init-from loaded
+    # the encoder's register tokens and prefix-position layout: from an --init-from source that has
+    # them (timm's reg_tokens / no_embed_class), else none
+    reg_tokens: int = field(default=0, metadata={"resolved": True})
+    no_embed_class: bool = field(default=False, metadata={"resolved": True})
 
     # -- the objective's own options (its options dataclass; flat on the command line) --------
     objective_options: Any = field(default=None, metadata={"resolved": True})

@@ -182,9 +182,13 @@ def _no_download(source: str, name: str, hub: bool, e: Exception) -> UserError:
     if source.startswith("local-dir:"):
         return UserError(f"{source}: cannot be loaded ({first}); the folder needs config.json and "
                          "model.safetensors")
-    where = f"https://huggingface.co/{source.removeprefix('hf-hub:')}" if hub else _where_timm_fetches(name)
+    if hub:  # --weights is refused with a hub source: a folder of the repository's files is its offline form
+        return UserError(f"{source}: its weights are not on this machine and could not be downloaded ({first}); "
+                         f"fetch config.json and model.safetensors from "
+                         f"https://huggingface.co/{source.removeprefix('hf-hub:')} into a folder and pass "
+                         "local-dir:FOLDER")
     return UserError(f"{source}: its weights are not on this machine and could not be downloaded ({first}); "
-                     f"fetch them from {where} and pass the file with --weights FILE")
+                     f"fetch them from {_where_timm_fetches(name)} and pass the file with --weights FILE")
 
 
 def parse_random(source: str) -> tuple[str, int | None, dict]:

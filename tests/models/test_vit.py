@@ -120,3 +120,34 @@ def test_a_spec_saved_before_layerscale_and_learned_positions_is_the_old_encoder
     assert (spec.layer_scale, spec.pos_embed) == (0.0, "sincos") and spec.timm_kwargs()["init_values"] is None
     enc = build_encoder(spec)
     assert isinstance(enc.blocks[0].ls1, torch.nn.Identity) and not enc.pos_embed.requires_grad
+
+
+@pytest.mark.parametrize("no_embed_class", [False, True])
+@pytest.mark.parametrize("pos_embed", ["sincos", "learned"])
+def test_register_tokens_in_both_timm_layouts_match_timm_on_every_path(no_embed_class, pos_embed):
+    """Registers after CLS, with positions (timm's default) or without (no_embed_class, DINOv2's):
+    timm's forward_features, the visible-token path and the any-size path agree, and a subset of
+    visible patches is the same as running those patches alone."""
+    enc = build_encoder(encoder_spec("vit_tiny", 16, 4, 1, embed_dim=32, depth=2, num_heads=2, layer_scale=0.5,
+                                     pos_embed=pos_embed, reg_tokens=3, no_embed_class=no_embed_class)).eval()
+    with torch.no_grad():
+        enc.reg_token.normal_()  # timm starts them near zero, where a misplaced register would not show
+    assert enc.num_prefix_tokens == 4 and enc.pos_embed.shape[1] == (16 if no_embed_class else 20)
+    if pos_embed == "sincos":  # zero rows for the prefix tokens with a position, then the grid's table
+        assert torch.count_nonzero(enc.pos_embed[0, : 0 if no_embed_class else 4]) == 0
+        assert torch.equal(enc.pos_embed[:, -16:], sincos_2d(32, 4, cls_token=False))
+    ref = VisionTransformer(**enc.spec.timm_kwargs()).eval()
+    ref.load_state_dict(enc.state_dict(), strict=True)
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        want = ref.forward_features(x)
+        assert want.shape[1] == 4 + 16
+        torch.testing.assert_close(enc.forward_features(x), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(enc.forward_visible(patchify(x, 4)), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(enc.forward_image(x), want, atol=1e-5, rtol=0)
+        ids = torch.tensor([[0, 5, 9], [15, 2, 3]])
+        sub = enc.forward_visible(patchify(x, 4), ids)
+        alone = enc.forward_tokens(gather_tokens(enc.embed_patches(patchify(x, 4)), ids))
+        assert sub.shape == (2, 4 + 3, 32)
+        torch.testing.assert_close(sub, alone, atol=1e-5, rtol=0)
+        assert enc.forward_image(torch.randn(2, 1, 24, 24)).shape == (2, 4 + 36, 32)

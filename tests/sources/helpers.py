@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,19 @@ def randomise_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             p.copy_(torch.randn(p.shape, generator=g) * scale + (1.0 if name.endswith("norm1.weight") or
                     name.endswith("norm2.weight") or name == "norm.weight" else 0.0))
     return model.eval()
+
+
+def save_local_dir(model: torch.nn.Module, folder: Path, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)) -> Path:
+    """A timm ViT as a `local-dir:` folder (config.json + model.safetensors, as export writes them)."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from unmasked import export
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = export.timm_config(SimpleNamespace(data=None, mean=list(mean), std=list(std)),
+                                export.timm_model_args(model))
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    return folder

@@ -139,6 +139,12 @@ def test_a_download_without_network_names_the_file_to_pass(tmp_path, monkeypatch
     msg = str(e.value)
     assert "--weights" in msg and "huggingface.co/timm/vit_tiny_patch16_224.augreg_in21k" in msg
     assert "\n" not in msg
+    # a hub source takes no --weights: its offline form is a folder of the repository's files
+    with pytest.raises(UserError) as e:
+        load_encoder("hf-hub:timm/vit_tiny_patch16_224.augreg_in21k", out=tmp_path / "res2", data="fashion-mnist")
+    msg = str(e.value)
+    assert "huggingface.co/timm/vit_tiny_patch16_224.augreg_in21k" in msg and "local-dir:FOLDER" in msg
+    assert "--weights" not in msg and "\n" not in msg
 
 
 def test_local_dir_and_unknown_names(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from unmasked.cli import main
+from unmasked.config import PretrainConfig, resolve_defaults
 from unmasked.study import runner
-from unmasked.study.spec import load_study
+from unmasked.study.spec import Run, load_study
 from unmasked.train import checkpoint as ckpt
 
 from .helpers import tiny_study
@@ -137,3 +138,27 @@ def test_match_compute_counts_the_flops_the_finished_runs_report(finished):
         done = training_compute(run.dir)
         assert flops_per_image == pytest.approx(done["flops_per_image"], rel=1e-9), run.name
         assert per_epoch * epochs == done["images_seen"], run.name
+
+
+
+def test_what_a_warm_start_took_from_its_source_is_no_change_of_the_study(tmp_path):
+    """A warm-started arm's shape, LayerScale and positions come from its source (not the defaults the
+    study would give now); an option the study sets is still compared, and a run from scratch too."""
+    src = str(tmp_path / "src")
+    saved = resolve_defaults(PretrainConfig.flat(objective="mae", data="fashion-mnist", init_from=src), True).to_dict()
+    saved.update(model="vit_small", width=None, depth=6, heads=None, patch_size=14, layer_scale=1e-5,
+                 pos_embed="learned", init_record={"source": src})
+    run_dir = tmp_path / "arm"
+    run_dir.mkdir()
+
+    def mismatches(saved, **options):
+        (run_dir / "config.json").write_text(json.dumps(saved))
+        run = Run("arm_seed0", "arm", {}, 0, {"objective": "mae", "data": "fashion-mnist", "init_from": src,
+                                              **options}, [], run_dir)
+        return [m.split(" in the study")[0] for m in runner.config_mismatches(run)]
+
+    assert mismatches(saved) == []
+    assert mismatches(saved, pos_embed="sincos") == ["pos_embed = 'sincos'"]
+    scratch = {k: v for k, v in saved.items() if k != "init_record"}
+    assert mismatches(scratch) == [f"{f} (the default, not set" for f in (
+        "model = 'vit_tiny'", "patch_size = 4", "layer_scale = 0.0", "pos_embed = 'sincos'")]

@@ -11,10 +11,11 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
 
 from tests.data.helpers import class_folder
 from tests.helpers import SMALL_HEADS, tiny_config
-from tests.sources.helpers import randomise_
+from tests.sources.helpers import randomise_, save_local_dir
 from tests.tiny_run import tiny_run
 from unmasked.cli import main
 from unmasked.errors import UserError
@@ -139,10 +140,12 @@ def test_refusals_in_one_line(exported, tmp_path, capsys):
     reg = randomise_(timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, num_classes=0, depth=1))
     w = tmp_path / "reg.safetensors"
     save_file(reg.state_dict(), str(w))
+    # registers and LayerScale train (test_warm_start_structure.py); qk-norm this encoder cannot hold
+    qk = save_local_dir(VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
+                                          qk_norm=True, num_classes=0), tmp_path / "qk")
     base = ["pretrain", "--data", str(data), "--img-size", "28", *SMALL]
     cases = [
-        (["--out", str(tmp_path / "a"), "--init-from", "timm:vit_small_patch14_reg4_dinov2", "--weights", str(w)],
-         "4 register tokens, LayerScale"),
+        (["--out", str(tmp_path / "a"), "--init-from", f"local-dir:{qk}"], "has qk-norm, which"),
         (["--out", str(tmp_path / "b"), "--weights", str(w)], "give the encoder with --init-from timm:NAME"),
         (["--out", str(tmp_path / "c"), "--init-from", str(tmp_path / "nothing")], "no such run folder or file"),
         (["--out", str(tmp_path / "d"), "--init-from", str(run), "--weights", str(w)],

@@ -35,12 +35,13 @@ class MAEDecoder(nn.Module):
         init_mae_(self)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """latent (B, 1 + K, D) in shuffled order; ids_restore (B, L) -> predictions (B, L, patch_dim)."""
+    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor, num_prefix: int = 1) -> torch.Tensor:
+        """latent (B, prefix + K, D) in shuffled order, CLS first; ids_restore (B, L) -> predictions
+        (B, L, patch_dim). The encoder's register tokens (prefix tokens after CLS) are dropped."""
         x = self.embed(latent)
         b, length = ids_restore.shape
-        fill = self.mask_token.to(x.dtype).expand(b, length - (x.shape[1] - 1), -1)
-        patches = gather_tokens(torch.cat([x[:, 1:], fill], dim=1), ids_restore)
+        fill = self.mask_token.to(x.dtype).expand(b, length - (x.shape[1] - num_prefix), -1)
+        patches = gather_tokens(torch.cat([x[:, num_prefix:], fill], dim=1), ids_restore)
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed.to(x.dtype)
         x = self.norm(self.blocks(x))
         return self.pred(x[:, 1:])

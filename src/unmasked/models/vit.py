@@ -1,5 +1,5 @@
-"""ViT encoder: a timm VisionTransformer with fixed sin-cos or learned positions, optional LayerScale,
-and a visible-token path.
+"""ViT encoder: a timm VisionTransformer with fixed sin-cos or learned positions, optional LayerScale
+and register tokens, and a visible-token path.
 
 The encoder *is* a `timm.models.vision_transformer.VisionTransformer`, so its state dict loads
 into `timm.create_model(...)`/`VisionTransformer(...)` of the same shape with strict=True, and it
@@ -47,6 +47,10 @@ class EncoderSpec:
     # specs saved before these existed describe encoders without LayerScale and with sin-cos positions
     layer_scale: float = 0.0  # LayerScale's initial gamma (timm's init_values); 0: no LayerScale
     pos_embed: str = "sincos"
+    # register tokens after CLS (timm's reg_tokens; a warm start from DINOv2 with registers); with
+    # no_embed_class the prefix tokens have no position (timm's and DINOv2-with-registers' layout)
+    reg_tokens: int = 0
+    no_embed_class: bool = False
 
     @property
     def grid(self) -> int:
@@ -55,6 +59,15 @@ class EncoderSpec:
     @property
     def num_patches(self) -> int:
         return self.grid**2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 + self.reg_tokens
+
+    @property
+    def pos_prefix_tokens(self) -> int:
+        """Prefix tokens with a row in pos_embed (none with no_embed_class)."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
 
     @property
     def patch_dim(self) -> int:
@@ -72,6 +85,8 @@ class EncoderSpec:
             mlp_ratio=self.mlp_ratio,
             qkv_bias=True,
             init_values=self.layer_scale or None,
+            reg_tokens=self.reg_tokens,
+            no_embed_class=self.no_embed_class,
             num_classes=0,
             global_pool="token",
         )
@@ -91,6 +106,8 @@ def encoder_spec(
     drop_path_rate: float = 0.0,
     layer_scale: float = 0.0,
     pos_embed: str = "sincos",
+    reg_tokens: int = 0,
+    no_embed_class: bool = False,
 ) -> EncoderSpec:
     if model not in PRESETS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(PRESETS)}")
@@ -107,7 +124,16 @@ def encoder_spec(
         drop_path_rate=drop_path_rate,
         layer_scale=layer_scale,
         pos_embed=pos_embed,
+        reg_tokens=reg_tokens,
+        no_embed_class=no_embed_class,
     )
+
+
+def sincos_table(spec: EncoderSpec, grid: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """The fixed sin-cos pos_embed of `spec`'s layout: zero rows for the prefix tokens that have a
+    position (CLS, registers; none with no_embed_class), then the patch grid."""
+    patches = sincos_2d(spec.embed_dim, spec.grid if grid is None else grid, cls_token=False)
+    return torch.cat([patches.new_zeros(1, spec.pos_prefix_tokens, spec.embed_dim), patches], dim=1)
 
 
 def init_mae_(module: nn.Module) -> None:
@@ -140,7 +166,7 @@ class ViTEncoder(VisionTransformer):
             # Fixed sin-cos positions, kept as a (frozen) parameter so the state dict matches timm's.
             self.pos_embed.requires_grad_(False)
             with torch.no_grad():
-                self.pos_embed.copy_(sincos_2d(spec.embed_dim, spec.grid, cls_token=True))
+                self.pos_embed.copy_(sincos_table(spec))
         self._init_mae()  # Linear and LayerNorm only: LayerScale's gammas keep their initial value
 
     def _init_mae(self) -> None:
@@ -158,16 +184,22 @@ class ViTEncoder(VisionTransformer):
 
     def embed_patches(self, patches: torch.Tensor, ids_keep: torch.Tensor | None = None):
         """(B, L, p*p*C) pixel patches -> (B, K, D) tokens with positions; gathers before embedding."""
-        pos = self.pos_embed[:, 1:, :]
+        pos = self.pos_embed[:, self.spec.pos_prefix_tokens:, :]
         if ids_keep is not None:
             patches = gather_tokens(patches, ids_keep)
             pos = gather_tokens(pos.expand(patches.shape[0], -1, -1), ids_keep)
         return F.linear(patches, self.patch_weight(), self.patch_embed.proj.bias) + pos
 
+    def prefix_tokens(self) -> torch.Tensor:
+        """CLS then the register tokens, with their positions where they have one: (1, prefix, D)."""
+        prefix = self.cls_token if self.reg_token is None else torch.cat([self.cls_token, self.reg_token], dim=1)
+        n = self.spec.pos_prefix_tokens
+        return prefix + self.pos_embed[:, :n, :] if n else prefix
+
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Prepend CLS, run the blocks and the final norm: (B, K, D) -> (B, 1 + K, D)."""
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(tokens.shape[0], -1, -1)
-        x = torch.cat([cls, tokens], dim=1)
+        """Prepend CLS and registers, run the blocks and the final norm: (B, K, D) -> (B, prefix + K, D),
+        as timm's forward_features orders them."""
+        x = torch.cat([self.prefix_tokens().expand(tokens.shape[0], -1, -1), tokens], dim=1)
         x = self.norm_pre(x)
         if self.grad_checkpointing and torch.is_grad_enabled():
             for blk in self.blocks:
@@ -187,12 +219,12 @@ class ViTEncoder(VisionTransformer):
         (as DINOv2 and timm do; without antialiasing, as in DINOv2's ViTs), so local crops and
         evaluation at another resolution share the positions learned at the native size.
         """
-        g = self.spec.grid
+        g, n = self.spec.grid, self.spec.pos_prefix_tokens
         if (rows, cols) == (g, g):
-            return self.pos_embed[:, 1:, :]
+            return self.pos_embed[:, n:, :]
         pos = resample_abs_pos_embed(self.pos_embed.float(), new_size=[rows, cols], old_size=[g, g],
-                                     num_prefix_tokens=1, interpolation="bicubic", antialias=False)
-        return pos[:, 1:, :].to(self.pos_embed.dtype)
+                                     num_prefix_tokens=n, interpolation="bicubic", antialias=False)
+        return pos[:, n:, :].to(self.pos_embed.dtype)
 
     def embed_image(self, x: torch.Tensor, masks: torch.Tensor | None = None,
                     mask_token: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,7 +244,7 @@ class ViTEncoder(VisionTransformer):
 
     def forward_image(self, x: torch.Tensor, masks: torch.Tensor | None = None,
                       mask_token: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder at any input size (positions interpolated): (B, C, H, W) -> (B, 1 + L, D)."""
+        """Encoder at any input size (positions interpolated): (B, C, H, W) -> (B, prefix + L, D)."""
         return self.forward_tokens(self.embed_image(x, masks, mask_token))
 
 
@@ -244,5 +276,6 @@ def spec_from_config(cfg) -> EncoderSpec:
     return encoder_spec(
         cfg.model, cfg.img_size, cfg.patch_size, cfg.in_chans,
         embed_dim=cfg.width, depth=cfg.depth, num_heads=cfg.heads, drop_path_rate=cfg.drop_path,
-        layer_scale=cfg.layer_scale or 0.0, pos_embed=cfg.pos_embed,
+        layer_scale=cfg.layer_scale or 0.0, pos_embed=cfg.pos_embed, reg_tokens=cfg.reg_tokens or 0,
+        no_embed_class=bool(cfg.no_embed_class),
     )

@@ -56,7 +56,8 @@ class DINOv2Student(nn.Module):
         n_global = cls.shape[0]
         if local_crops is not None:
             cls = torch.cat([cls, self.encoder.forward_image(local_crops)[:, 0]])
-        cls_logits, patch_logits = _run_heads(self, cls, g[:, 1:][masks])
+        # iBOT's patch tokens: CLS and any register tokens left out
+        cls_logits, patch_logits = _run_heads(self, cls, g[:, self.encoder.num_prefix_tokens:][masks])
         local_logits = cls_logits[n_global:] if local_crops is not None else None
         return g[:, 0], cls_logits[:n_global], local_logits, patch_logits
 
@@ -75,7 +76,7 @@ class DINOv2Teacher(nn.Module):
     def forward(self, global_crops, masks):
         """Unmasked global crops -> (CLS logits, logits of the patches the student had masked)."""
         g = self.encoder.forward_image(global_crops)
-        return _run_heads(self, g[:, 0], g[:, 1:][masks])
+        return _run_heads(self, g[:, 0], g[:, self.encoder.num_prefix_tokens:][masks])
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:

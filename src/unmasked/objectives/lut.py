@@ -35,8 +35,9 @@ from unmasked.train.ema import update_momentum
 TEACHER_MODES = ("eval", "train")
 
 
-def mean_patch_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    return tokens[:, 1:].mean(dim=1)
+def mean_patch_tokens(tokens: torch.Tensor, num_prefix: int = 1) -> torch.Tensor:
+    """Mean of the patch tokens: CLS and any register tokens (the first `num_prefix`) left out."""
+    return tokens[:, num_prefix:].mean(dim=1)
 
 
 class LUTStudent(nn.Module):
@@ -56,10 +57,11 @@ class LUTStudent(nn.Module):
         else:
             lat1 = self.encoder.forward_visible(p1, ids1)
             lat2 = self.encoder.forward_visible(p2, ids2)
-        pred = self.decoder(lat1, ids_restore1)
+        pre = self.encoder.num_prefix_tokens
+        pred = self.decoder(lat1, ids_restore1, pre)
         # BatchNorm statistics are per view, as when each view is a separate call.
-        s1 = self.predictor(self.projector(mean_patch_tokens(lat1)))
-        s2 = self.predictor(self.projector(mean_patch_tokens(lat2)))
+        s1 = self.predictor(self.projector(mean_patch_tokens(lat1, pre)))
+        s2 = self.predictor(self.projector(mean_patch_tokens(lat2, pre)))
         return pred, s1, s2
 
 
@@ -80,7 +82,8 @@ class LUTTeacher(nn.Module):
             tok1, tok2 = tok[:b], tok[b:]
         else:
             tok1, tok2 = self.encoder.forward_visible(p1), self.encoder.forward_visible(p2)
-        return self.projector(mean_patch_tokens(tok1)), self.projector(mean_patch_tokens(tok2))
+        pre = self.encoder.num_prefix_tokens
+        return self.projector(mean_patch_tokens(tok1, pre)), self.projector(mean_patch_tokens(tok2, pre))
 
 
 class LUT(Objective):
@@ -151,7 +154,7 @@ class LUT(Objective):
         patches = patchify(x, self.encoder.spec.patch_size)
         mask, _ = lut_masks(rng.uniform(patches.shape[1]), self.mask_ratio)
         latent = self.encoder.forward_visible(patches, mask.ids_keep)
-        return self.student.decoder(latent, mask.ids_restore), mask, patches
+        return self.student.decoder(latent, mask.ids_restore, self.encoder.num_prefix_tokens), mask, patches
 
 
 # -- options and registration ---------------------------------------------------------------------

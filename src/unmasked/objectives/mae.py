@@ -27,7 +27,8 @@ class MAEStudent(nn.Module):
         self.decoder = decoder
 
     def forward(self, patches, ids_keep, ids_restore):
-        return self.decoder(self.encoder.forward_visible(patches, ids_keep), ids_restore)
+        return self.decoder(self.encoder.forward_visible(patches, ids_keep), ids_restore,
+                            self.encoder.num_prefix_tokens)
 
 
 class MAE(Objective):

@@ -30,6 +30,7 @@ from unmasked.study.budget import fmt_duration, run_budget
 from unmasked.study.resolved import expected_config
 from unmasked.study.spec import Run, Study, is_encoder_run
 from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
+from unmasked.train.warm_start import ADOPTED_OPTIONS
 
 RESULT_FILES = {"knn": "knn.json", "linear": "linear.json", "analyze": "analysis/analysis.json",
                 "finetune": "finetune.json"}
@@ -126,6 +127,8 @@ def config_mismatches(run: Run) -> list[str]:
         name = f.name
         if name in free or name not in saved:
             continue
+        if name in ADOPTED_OPTIONS and name not in run.options and saved.get("init_record"):
+            continue  # a warm start took it from its source, not from the default
         if name in run.options:
             want = run.options[name]
         elif expected is not None and expected.has_option(name) and expected.option(name) is not None:

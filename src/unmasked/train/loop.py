@@ -193,12 +193,12 @@ class Pretrainer:
                 )
             if cfg.init_from:  # opened first: its shape fills the model options not given
                 self._warm = open_warm_source(cfg.init_from, cfg.weights, cfg.data, cfg.seed)
-                adopt_shape(cfg, self._warm)
+                adopt_shape(cfg, self._warm, explicit)
             cfg = resolve_defaults(cfg, is_fashion_mnist(cfg.data) or small_images(cfg))
         cfg.objective_options.resolve_device(self.device.type == "cuda" or self.env.enabled)
         validate(cfg)
         if self._warm is not None:
-            check_fits(spec_from_config(cfg), self._warm)
+            check_fits(spec_from_config(cfg), self._warm, announce=self.env.is_main)
         self.precision_choice = self._choose_precision(cfg, resume, explicit)
         # config.json and the checkpoint record the precision trained in, so a resume keeps it
         cfg.precision = self.precision = self.precision_choice.name
