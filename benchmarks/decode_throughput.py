@@ -40,8 +40,9 @@ from unmasked.data.augment import BatchAugment
 from unmasked.rng import BatchRandom
 
 OBJECTIVES = ("mae", "lut", "dinov2")
+# views do not depend on these
 TINY = dict(model="vit_tiny", width=32, depth=1, heads=2, decoder_width=32, decoder_depth=1, decoder_heads=2,
-            proj_hidden=64, dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16)  # views do not depend on these
+            proj_hidden=64, dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16)
 BATCH = 64
 
 

@@ -84,10 +84,12 @@ def markdown(rows: list[dict]) -> str:
              "the device, one full step: forward, loss, backward, AdamW, EMA). Ratios are measured side by side "
              "in one process; compare absolute figures only between rows of the same device. Paths: optimised (what "
              "training runs), plain (fp32 exactness reference), reference (the published MAE/LUT step with a current "
-             "timm: fp16 + GradScaler, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA; the step behind the fused "
+             "timm: fp16 + GradScaler, gradient norm, separate views, SDPA, default AdamW, per-parameter EMA; "
+             "the step behind the fused "
              "anchors of docs/performance.md). ATen ops/step: the "
              "non-view ops an eager step dispatches, about one kernel launch each on a GPU (what a launch-bound "
-             "small model pays for); not counted for compiled steps. Peak GiB: torch.cuda.max_memory_allocated over one step "
+             "small model pays for); not counted for compiled steps. "
+             "Peak GiB: torch.cuda.max_memory_allocated over one step "
              "(CUDA only); under CUDA graphs the graph pool may not show there, so the JSON also keeps the peak "
              "reserved.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -88,16 +88,20 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # the last two r
 @dataclass
 class PretrainConfig:
     # -- what to train ----------------------------------------------------------------------
-    objective: str = opt("lut", "pretraining objective (the registered ones; see unmasked.objectives)", "objective", rule=CHOICE)
+    objective: str = opt("lut", "pretraining objective (the registered ones; see unmasked.objectives)", "objective",
+                         rule=CHOICE)
     data: str = opt("fashion-mnist", "'fashion-mnist' (Debian's dataset-fashion-mnist or a folder with its IDX "
                     "files) or an image folder: root/train/<class>/ + root/val/<class>/, root/<class>/, "
                     "or a folder of unlabeled images", "data", metavar="DATA", rule=TEXT)
-    out: str = opt("runs/pretrain", "run folder: config, checkpoints, metrics, exported encoder", "run", metavar="DIR", rule=PATH)
+    out: str = opt("runs/pretrain", "run folder: config, checkpoints, metrics, exported encoder", "run",
+                   metavar="DIR", rule=PATH)
     # -- model ------------------------------------------------------------------------------
     model: str | None = opt(None, "encoder size (timm's widths/depths/heads); default vit_tiny on Fashion-MNIST, "
                             "vit_base on image folders", "model", choices=tuple(PRESETS), rule=CHOICE)
-    img_size: int | None = opt(None, "input size in pixels (default 28 on Fashion-MNIST, 224 otherwise)", "model", rule=positive_int())
-    patch_size: int | None = opt(None, "patch size in pixels (default 4 on Fashion-MNIST, 16 otherwise)", "model", rule=positive_int())
+    img_size: int | None = opt(None, "input size in pixels (default 28 on Fashion-MNIST, 224 otherwise)", "model",
+                               rule=positive_int())
+    patch_size: int | None = opt(None, "patch size in pixels (default 4 on Fashion-MNIST, 16 otherwise)", "model",
+                                 rule=positive_int())
     width: int | None = opt(None, "override the preset's embedding width", "model", rule=positive_int())
     depth: int | None = opt(None, "override the preset's number of blocks", "model", rule=positive_int())
     heads: int | None = opt(None, "override the preset's attention heads", "model", rule=positive_int())
@@ -132,7 +136,8 @@ class PretrainConfig:
                           "LUT's code: RandomCrop(224, padding=4))", "data", rule=count("no padding"))
     # -- optimisation -----------------------------------------------------------------------
     epochs: int | None = opt(None, "training epochs (default 40 on Fashion-MNIST, 100 otherwise)", rule=positive_int())
-    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default 5%% of the epochs, at least 1)", rule=non_negative("no warm-up"))
+    warmup_epochs: float | None = opt(None, "linear warm-up epochs (default 5%% of the epochs, at least 1)",
+                                      rule=non_negative("no warm-up"))
     batch_size: int | None = opt(None, "images per optimiser step, over all processes and accumulation steps "
                                  "(default 256)", rule=positive_int())
     accum_steps: int | str = opt(1, "gradient accumulation: micro-batches per optimiser step; 'auto' = the fewest "
@@ -148,25 +153,33 @@ class PretrainConfig:
     adam_beta2: float = opt(0.95, "AdamW's second-moment decay beta2 (beta1 is 0.9); MAE and LUT use 0.95, "
                             "DINOv2 0.999", rule=open_unit())
     min_lr: float = opt(0.0, "learning rate at the end of the cosine", rule=non_negative("the cosine decays to zero"))
-    weight_decay: float = opt(0.05, "AdamW weight decay (none on biases and norms; see --decay-tokens)", rule=non_negative("no weight decay"))
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on biases and norms; see --decay-tokens)",
+                              rule=non_negative("no weight decay"))
     decay_tokens: bool = opt(True, "weight decay on the CLS and mask tokens too, as the published MAE/LUT code "
                              "does (timm's add_weight_decay exempts only 1-D tensors); --no-decay-tokens exempts "
                              "them", rule=FLAG)
     weight_decay_end: float | None = opt(None, "cosine the weight decay from --weight-decay to this value over the "
-                                         "run (default: constant)", rule=non_negative("the weight decay falls to zero by the end"))
+                                         "run (default: constant)",
+                                         rule=non_negative("the weight decay falls to zero by the end"))
     layer_decay: float | None = opt(None, "layer-wise lr decay of the encoder: block l of L gets lr x "
                                     "decay^(L - l); 'none': off (default: off)", metavar="DECAY|none",
                                     parse=float_or_none, rule=up_to_one())
-    patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)", rule=non_negative("the patch embedding is not trained"))
+    patch_embed_lr_mult: float = opt(1.0, "lr multiplier of the patch embedding (DINOv2 uses 0.2)",
+                                     rule=non_negative("the patch embedding is not trained"))
     clip_grad: float | None = opt(None, "clip the gradient norm to this value (off by default)", rule=positive())
     # -- data handling ----------------------------------------------------------------------
-    subset: int | None = opt(None, "use only N training images (a reproducible random subset)", "data", metavar="N", rule=positive_int())
-    channels: int | None = opt(None, "1 or 3 input channels (default: what the data has)", "data", choices=(1, 3), rule=CHOICE)
-    cache_gb: float = opt(8.0, "decode image folders once into memory when they fit in this many GB", "data", rule=non_negative("never decode into memory; stream every image from disk"))
-    num_workers: int | None = opt(None, "data loader worker processes (default: CPU cores, up to 8)", "data", rule=count("decode in the main process"))
+    subset: int | None = opt(None, "use only N training images (a reproducible random subset)", "data",
+                             metavar="N", rule=positive_int())
+    channels: int | None = opt(None, "1 or 3 input channels (default: what the data has)", "data",
+                               choices=(1, 3), rule=CHOICE)
+    cache_gb: float = opt(8.0, "decode image folders once into memory when they fit in this many GB", "data",
+                          rule=non_negative("never decode into memory; stream every image from disk"))
+    num_workers: int | None = opt(None, "data loader worker processes (default: CPU cores, up to 8)", "data",
+                                  rule=count("decode in the main process"))
     strict: bool = opt(False, "refuse unreadable images instead of skipping them", "data", rule=FLAG)
     max_image_pixels: int = opt(100_000_000, "skip (or with --strict refuse) images with more pixels than this: "
-                                "a small compressed file can decode to gigabytes per worker", "data", metavar="N", rule=PIXELS)
+                                "a small compressed file can decode to gigabytes per worker", "data",
+                                metavar="N", rule=PIXELS)
     unlabeled: bool = opt(False, "treat the image folder as unlabeled even if it has class folders", "data", rule=FLAG)
     # -- run --------------------------------------------------------------------------------
     seed: int = opt(0, "random seed (data order, augmentation, masks, initialisation)", "run",
@@ -177,7 +190,8 @@ class PretrainConfig:
                          "timed bf16 product, cached per machine, confirms it is fast, else fp32; the run "
                          "records what it chose), 'fp32', 'bf16' or 'fp16'", "run",
                          choices=("auto", "fp32", "bf16", "fp16"), rule=CHOICE)
-    compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance", rule=FLAG)
+    compile: bool = opt(False, "torch.compile the student's and the EMA teacher's forward passes", "performance",
+                        rule=FLAG)
     compile_mode: str = opt("default", "torch.compile mode: 'reduce-overhead' adds CUDA graphs (small, "
                             "launch-bound models), 'max-autotune' searches kernels", "performance",
                             choices=COMPILE_MODES, rule=CHOICE)
@@ -185,8 +199,10 @@ class PretrainConfig:
                                 "performance", rule=FLAG)
     memory_check: bool = opt(True, "before the first step, estimate its peak memory and refuse, naming the "
                              "options that fit, when the device has not that much free", "performance", rule=FLAG)
-    save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run", metavar="N", rule=positive_int())
-    save_every_steps: int | None = opt(None, "also write a checkpoint every N optimiser steps", "run", metavar="N", rule=positive_int())
+    save_every: int = opt(1, "write a checkpoint every N epochs (and always at the end)", "run",
+                          metavar="N", rule=positive_int())
+    save_every_steps: int | None = opt(None, "also write a checkpoint every N optimiser steps", "run",
+                                       metavar="N", rule=positive_int())
     log_every: int = opt(20, "log metrics every N optimiser steps", "run", metavar="N", rule=positive_int())
     steps: int | None = opt(None, "stop after N optimiser steps in total (the schedule still spans --epochs)",
                             "run", metavar="N", rule=positive_int())
@@ -201,7 +217,8 @@ class PretrainConfig:
                                   "images and 1,000 fixed held-out queries, eval mode, no augmentation, no "
                                   "gradient; logged to metrics.jsonl. Each check encodes those 6,000 images "
                                   "(measured: 5 s of one core for the CPU demo model, about 3 s on 2 cores: 1%% "
-                                  "of its 2-epoch LUT run, 2.5%% of its MAE run, per check) and is left out of the run's time and images/s (off by default)",
+                                  "of its 2-epoch LUT run, 2.5%% of its MAE run, per check) "
+                                  "and is left out of the run's time and images/s (off by default)",
                                   "run", metavar="N", rule=positive())
     tensorboard: bool = opt(False, "mirror metrics.jsonl (losses, lr, momentum, kNN monitor, images/s) into "
                             "TensorBoard event files in <out>/tensorboard; needs pip install "

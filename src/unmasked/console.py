@@ -16,7 +16,8 @@ def print_summary(s: dict, knn: dict | None = None) -> None:
         ("objective", s["objective"]),
         ("model", s["model"]),
         ("data", f"{s['data']} ({s['train_images']:,} training images)"),
-        ("device", f"{s['device']}, {s['precision']}" + (f", {s['world_size']} processes" if s["world_size"] > 1 else "")),
+        ("device", f"{s['device']}, {s['precision']}"
+                   + (f", {s['world_size']} processes" if s["world_size"] > 1 else "")),
         ("images seen", f"{s['images_seen']:,} ({s['epochs']} epochs, {s['steps']} steps)"),
         ("time", f"{s['time_s']:.0f} s ({s['images_per_s']:.0f} images/s"
                  + (f", data wait {s['data_wait']:.0%})" if s.get("data_wait") is not None else ")")),

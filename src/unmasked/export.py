@@ -127,6 +127,8 @@ def model_card(loaded, config: dict, source: str) -> str:
     # names only: a card meant for the Hub does not carry the local folders it was made from
     data = loaded.data if not loaded.data or is_fashion_mnist(loaded.data) else Path(loaded.data).name
     source = Path(source).name or source
+    mean, std = config["pretrained_cfg"]["mean"], config["pretrained_cfg"]["std"]
+    prefix = int(a["class_token"]) + a["reg_tokens"]
     return f"""---
 tags:
 - image-feature-extraction
@@ -144,8 +146,8 @@ No classifier head: the model returns features.
 ```python
 import timm
 model = timm.create_model("local-dir:PATH/TO/THIS/FOLDER", pretrained=True)   # or "hf-hub:ORG/NAME"
-cfg = timm.data.resolve_data_config({{}}, model=model)   # mean {config['pretrained_cfg']['mean']}, std {config['pretrained_cfg']['std']}
-features = model.forward_features(images)   # (B, {int(a['class_token']) + a['reg_tokens']} prefix + patches, {a['embed_dim']})
+cfg = timm.data.resolve_data_config({{}}, model=model)   # mean {mean}, std {std}
+features = model.forward_features(images)   # (B, {prefix} prefix + patches, {a['embed_dim']})
 ```
 """
 

@@ -50,7 +50,8 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
     return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpus": gpus, "platform": platform.platform()}
 
@@ -66,4 +67,5 @@ def one_line(rec: dict) -> str:
     code = f"commit {c[:10]}" + (" (with uncommitted changes)" if rec.get("dirty") else "") if c else "no git commit"
     m = rec["machine"]
     gpu = ", ".join(m["gpus"]) if m["gpus"] else "no GPU"
-    return f"{code}; {m['cpu']} ({m['torch_threads']} torch threads, {m['cpu_count']} CPUs); {gpu}; torch {rec['torch']}"
+    return (f"{code}; {m['cpu']} ({m['torch_threads']} torch threads, {m['cpu_count']} CPUs); "
+            f"{gpu}; torch {rec['torch']}")

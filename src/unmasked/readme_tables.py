@@ -67,7 +67,9 @@ def demo_block(results: Path, _name: str | None = None) -> str:
     for f in files:
         d = _read(f)
         p, k = d["pretrain"], d["knn"]
-        rows.append([f"`{d['command']}`", f"{d['objective']}, {p['epochs']:g} epoch{'' if p['epochs'] == 1 else 's'} ({p['images_seen']:,} images)",
+        rows.append([f"`{d['command']}`",
+                     f"{d['objective']}, {p['epochs']:g} epoch{'' if p['epochs'] == 1 else 's'} "
+                     f"({p['images_seen']:,} images)",
                      _duration(d["time_s"]), f"{k['top1']['cls']:.2f} / {k['top1']['mean']:.2f}"])
         pixels = pixels if pixels is not None else k.get("pixels_top1")
     if pixels is not None:
@@ -149,7 +151,8 @@ def tables(text: str) -> list[tuple[int, list[list[str]]]]:
             continue
         if current:
             rows = [_cells(r) for r in current]
-            out.append((start, [r for j, r in enumerate(rows) if not (j == 1 and all(set(c) <= set("-: ") for c in r))]))
+            out.append((start, [r for j, r in enumerate(rows)
+                                if not (j == 1 and all(set(c) <= set("-: ") for c in r))]))
             current = []
     return out
 

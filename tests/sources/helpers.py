@@ -16,8 +16,10 @@ def small_fashion_mnist(root: Path, train: int = 200, test: int = 100) -> Path:
     """The first images of Fashion-MNIST as IDX files in `root`, a --data folder like the full set."""
     fm = fashion_mnist.load()
     root.mkdir(parents=True, exist_ok=True)
-    parts = {"train-images-idx3-ubyte": fm["train_images"][:train, 0], "train-labels-idx1-ubyte": fm["train_labels"][:train],
-             "t10k-images-idx3-ubyte": fm["test_images"][:test, 0], "t10k-labels-idx1-ubyte": fm["test_labels"][:test]}
+    parts = {"train-images-idx3-ubyte": fm["train_images"][:train, 0],
+             "train-labels-idx1-ubyte": fm["train_labels"][:train],
+             "t10k-images-idx3-ubyte": fm["test_images"][:test, 0],
+             "t10k-labels-idx1-ubyte": fm["test_labels"][:test]}
     for name, a in parts.items():
         a = np.ascontiguousarray(a.astype(np.uint8))
         magic = (fashion_mnist.IMAGE_MAGIC if a.ndim == 3 else fashion_mnist.LABEL_MAGIC).to_bytes(4, "big")

@@ -114,7 +114,8 @@ def test_random_of_a_run_folder_takes_its_shape_and_normalisation(tmp_path):
     pretrain(tiny_config(tmp_path, objective="mae", data=str(data), subset=None, batch_size=16, steps=1),
              progress=False)
     run = load_encoder(tmp_path / "run")
-    rnd = load_encoder(f"random:{tmp_path / 'run'}", out=tmp_path / "rnd", seed=1)  # seed 0 would rebuild the run's own start
+    # seed 0 would rebuild the run's own start
+    rnd = load_encoder(f"random:{tmp_path / 'run'}", out=tmp_path / "rnd", seed=1)
     assert rnd.spec == run.spec and rnd.mean == run.mean and rnd.data == run.data
     assert not all((a == b).all() for a, b in zip(rnd.encoder.state_dict().values(), run.encoder.state_dict().values()))
     again = load_encoder(tmp_path / "rnd")

@@ -98,7 +98,8 @@ def test_dino_released_backbone_and_training_checkpoint(tmp_path, layout):
     else:  # main_dino.py's checkpoint: student (DDP) and teacher, each a backbone and a DINO head
         official = {"student": {f"module.backbone.{k}": v + 1 for k, v in sd.items()},
                     "teacher": {**{f"backbone.{k}": v for k, v in sd.items()},
-                                "head.mlp.0.weight": torch.randn(64, 384), "head.last_layer.weight_g": torch.ones(8, 1)},
+                                "head.mlp.0.weight": torch.randn(64, 384),
+                                "head.last_layer.weight_g": torch.ones(8, 1)},
                     "epoch": 100}
     f = tmp_path / "dino.pth"
     torch.save(official, f)

@@ -72,6 +72,7 @@ def test_an_encoder_arm_takes_no_pretraining_options(tmp_path):
     f.write_text('[arms.r]\nencoder = "runs/x"\n')
     with pytest.raises(UserError, match="expected a source"):
         load_study(f)
-    f.write_text('[arms.r]\nencoder = "random:vit_tiny/4"\n[arms.mae]\nobjective = "mae"\n[grid]\nmask_ratio = [0.5, 0.75]\n')
+    f.write_text('[arms.r]\nencoder = "random:vit_tiny/4"\n[arms.mae]\n'
+                 'objective = "mae"\n[grid]\nmask_ratio = [0.5, 0.75]\n')
     with pytest.raises(UserError, match="not pretrained"):
         load_study(f)

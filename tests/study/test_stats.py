@@ -49,7 +49,8 @@ def test_paired_difference_excluding_zero():
 
 def test_single_or_no_shared_seed():
     d = stats.paired_difference({0: 1.0}, {0: 1.5})
-    assert d["half_width"] is None and stats.sentence("B", "A", "m", d) == "B − A m: +0.50 points (1 seed): one seed: no interval"
+    assert d["half_width"] is None and stats.sentence("B", "A", "m", d) == (
+        "B − A m: +0.50 points (1 seed): one seed: no interval")
     assert stats.paired_difference({0: 1.0}, {1: 1.0}) is None
 
 

@@ -106,7 +106,8 @@ def test_dinov2_two_processes_match_one_process(tmp_path, fm_root):
     """DINOv2 under DDP: the centres are all-reduced once per step and the masks are drawn per global
     batch position, so 2 processes equal 1 (KoLeo off: it uses each process's own batch, as the
     official code does; drop path off: timm draws it from each process's own generator)."""
-    dino = ["--objective", "dinov2", "--koleo-weight", "0", "--drop-path", "0", "--dino-heads-k", "64", "--dino-head-hidden", "64",
+    dino = ["--objective", "dinov2", "--koleo-weight", "0", "--drop-path", "0",
+            "--dino-heads-k", "64", "--dino-head-hidden", "64",
             "--dino-head-bottleneck", "32", "--dino-local-crops", "2", "--steps", "2"]
     _single(tmp_path / "one", *dino)
     _torchrun(2, tmp_path / "two", *dino)

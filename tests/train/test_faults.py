@@ -184,7 +184,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(fm_ro
 
     _nan_at(monkeypatch, lut_module, step=5)
     cfg = tiny_config(tmp_path, objective="lut", save_every_steps=2, log_every=1, memory_check=False)
-    with pytest.raises(TrainingStopped, match=r"non-finite loss at step 5: loss=nan \(loss_lut=[0-9.]+, loss_mae=nan\)"):
+    with pytest.raises(TrainingStopped,
+                       match=r"non-finite loss at step 5: loss=nan \(loss_lut=[0-9.]+, loss_mae=nan\)"):
         pretrain(cfg, progress=False)
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert state["state"]["step"] == 4

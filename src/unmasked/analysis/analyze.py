@@ -144,7 +144,8 @@ def reconstruction_figure(run: Path, x: torch.Tensor, device, out: Path, label: 
     rec = reconstructions(obj, x.to(device), obj.norm_pix_loss)
     rows = []
     for b in range(x.shape[0]):
-        rows.append([to_display(rec[k][b], cfg.mean, cfg.std) for k in ("original", "masked", "reconstruction", "pasted")])
+        rows.append([to_display(rec[k][b], cfg.mean, cfg.std)
+                     for k in ("original", "masked", "reconstruction", "pasted")])
     cols = ["original", f"masked ({obj.mask_ratio:.0%} hidden)", "reconstruction", "reconstruction + visible"]
     note = ", de-normalised (norm_pix_loss)" if obj.norm_pix_loss else ""
     return plots.image_grid(rows, [f"image {b + 1}" for b in range(x.shape[0])], cols, out / "reconstructions.png",

@@ -38,7 +38,8 @@ def attention_distance_plot(runs: list[dict], path: Path, title: str = "Mean att
         offset = (i - (len(runs) - 1) / 2) * 0.12
         for h in range(per_head.shape[1]):
             ax.scatter(layers + offset, per_head[:, h], s=14, color=color, alpha=0.45, linewidths=0)
-        ax.plot(layers + offset, per_head.mean(axis=1), "-o", color=color, markersize=4, label=f"{r['label']} (mean of heads)")
+        ax.plot(layers + offset, per_head.mean(axis=1), "-o", color=color, markersize=4,
+                label=f"{r['label']} (mean of heads)")
     if runs and runs[0].get("uniform") is not None:
         ax.axhline(runs[0]["uniform"], color="grey", linestyle="--", linewidth=1,
                    label=f"uniform attention ({runs[0]['uniform']:.1f} px)")

@@ -31,7 +31,8 @@ def is_default_protocol(result: dict, config: dict) -> bool:
 def protocol_text(result: dict) -> str:
     """One line for a note: what a result file was computed with."""
     if result.get("protocol") == "knn":
-        return f"k {', '.join(map(str, result.get('ks', [])))}, T {result.get('temperature')}, data {result.get('data')}"
+        return (f"k {', '.join(map(str, result.get('ks', [])))}, T {result.get('temperature')}, "
+                f"data {result.get('data')}")
     recipe = result.get("recipe", {})
     return ", ".join(f"{k} {recipe[k]}" for k in ("optimizer", "epochs", "base_lr") if k in recipe) + \
         f", data {result.get('data')}"

@@ -14,7 +14,8 @@ from unmasked.option_rules import add_pretrain_options, add_settings
 
 # pretrain's options that have no meaning for a step on synthetic data (`--steps` is bench's own)
 NOT_BENCH_OPTIONS = frozenset({
-    "data", "out", "init_from", "weights", "subset", "cache_gb", "num_workers", "strict", "max_image_pixels", "unlabeled",
+    "data", "out", "init_from", "weights", "subset", "cache_gb", "num_workers", "strict", "max_image_pixels",
+    "unlabeled",
     "save_every", "save_every_steps", "log_every", "steps", "nan", "knn_every", "tensorboard", "memory_check",
     "on_collapse",
 })

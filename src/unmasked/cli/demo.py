@@ -10,13 +10,18 @@ from unmasked.option_rules import add_settings
 
 
 def add_parser(sub) -> None:
-    d = sub.add_parser("demo", help="an objective (default LUT) on Fashion-MNIST, then kNN, with a summary (sized to the device)",
+    d = sub.add_parser("demo",
+                       help="an objective (default LUT) on Fashion-MNIST, then kNN, "
+                            "with a summary (sized to the device)",
                        formatter_class=Formatter,
-                       description="Pretrains a small ViT with --objective (default LUT) on Fashion-MNIST and evaluates it with kNN. "
-                                   "On a CPU it takes about 4 minutes on 2 cores (measured alone: 3 min 45 s in all); on a GPU it trains a "
-                                   "larger model for longer.")
+                       description="Pretrains a small ViT with --objective (default LUT) on Fashion-MNIST "
+                                   "and evaluates it with kNN. "
+                                   "On a CPU it takes about 4 minutes on 2 cores (measured alone: 3 min 45 s in all); "
+                                   "on a GPU it trains a larger model for longer.")
     add_settings(d, "demo")
-    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, nothing else")
+    d.add_argument("--out", default="runs/demo",
+                   help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, "
+                        "nothing else")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.add_argument("--transcript", default=None, metavar="DIR",
                    help="also write the printed summary (transcript.txt) and its numbers with the time, commit "

@@ -32,7 +32,8 @@ multi-GPU / multi-node (one process per GPU, PyTorch DDP):
 def add_parser(sub) -> None:
     names = registry.names()
     p = sub.add_parser("pretrain", help=f"pretrain an encoder ({', '.join(names)})", formatter_class=Formatter,
-                       description=f"Pretrain a ViT encoder with {' or '.join(names)}. Writes config.json, checkpoint.pt "
+                       description=f"Pretrain a ViT encoder with {' or '.join(names)}. "
+                                   "Writes config.json, checkpoint.pt "
                                    "(atomically, every --save-every epochs and at the end), metrics.jsonl, "
                                    "encoder.safetensors (loads into timm) and summary.json into --out.",
                        epilog=EPILOG)

@@ -98,7 +98,8 @@ def load(path: str | Path | None = None):
     for split in ("train", "test"):
         imgs, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if imgs.ndim != 3 or labels.ndim != 1 or len(imgs) != len(labels):
-            raise UserError(f"Fashion-MNIST {split} files in {root} disagree: images {imgs.shape}, labels {labels.shape}")
+            raise UserError(f"Fashion-MNIST {split} files in {root} disagree: "
+                            f"images {imgs.shape}, labels {labels.shape}")
         if labels.max(initial=0) >= len(CLASSES):
             raise UserError(f"Fashion-MNIST {split} labels in {root} go up to {labels.max()}, expected 0-9")
     return {

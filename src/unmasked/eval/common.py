@@ -31,7 +31,8 @@ class EvalOptions:
     data: str | None = opt(None, "evaluate on this dataset instead of the run's own", rule=TEXT)
     device: str = opt("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", rule=DEVICE)
     batch_size: int = opt(256, "images per forward pass", rule=positive_int())
-    num_workers: int = opt(min(8, os.cpu_count() or 1), "decoding workers for image folders (default: CPU cores, up to 8)",
+    num_workers: int = opt(min(8, os.cpu_count() or 1),
+                           "decoding workers for image folders (default: CPU cores, up to 8)",
                            rule=count("decode in the main process"))
     max_image_pixels: int | None = opt(None, "skip images with more pixels than this (default: 100000000, as "
                                        "in pretrain)", metavar="N", rule=PIXELS)

@@ -159,7 +159,8 @@ def embed(source, out: str | Path, data: str | None = None, device: str = "auto"
         del result["labels"]
     transform = eval_transform(loaded, ds)
     csv_path = out.with_suffix(".csv")
-    meta = {"source": str(source), "encoder": str(getattr(loaded, "source", source)), "objective": str(loaded.objective),
+    meta = {"source": str(source), "encoder": str(getattr(loaded, "source", source)),
+            "objective": str(loaded.objective),
             "data": ds.name, "images": str(len(rows)), "transform": json.dumps(transform), "rows": csv_path.name,
             "cls": "CLS token after the final norm",
             "mean": "mean of the patch tokens after the final norm (prefix tokens excluded)"}

@@ -55,7 +55,8 @@ def is_finished(run: Run) -> bool:
     s = read_json_or_none(run.dir / "summary.json")
     if not s or not (run.dir / "checkpoint.pt").is_file():
         return False
-    return bool(s.get("completed")) or (run.options.get("steps") is not None and s.get("steps", 0) >= run.options["steps"])
+    return bool(s.get("completed")) or (run.options.get("steps") is not None
+                                        and s.get("steps", 0) >= run.options["steps"])
 
 
 def result_file(proto: str, extra: list[str] | tuple = (), config: dict | None = None) -> str:

@@ -79,7 +79,8 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint {path} cannot be read ({_load_error(path, e)}); it is corrupt or not an "
                         "unmasked checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not an unmasked checkpoint (format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
+        raise UserError(f"{path} is not an unmasked checkpoint "
+                        f"(format {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
     return state
 
 

@@ -93,7 +93,8 @@ def merge_resume_config(saved: PretrainConfig, cfg: PretrainConfig, explicit: se
     """The saved config wins; explicitly given options may only change what is safe to change."""
     clashes = []
     for name in sorted(explicit):
-        if name in RESUME_OVERRIDABLE or name in RESUME_IGNORED or not (saved.has_option(name) and cfg.has_option(name)):
+        if (name in RESUME_OVERRIDABLE or name in RESUME_IGNORED
+                or not (saved.has_option(name) and cfg.has_option(name))):
             continue
         if cfg.option(name) != saved.option(name):
             clashes.append(f"--{name.replace('_', '-')} {cfg.option(name)} (the run has {saved.option(name)})")
@@ -169,7 +170,8 @@ class Pretrainer:
         self.ckpt_path = self.run_dir / ckpt.CHECKPOINT
         self.state = RunState()
 
-    def _resolve_config(self, cfg: PretrainConfig, resume: bool, explicit: set[str]) -> tuple[PretrainConfig, dict | None]:
+    def _resolve_config(self, cfg: PretrainConfig, resume: bool,
+                        explicit: set[str]) -> tuple[PretrainConfig, dict | None]:
         """The saved config on --resume (with the options safe to change), else the defaults resolved."""
         self._auto_accum = cfg.accum_steps == "auto"  # the memory preflight picks it; a resumed run keeps its own
         if self._auto_accum:

@@ -17,7 +17,8 @@ GROUP_KEYS = ("lr_scale", "wd_scale", "last_layer")
 
 def encoder_layer_id(name: str, num_blocks: int) -> int:
     """0 for the embeddings, l + 1 for block l, num_blocks + 1 for everything after (BEiT/MAE's rule)."""
-    if re.search(r"(^|\.)encoder\.(patch_embed|cls_token|pos_embed|reg_token|mask_token)", name) or name == "mask_token":
+    if (re.search(r"(^|\.)encoder\.(patch_embed|cls_token|pos_embed|reg_token|mask_token)", name)
+            or name == "mask_token"):
         return 0
     m = re.search(r"(^|\.)encoder\.blocks\.(\d+)\.", name)
     if m:
