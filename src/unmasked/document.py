@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from unmasked.files import atomic_write_text
+from unmasked.files import atomic_write_texts
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,15 @@ def figures_of(blocks: list[Block]) -> list[str]:
     return [b.file for b in blocks if isinstance(b, Figure)]
 
 
-def write(blocks: list[Block], folder: Path, title: str, stem: str = "report") -> list[str]:
-    """folder/report.md and folder/report.html; returns their names."""
+def render(blocks: list[Block], folder: Path, title: str, stem: str = "report") -> dict[Path, str]:
+    """{folder/report.md: its text, folder/report.html: its text}, written by nothing yet."""
     folder = Path(folder)
-    atomic_write_text(folder / f"{stem}.md", to_markdown(blocks))
-    atomic_write_text(folder / f"{stem}.html", to_html(blocks, title, folder))
-    return [f"{stem}.md", f"{stem}.html"]
+    return {folder / f"{stem}.md": to_markdown(blocks), folder / f"{stem}.html": to_html(blocks, title, folder)}
+
+
+def write(blocks: list[Block], folder: Path, title: str, stem: str = "report") -> list[str]:
+    """folder/report.md and folder/report.html, both or neither (see atomic_write_texts); returns
+    their names."""
+    texts = render(blocks, folder, title, stem)
+    atomic_write_texts(texts)
+    return [p.name for p in texts]

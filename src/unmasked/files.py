@@ -108,7 +108,47 @@ def atomic_write(path: Path, write_fn) -> None:
             pass
         if as_os is not None:
             raise as_os from e
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):
+            # a write into the temp file names no file, or the temp file: name the one being saved
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
+
+
+def _write_text_file(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_texts(texts: dict[Path, str]) -> None:
+    """Files that belong together (a report's .md, .html and .json): every one is written to a
+    temp file first, and they are renamed only when all were written, so a full disk leaves the
+    earlier set whole (not a new .md beside an old .html). A failure names the file it hit."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in texts.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            temps.append((tmp, path))
+            try:
+                _write_text_file(tmp, text)
+                os.chmod(tmp, 0o666 & ~_umask())
+            except OSError as e:
+                raise OSError(e.errno, e.strerror or os.strerror(e.errno or errno.EIO), str(path)) from e
+    except BaseException:
+        for tmp, _ in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    for tmp, path in temps:
+        os.replace(tmp, path)
+    for folder in {path.parent for _, path in temps}:
+        _fsync_dir(folder)
 
 
 # atomic_write's temp names: "." + file name + "." + mkstemp's 8 random characters + ".tmp"

@@ -76,6 +76,29 @@ def test_strict_refuses_corrupt_files(tmp_path):
         load_data(str(tmp_path), base_size=16, strict=True, progress=False)
 
 
+def test_strict_refusal_in_a_loader_worker_is_one_line(tmp_path, capsys):
+    """Raised in a worker process, the refusal reaches the user as the line it was, both where the
+    folder is decoded up front and where it is streamed during training."""
+    from unmasked.cli import main
+
+    data = class_folder(tmp_path / "data", per_class=8, size=(16, 16))
+    for i in range(8):  # so that the first training batch holds one, wherever the split puts them
+        (data / "cat" / f"broken{i}.png").write_bytes(b"garbage")
+    with pytest.raises(UserError) as info:
+        load_data(str(data), base_size=16, strict=True, progress=False, num_workers=2)
+    assert str(info.value).startswith("bad image (--strict): ") and "broken" in str(info.value)
+    assert "\n" not in str(info.value) and "worker" not in str(info.value)
+    args = ["pretrain", "--no-progress", "--data", str(data), "--out", str(tmp_path / "run"), "--strict",
+            "--cache-gb", "0", "--num-workers", "2", "--img-size", "16", "--patch-size", "4", "--width", "16",
+            "--depth", "1", "--heads", "2", "--decoder-width", "16", "--decoder-depth", "1",
+            "--decoder-heads", "2", "--batch-size", "16", "--steps", "1", "--device", "cpu",
+            "--objective", "mae", "--no-memory-check"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("unmasked: error: bad image (--strict): ") and "broken" in err, err
+    assert "Traceback" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "P", "LA", "1", "I;16"])
 def test_modes_are_converted(tmp_path, mode):
     ext = "tif" if mode in ("CMYK", "I;16") else "png"

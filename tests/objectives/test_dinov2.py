@@ -312,8 +312,19 @@ def test_one_prototype_in_a_separate_ibot_head_is_refused(tmp_path):
 
 
 def test_validate_refuses_koleo_on_a_micro_batch_of_one(tmp_path):
+    """KoLeo's nearest neighbour needs a second image in the micro-batch: refused up front, naming
+    the options that work (fewer accumulation steps, a larger batch, or KoLeo off)."""
     cfg = _resolved(tmp_path, batch_size=4, accum_steps=4)
-    with pytest.raises(UserError, match="KoLeo needs at least 2 images"):
+    with pytest.raises(UserError) as e:
+        cfg.objective_options.validate(cfg)
+    assert str(e.value) == ("--batch-size 4 / --accum-steps 4 = 1 image per micro-batch: DINOv2's KoLeo term "
+                            "(--koleo-weight 0.1, per view) needs at least 2 images per micro-batch; use "
+                            "--accum-steps 2 or fewer (micro-batches of 2 or more images), or --koleo-weight 0")
+    cfg = _resolved(tmp_path, batch_size=1, accum_steps=1)
+    with pytest.raises(UserError, match=r"use --batch-size 2 or more .*, or --koleo-weight 0$"):
+        cfg.objective_options.validate(cfg)
+    for ok in (dict(batch_size=4, accum_steps=2), dict(batch_size=1, accum_steps=1, koleo_weight=0.0)):
+        cfg = _resolved(tmp_path, **ok)
         cfg.objective_options.validate(cfg)
 
 

@@ -146,3 +146,68 @@ def test_the_pixel_row_takes_each_protocol_from_a_run_that_has_it(tmp_path):
     assert res["raw_pixels"] == {"knn": 84.6, "linear": 83.1, "view": "native 16 px image"}
     assert not any("different pixel rows" in n for n in res["notes"])
     assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 | 83.10 |" in (study.out / "report.md").read_text()
+
+
+def test_a_full_disk_while_the_report_is_written_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
+    """The disk fills up halfway through report.html (report.md is already in its temp file): the
+    earlier report.md, report.html and study.json stay as they were, no temp file is left, and the
+    command says which file in one line (exit 1)."""
+    import errno
+    import os
+
+    import matplotlib.figure
+
+    from unmasked import files
+    from unmasked.cli import main
+
+    path = tiny_study(tmp_path, seeds="[0]", evals="knn = true\nanalyze = true")
+    study = load_study(path)
+    for r in study.runs:
+        _fake_run(r.dir, 80.0, 11.0)
+    assert main(["study", str(path), "--report-only"]) == 0
+    names = ("report.md", "report.html", "study.json", "attention_distance.png")
+    before = {n: (study.out / n).read_bytes() for n in names}
+    (study.runs[0].dir / "knn.json").write_text(json.dumps({"top1": {"cls": 10.0, "mean": 11.0}}))
+    real = files._write_text_file
+
+    def fills_up_in_the_html(tmp, text):
+        if ".report.html." in tmp:
+            with open(tmp, "w") as f:
+                f.write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(tmp, text)
+
+    monkeypatch.setattr(files, "_write_text_file", fills_up_in_the_html)
+    capsys.readouterr()
+    assert main(["study", str(path), "--report-only"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"unmasked: error: could not save {study.out / 'report.html'} (No space left on device)")
+    assert "--report-only" in err
+    assert {n: (study.out / n).read_bytes() for n in names if n != "attention_distance.png"} == \
+        {n: before[n] for n in names if n != "attention_distance.png"}
+    assert not [p.name for p in study.out.iterdir() if p.name.endswith(".tmp")]
+
+    monkeypatch.setattr(files, "_write_text_file", real)
+
+    def savefig_fills_up(self, fname, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig_fills_up)
+    assert main(["study", str(path), "--report-only"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"unmasked: error: could not save {study.out / 'attention_distance.png'} "
+                          "(No space left on device)"), err
+    assert {n: (study.out / n).read_bytes() for n in names} == before
+    assert not [p.name for p in study.out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_report_of_a_study_with_no_finished_run_says_so(tmp_path):
+    study = load_study(tiny_study(tmp_path, seeds="[0]"))
+    study.out.mkdir(parents=True)
+    res = write_report(study, "unmasked study tiny.toml")
+    flops = [n for n in res["notes"] if n.startswith("training FLOPs")]
+    assert flops == ["training FLOPs: n/a (no run has finished yet; they are counted from a finished run's "
+                     "config.json and summary.json)"]
+    assert not any("not available" in n for n in res["notes"])
+    assert "no run has finished yet" in (study.out / "report.md").read_text()

@@ -15,7 +15,7 @@ from unmasked.train import checkpoint as ckpt
 from unmasked.train import memory
 from unmasked.train.loop import Pretrainer, pretrain
 
-from ..helpers import tiny_config
+from ..helpers import SMALL_HEADS, tiny_config
 
 MEASURE = textwrap.dedent("""
     import json, sys, tempfile
@@ -265,3 +265,33 @@ def test_accum_steps_auto_never_splits_lut_into_single_images(fm_root, tmp_path,
     pretrain(tiny_config(tmp_path / "mae", objective="mae", batch_size=8, accum_steps="auto", steps=1),
              progress=False)  # MAE has no BatchNorm: one image per micro-batch is fine
     assert json.loads((tmp_path / "mae" / "run" / "config.json").read_text())["accum_steps"] == 8
+
+
+@pytest.mark.parametrize("batch, accum", [(1, "auto"), (8, 8)])
+def test_a_dinov2_micro_batch_of_one_image_is_refused_up_front(fm_root, tmp_path, batch, accum):
+    """KoLeo finds each image's nearest neighbour among the others of its view: one image has none."""
+    with pytest.raises(UserError) as e:
+        pretrain(tiny_config(tmp_path, objective="dinov2", batch_size=batch, accum_steps=accum, steps=1,
+                             **SMALL_HEADS), progress=False)
+    msg = str(e.value)
+    assert "= 1 image per micro-batch: DINOv2's KoLeo term" in msg and "needs at least 2 images" in msg
+    assert ("--accum-steps 4 or fewer" if batch == 8 else "--batch-size 2 or more") in msg
+    assert msg.endswith("or --koleo-weight 0")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_accum_steps_auto_never_splits_dinov2_into_single_images_unless_koleo_is_off(fm_root, tmp_path,
+                                                                                     monkeypatch):
+    _short_of_memory(monkeypatch, 3e6)  # only a micro-batch of one image would fit
+    with pytest.raises(UserError) as e:
+        pretrain(tiny_config(tmp_path, objective="dinov2", batch_size=8, accum_steps="auto", steps=1,
+                             **SMALL_HEADS), progress=False)
+    msg = str(e.value)
+    assert "Options that fit: --koleo-weight 0 --accum-steps 8 (micro-batches of 1, which only --koleo-weight 0 " \
+           "allows" in msg, msg
+    assert "; --accum-steps 8 " not in msg and "--batch-size 1 " not in msg
+    assert not (tmp_path / "run" / "config.json").exists()
+    _short_of_memory(monkeypatch, 3e6)
+    pretrain(tiny_config(tmp_path / "off", objective="dinov2", batch_size=8, accum_steps="auto", steps=1,
+                         koleo_weight=0.0, **SMALL_HEADS), progress=False)
+    assert json.loads((tmp_path / "off" / "run" / "config.json").read_text())["accum_steps"] == 8

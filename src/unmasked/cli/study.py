@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from unmasked.cli.common import Formatter, settings_of
 from unmasked.option_rules import add_settings
@@ -39,6 +40,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_of(args, StudySettings)
-    command.run_study(args.file, out=args.out, dry=settings.dry_run, report_only=settings.report_only,
-                      device=settings.device, progress=not args.no_progress, results_dir=args.results_dir)
+    try:
+        command.run_study(args.file, out=args.out, dry=settings.dry_run, report_only=settings.report_only,
+                          device=settings.device, progress=not args.no_progress, results_dir=args.results_dir)
+    except command.ReportNotSaved as e:
+        print(f"unmasked: error: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from unmasked.data import fashion_mnist, image_folder
 from unmasked.data.augment import centre_squares
-from unmasked.data.workers import ignore_interrupts
+from unmasked.data.workers import ignore_interrupts, user_errors_stay_one_line
 from unmasked.errors import UserError
 from unmasked.notes import note, warn
 
@@ -207,15 +207,16 @@ def decode_all(files, base, channels, num_workers, strict, progress, desc, max_a
     images = torch.empty(len(files), channels, side, side, dtype=torch.uint8)
     extents = torch.empty(len(files), 2, dtype=torch.long)
     keep, bad, i, n_cut = [], [], 0, 0
-    for items in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
-        for x, msgs in items:
-            if x is not None:
-                if max_aspect:
-                    x, extents[len(keep)], n_cut = x[0], torch.tensor(x[1]), n_cut + x[2]
-                images[len(keep)] = x
-                keep.append(i)
-            bad += list(msgs)
-            i += 1
+    with user_errors_stay_one_line():
+        for items in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            for x, msgs in items:
+                if x is not None:
+                    if max_aspect:
+                        x, extents[len(keep)], n_cut = x[0], torch.tensor(x[1]), n_cut + x[2]
+                    images[len(keep)] = x
+                    keep.append(i)
+                bad += list(msgs)
+                i += 1
     image_folder.warn_bad(bad)
     images, keep_t = images[: len(keep)], torch.tensor(keep, dtype=torch.long)
     if not max_aspect:

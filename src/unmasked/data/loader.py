@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from unmasked.data import image_folder
 from unmasked.data.augment import StoredImages
 from unmasked.data.dataset import Split
-from unmasked.data.workers import ignore_interrupts
+from unmasked.data.workers import ignore_interrupts, user_errors_stay_one_line
 
 
 class _Sized(torch.utils.data.Dataset):
@@ -117,8 +117,9 @@ class TrainBatches:
             persistent_workers=False,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
-        for images, bad in loader:
-            if bad:
-                image_folder.warn_bad(bad)
-                self.skipped += bad
-            yield images.to(self.device, non_blocking=True)
+        with user_errors_stay_one_line():
+            for images, bad in loader:
+                if bad:
+                    image_folder.warn_bad(bad)
+                    self.skipped += bad
+                yield images.to(self.device, non_blocking=True)

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from unmasked.data.augment import AugmentSpec
+from unmasked.errors import UserError
 from unmasked.rng import BatchRandom
 from unmasked.train.ema import EmaPairs, ema_pairs
 
@@ -26,6 +27,10 @@ class Objective(nn.Module):
     views: int = 1  # augmented views per image (by default)
     uses_teacher: bool = False  # keeps an EMA teacher (`update_teacher` does something)
     shared_crop: bool = True  # its views use --crop / --pad / --crop-scale-min
+    # the fewest images a micro-batch may hold (BatchNorm or KoLeo need 2), and the option that
+    # lifts the floor, if any: what --accum-steps auto respects and what its refusal names
+    min_micro_batch: int = 1
+    micro_batch_floor_lift: str | None = None
 
     @classmethod
     def reconstructs(cls) -> bool:
@@ -106,3 +111,17 @@ class Objective(nn.Module):
         return self.encoder
 
     export_network = "student"  # what encoder.json names as the exported network
+
+
+def check_micro_batch(batch: int, accum: int, needs: str, lift: str | None = None) -> None:
+    """Refuse, before anything is written, a --batch-size / --accum-steps that leaves one image per
+    micro-batch to an objective that `needs` two ("LUT's projector BatchNorm"), naming the options
+    that work: fewer accumulation steps, a larger batch, or the option that lifts the floor."""
+    if batch // accum >= 2:
+        return
+    if batch >= 2:
+        fix = f"use --accum-steps {batch // 2} or fewer (micro-batches of 2 or more images)"
+    else:
+        fix = "use --batch-size 2 or more (with --accum-steps auto or an --accum-steps that leaves 2 or more)"
+    raise UserError(f"--batch-size {batch} / --accum-steps {accum} = {batch // accum} image per micro-batch: "
+                    f"{needs} needs at least 2 images per micro-batch; {fix}{f', or {lift}' if lift else ''}")

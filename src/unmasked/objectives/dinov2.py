@@ -21,7 +21,7 @@ from unmasked.models.vit import EncoderSpec, ViTEncoder, build_encoder, spec_fro
 from unmasked.objectives.base import Objective
 from unmasked.objectives.dino.block_mask import batch_block_masks
 from unmasked.objectives.dino.losses import dino_loss, ibot_loss, koleo_loss
-from unmasked.objectives.dino.options import SHARED_DEFAULTS, DINOv2Options
+from unmasked.objectives.dino.options import KOLEO_OFF, SHARED_DEFAULTS, DINOv2Options
 from unmasked.objectives.dino.targets import Centering, sinkhorn_knopp
 from unmasked.objectives.dino.temperature import WarmupConstant
 from unmasked.objectives.registry import ObjectiveEntry
@@ -89,6 +89,15 @@ class DINOv2(Objective):
     uses_teacher = True
     shared_crop = False  # its own multi-crop (--dino-global-scale-min, ...)
     export_network = "teacher"  # what encoder.json should say
+
+    @property
+    def min_micro_batch(self) -> int:
+        """KoLeo finds each image's nearest neighbour among the others of its micro-batch."""
+        return 2 if self.options.koleo_weight > 0 else 1
+
+    @property
+    def micro_batch_floor_lift(self) -> str | None:
+        return KOLEO_OFF if self.options.koleo_weight > 0 else None
 
     def __init__(self, encoder: ViTEncoder | EncoderSpec, options: DINOv2Options):
         super().__init__()

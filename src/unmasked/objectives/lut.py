@@ -23,7 +23,7 @@ from unmasked.errors import UserError
 from unmasked.models import MAEDecoder, MLPHead, ViTEncoder, build_encoder
 from unmasked.models.patches import patchify
 from unmasked.models.vit import spec_from_config
-from unmasked.objectives.base import Objective
+from unmasked.objectives.base import Objective, check_micro_batch
 from unmasked.objectives.losses import cross_view_loss, masked_mse, reconstruction_target
 from unmasked.objectives.mae import MAEOptions, build_decoder
 from unmasked.objectives.masking import check_lut_mask_ratio, lut_masks
@@ -187,19 +187,8 @@ class LUTOptions(MAEOptions):
         if self.mask_ratio < 0.5:
             raise UserError(f"--mask-ratio {self.mask_ratio}: LUT needs a mask ratio in [0.5, 1) so that its two "
                             "views' visible tokens are disjoint")
-        check_micro_batch(cfg.batch_size, cfg.accum_steps)
-
-
-def check_micro_batch(batch: int, accum: int) -> None:
-    """LUT's projector BatchNorm fails on one image ("Expected more than 1 value per channel")."""
-    if batch // accum >= LUT.min_micro_batch:
-        return
-    if batch >= 2:
-        fix = f"use --accum-steps {batch // 2} or fewer (micro-batches of 2 or more images)"
-    else:
-        fix = "use --batch-size 2 or more (with --accum-steps auto or an --accum-steps that leaves 2 or more)"
-    raise UserError(f"--batch-size {batch} / --accum-steps {accum} = {batch // accum} image per micro-batch: LUT's "
-                    f"projector BatchNorm needs at least 2 images per micro-batch; {fix}")
+        # the projector's BatchNorm fails on one image ("Expected more than 1 value per channel")
+        check_micro_batch(cfg.batch_size, cfg.accum_steps, "LUT's projector BatchNorm")
 
 
 def build(cfg) -> LUT:

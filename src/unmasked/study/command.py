@@ -11,7 +11,7 @@ from pathlib import Path
 from unmasked import provenance
 from unmasked.errors import UserError
 from unmasked.eval.view import eval_view_for
-from unmasked.files import atomic_write_text, read_json_or_none
+from unmasked.files import WRITE_ERRORS, atomic_write_text, read_json_or_none
 from unmasked.sources import read_source
 from unmasked.study.raw_pixels import FILE as RAW_FILE
 from unmasked.study.raw_pixels import is_current, raw_pixel_knn
@@ -20,6 +20,11 @@ from unmasked.study.runner import dry_run, execute, is_finished
 from unmasked.study.spec import is_encoder_run, load_study
 
 HTML_LIMIT = 2_000_000  # bytes: a larger report.html (many inlined figures) stays out of the repository
+
+
+class ReportNotSaved(Exception):
+    """The runs are done but a report file could not be written (disk full, read-only folder); the
+    command exits 1 with this one line."""
 
 
 def ensure_raw_pixels(study) -> None:
@@ -65,6 +70,12 @@ def copy_results(study, result: dict, results_dir: str) -> Path:
     return dest
 
 
+def _not_saved(e: BaseException, folder) -> str:
+    """'could not save FILE (reason)', naming the file the error names, else the folder."""
+    reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    return f"could not save {getattr(e, 'filename', None) or folder} ({reason})"
+
+
 def run_study(file: str, out: str | None = None, dry: bool = False, report_only: bool = False,
               device: str | None = None, progress: bool = True, results_dir: str | None = None) -> dict:
     if dry and report_only:
@@ -82,10 +93,18 @@ def run_study(file: str, out: str | None = None, dry: bool = False, report_only:
         raise UserError(f"--report-only: {study.out} does not exist; run `unmasked study {file}` first")
     command = "unmasked study " + shlex.join([file] + (["--out", out] if out else []))
     prov = provenance.record()
-    result = write_report(study, command, prov)
+    try:
+        result = write_report(study, command, prov)
+    except WRITE_ERRORS as e:
+        raise ReportNotSaved(f"{_not_saved(e, study.out)}; the earlier report in {study.out} (if any) is kept "
+                             f"whole; free space and rerun `unmasked study {file} --report-only`") from None
     print(f"report written to {study.out}/report.md, report.html and study.json")
     if results_dir:
-        dest = copy_results(study, result, results_dir)
+        try:
+            dest = copy_results(study, result, results_dir)
+        except WRITE_ERRORS as e:
+            raise ReportNotSaved(f"--results-dir {results_dir}: {_not_saved(e, results_dir)}; the report in "
+                                 f"{study.out} is written") from None
         print(f"results copied to {dest}/ (study.json, report.md, figures)")
     for d in result["differences"]:
         if d["metric"] in ("knn20_cls", "linear_cls"):

@@ -18,7 +18,7 @@ from pathlib import Path
 from unmasked import document as doc
 from unmasked.analysis.compute import training_compute
 from unmasked.analysis.differences import config_differences
-from unmasked.files import atomic_write_text, read_json_or_none
+from unmasked.files import atomic_write_texts, read_json_or_none
 from unmasked.provenance import one_line
 from unmasked.study import stats
 from unmasked.study.plots import band_plot, grid_plot
@@ -341,7 +341,12 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
     if unfinished:
         notes.append(f"{len(unfinished)} of {len(study.runs)} runs not finished: {', '.join(unfinished)}")
     if not any(g["summary"]["train_pflops"] for g in built["groups"]):
-        notes.append("training FLOPs: n/a (no run's training step could be rebuilt from its config.json)")
+        if len(unfinished) == len(study.runs):
+            notes.append("training FLOPs: n/a (no run has finished yet; they are counted from a finished run's "
+                         "config.json and summary.json)")
+        else:
+            notes.append("training FLOPs: n/a (no finished run's training step could be rebuilt from its "
+                         "config.json)")
     for m in study.matches:  # epochs the study file did not type: where they come from
         notes.append(f"{group_label(m.arm, m.point)}: {m.why()}")
     pixels = pixel_reference(study, built, raw, notes)
@@ -354,7 +359,8 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
     if prov:
         body.insert(2, doc.Paragraph(f"Runs trained on: {', '.join(devices) or 'unknown'}. Report written with "
                                      f"{one_line(prov)}."))
-    files = doc.write(body, out, f"study {study.name}")
+    texts = doc.render(body, out, f"study {study.name}")
+    files = [p.name for p in texts]
     result = {
         "study": study.name, "file": str(study.path), "out": str(out), "seeds": study.seeds,
         "arms": study.arms, "grid": study.grid, "evals": study.evals,
@@ -371,5 +377,6 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         "files": files + ["study.json"] + doc.figures_of(figs),
         "time_s": round(time.perf_counter() - t0, 1),
     }
-    atomic_write_text(out / "study.json", json.dumps(result, indent=1) + "\n")
+    texts[out / "study.json"] = json.dumps(result, indent=1) + "\n"
+    atomic_write_texts(texts)  # all three or none: a full disk leaves the earlier report whole
     return result

@@ -327,9 +327,11 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
     need = mem.need(batch // cfg.accum_steps // world)
     if need <= budget:
         return cfg.accum_steps
-    # an objective with BatchNorm in its heads (LUT) cannot train on micro-batches of one image
+    # BatchNorm in LUT's heads, or DINOv2's KoLeo term, cannot train on micro-batches of one image
     min_micro = getattr(objective, "min_micro_batch", 1)
     accum = fitting_accum_steps(mem, budget, batch, world, min_micro)
+    lift = getattr(objective, "micro_batch_floor_lift", None)
+    unfloored = fitting_accum_steps(mem, budget, batch, world) if lift and min_micro > 1 else None
     if auto_accum and accum is not None:
         note(f"--accum-steps auto: {accum} micro-batches of {batch // accum} images per step (the global "
              f"batch stays {batch}); the step needs about {gb(mem.need(batch // accum // world))} of the "
@@ -353,6 +355,9 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
         if ckpt.need(local) <= budget:
             options.append(f"--grad-checkpoint (recomputes activations in the backward pass; about "
                            f"{gb(ckpt.need(local))})")
+    if unfloored is not None and unfloored != accum:
+        options.append(f"{lift} --accum-steps {unfloored} (micro-batches of {batch // unfloored}, which only "
+                       f"{lift} allows; about {gb(mem.need(batch // unfloored // world))})")
     if accum is not None:
         options.append("--accum-steps auto (picks the accumulation itself)")
     what = (f"a step with micro-batches of {batch // cfg.accum_steps} image(s) (--batch-size {batch} / "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from unmasked.errors import UserError
+from unmasked.objectives.base import check_micro_batch
 from unmasked.objectives.dino.block_mask import default_min_patches
 from unmasked.objectives.registry import ObjectiveOptions
 from unmasked.options import (
@@ -46,6 +47,7 @@ SHARED_DEFAULTS = {
 # ViT-S and ViT-B with 0.1. We take DINO v1's value below ViT-L.
 DROP_PATH_BY_MODEL = {"vit_tiny": 0.1, "vit_small": 0.1, "vit_base": 0.1, "vit_large": 0.3}
 WARMUP_FRACTION = 0.1  # DINOv2: 10 warm-up epochs of 100
+KOLEO_OFF = "--koleo-weight 0"  # lifts KoLeo's floor of 2 images per micro-batch
 
 
 @dataclass
@@ -114,7 +116,7 @@ class DINOv2Options(ObjectiveOptions):
             cfg.warmup_epochs = WARMUP_FRACTION * cfg.epochs
 
     def validate(self, cfg) -> None:
-        check_options(self, cfg.img_size, cfg.patch_size, cfg.batch_size // cfg.accum_steps)
+        check_options(self, cfg.img_size, cfg.patch_size, cfg.batch_size, cfg.accum_steps)
 
 
 def default_local_size(img_size: int, patch_size: int) -> int:
@@ -141,7 +143,8 @@ def resolve_options(o: DINOv2Options, img_size: int, patch_size: int, epochs: fl
     return o
 
 
-def check_options(o: DINOv2Options, img_size: int, patch_size: int, micro_batch: int | None = None) -> None:
+def check_options(o: DINOv2Options, img_size: int, patch_size: int, batch: int | None = None,
+                  accum: int = 1) -> None:
     """The combinations (each value on its own is checked by its field's rule): a UserError names
     the option, its value and what is allowed."""
     def bad(name, allowed):
@@ -160,6 +163,7 @@ def check_options(o: DINOv2Options, img_size: int, patch_size: int, micro_batch:
         bad("dino_local_scale_min", f"must not exceed --dino-local-scale-max {o.dino_local_scale_max}")
     if o.dino_local_size is not None and (o.dino_local_size % patch_size or o.dino_local_size > img_size):
         bad("dino_local_size", f"must be a multiple of --patch-size {patch_size} and at most --img-size {img_size}")
-    if micro_batch is not None and o.koleo_weight > 0 and micro_batch < 2:
-        raise UserError(f"--koleo-weight {o.koleo_weight}: KoLeo needs at least 2 images per micro-batch (got "
-                        f"{micro_batch}); raise --batch-size or set --koleo-weight 0")
+    if batch is not None and o.koleo_weight > 0:
+        # each image's nearest neighbour among the others of its view: one image has none
+        check_micro_batch(batch, accum, f"DINOv2's KoLeo term (--koleo-weight {o.koleo_weight:g}, per view)",
+                          lift=KOLEO_OFF)
