@@ -164,11 +164,12 @@ def test_dinov2_recipe_is_applied_only_where_no_value_was_given(tmp_path):
     assert (lut.adam_beta2, lut.layer_decay, lut.ema_momentum, lut.min_lr) == (0.95, None, 0.996, 0.0)
 
 
-def test_layerscale_and_learned_positions_are_dinov2s_defaults_only_where_not_given(tmp_path):
-    """DINOv2's build: every block's LayerScale gammas start at 1e-5, the positions are learned
-    (trunc-normal 0.02, trained); an explicit --pos-embed sincos or --layer-scale 0 keeps them off."""
+def test_layerscale_and_learned_positions_are_dinov2s_options_not_its_defaults(tmp_path):
+    """Typed, DINOv2's build has every block's LayerScale gammas at 1e-5 and learned positions
+    (trunc-normal 0.02, trained); not typed, DINOv2 keeps fixed sin-cos and no LayerScale (measured
+    harmful at small scale), as MAE and LUT."""
     heads = dict(dino_heads_k=64, dino_head_hidden=32, dino_head_bottleneck=16, dino_local_crops=1)
-    obj = dinov2_module.build(_resolved(tmp_path, **heads))
+    obj = dinov2_module.build(_resolved(tmp_path, layer_scale=1e-5, pos_embed="learned", **heads))
     enc = obj.student.encoder
     gammas = [g for blk in enc.blocks for g in (blk.ls1.gamma, blk.ls2.gamma)]
     assert len(gammas) == 2 * len(enc.blocks) and all(torch.equal(g, torch.full_like(g, 1e-5)) for g in gammas)
@@ -178,12 +179,12 @@ def test_layerscale_and_learned_positions_are_dinov2s_defaults_only_where_not_gi
     assert enc.pos_embed.grad is not None and enc.pos_embed.grad.abs().sum() > 0
     assert all(g.grad is not None for g in gammas)
 
-    sincos = dinov2_module.build(_resolved(tmp_path, pos_embed="sincos", layer_scale=0.0, **heads))
+    sincos = dinov2_module.build(_resolved(tmp_path, **heads))
     enc = sincos.student.encoder
     assert not enc.pos_embed.requires_grad
     assert torch.equal(enc.pos_embed, sincos_2d(enc.embed_dim, enc.spec.grid))
     assert isinstance(enc.blocks[0].ls1, torch.nn.Identity)
-    assert _resolved(tmp_path, pos_embed="sincos", **heads).layer_scale == 1e-5  # only what was typed
+    assert _resolved(tmp_path, layer_scale=1e-5, **heads).pos_embed == "sincos"  # only what was typed
     for other in ("lut", "mae"):  # as their authors: fixed sin-cos, no LayerScale
         cfg = tiny_config(tmp_path, objective=other)
         assert (cfg.layer_scale, cfg.pos_embed) == (0.0, "sincos")
@@ -229,7 +230,7 @@ def test_pretrain_help_shows_dinov2s_defaults_beside_the_shared_ones(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("(default: 0.95; dinov2: 0.999)", "(default: 0.996; dinov2: 0.992)", "(default: 1.0; dinov2: 0.2)",
                   "(default: 0.0; dinov2: 1e-06)", "(default: 0.05; dinov2: 0.04)", "(dinov2: 0.9)",
-                  "(default: 0.0; dinov2: from the data and model)", "(default: sincos; dinov2: learned)"):
+                  "(default: 0.0; dinov2: from the data and model)"):
         assert shown in text, shown
 
 

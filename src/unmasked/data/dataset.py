@@ -175,7 +175,8 @@ def _fashion_mnist_data(data: str, channels: int | None, subset: int | None, sub
 
 
 def _folder_split(data: str, key: str, files, labels, base_size: int, ch: int, fits: bool, aspect: float | None,
-                  num_workers: int, strict: bool, progress: bool, skipped: list, spare_bytes: float = math.inf) -> Split:
+                  num_workers: int, strict: bool, progress: bool, skipped: list,
+                  spare_bytes: float = math.inf) -> Split:
     """One split of an image folder: decoded into memory when the cache holds it (undecodable files
     appended to `skipped`), else decoded from its files on each read."""
     lab = torch.tensor(labels, dtype=torch.long) if labels is not None else None

@@ -95,7 +95,8 @@ def run_values(run: Run, evals: dict | None = None) -> dict:
     if ana:
         curves["attn_per_layer"] = ana["attention_distance"]["per_layer"]
         curves["uniform"] = ana["attention_distance"]["uniform"]
-    monitor = [r for r in read_jsonl(d / "metrics.jsonl") if "knn20_cls" in r] if (d / "metrics.jsonl").is_file() else []
+    metrics = d / "metrics.jsonl"
+    monitor = [r for r in read_jsonl(metrics) if "knn20_cls" in r] if metrics.is_file() else []
     if monitor:
         curves["knn_epochs"] = [r["epoch"] for r in monitor]
         curves["knn_cls"] = [r["knn20_cls"] for r in monitor]
@@ -354,7 +355,8 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         notes.append("raw-pixel row: not computed yet (each kNN / linear evaluation writes it)")
     labels = protocol_labels(study, built)
     rows = _table(study, built, pixels, labels)
-    devices = sorted({s["device"] for r in study.runs if (s := read_json_or_none(r.dir / "summary.json")) and "device" in s})
+    devices = sorted({s["device"] for r in study.runs
+                      if (s := read_json_or_none(r.dir / "summary.json")) and "device" in s})
     body = blocks(study, command, built, rows, notes, figs)
     if prov:
         body.insert(2, doc.Paragraph(f"Runs trained on: {', '.join(devices) or 'unknown'}. Report written with "

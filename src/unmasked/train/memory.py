@@ -395,6 +395,7 @@ def out_of_memory_message(cfg, step: int, error: BaseException, checkpoint: Path
     options.append("--accum-steps auto")
     kept = (f"the last good checkpoint {checkpoint} is kept" if Path(checkpoint).is_file()
             else "no checkpoint had been written yet")
-    return (f"out of memory at step {step} ({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else 'no details'}) with micro-batches of "
+    details = str(error).splitlines()[0][:200] if str(error) else "no details"
+    return (f"out of memory at step {step} ({type(error).__name__}: {details}) with micro-batches of "
             f"{micro} image(s) (--batch-size {cfg.batch_size} / --accum-steps {cfg.accum_steps}); {kept}. To fit: "
             f"{'; '.join(options)}")
