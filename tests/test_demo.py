@@ -5,7 +5,7 @@ import os
 import pytest
 
 from unmasked.cli import main
-from unmasked.demo import CPU_PRESET, demo_config
+from unmasked.demo import CPU_DEMO, CPU_PRESET, demo_config
 from unmasked.demo_folder import MARKER, clear_previous_demo, mark_as_demo, record_demo_files
 from unmasked.errors import UserError
 
@@ -91,7 +91,9 @@ def test_a_symlink_in_a_marked_folder_is_not_followed(tmp_path):
 def test_cpu_preset_on_cpu():
     cfg = demo_config("runs/x", "cpu")
     assert (cfg.objective, cfg.data) == ("lut", "fashion-mnist")
-    assert all(cfg.option(k) == v for k, v in CPU_PRESET.items())
+    preset = {**CPU_PRESET, **CPU_DEMO["lut"]}
+    assert all(cfg.option(k) == v for k, v in preset.items())
+    assert cfg.peak_lr() == 6e-4  # LUT's sqrt rule from its base 1.5e-4: the demo's measured peak, exactly
 
 
 def test_demo_takes_any_registered_objective():
