@@ -51,12 +51,12 @@ def test_timm_loads_the_export_unchanged_with_equal_features(run, tmp_path, caps
 
 
 def test_a_dinov2_run_with_layerscale_and_learned_positions_exports_strictly(tmp_path):
-    """DINOv2's defaults (LayerScale 1e-5, learned positions): timm rebuilds the same encoder."""
+    """DINOv2's LayerScale 1e-5 and learned positions (options): timm rebuilds the same encoder."""
     from timm.layers import LayerScale
 
     from tests.helpers import SMALL_HEADS
 
-    run = tiny_run(tmp_path, objective="dinov2", **SMALL_HEADS)[0]
+    run = tiny_run(tmp_path, objective="dinov2", layer_scale=1e-5, pos_embed="learned", **SMALL_HEADS)[0]
     loaded = load_encoder(run)
     assert isinstance(loaded.encoder.blocks[0].ls1, LayerScale) and loaded.spec.pos_embed == "learned"
     out = tmp_path / "exp"

@@ -100,7 +100,7 @@ def test_eval_refuses_before_any_work(tmp_path, capsys, monkeypatch, name, value
     ("base_lr", float("nan"), "--base-lr nan: must be a finite number above 0"),
     ("warmup_epochs", float("inf"), "--warmup-epochs inf: must be a finite number >= 0"),
     ("drop_path", -0.1, "--drop-path -0.1: must be in [0, 1)"),
-    ("min_lr", 1.0, "--min-lr 1.0: must not exceed the peak learning rate 0.00015"),
+    ("min_lr", 1.0, "--min-lr 1.0: must not exceed the peak learning rate 0.0006"),  # LUT: 1.5e-4 x sqrt(256) / 4
     ("max_image_pixels", 0, "--max-image-pixels 0: must be a positive integer"),
 ])
 def test_pretrain_config_validation_applies_the_same_rules(field, value, message):

@@ -12,12 +12,13 @@ def test_only_settings_beside_the_objective_are_listed():
     mae, lut = _cfg(objective="mae", data="imgs"), _cfg(objective="lut", data="imgs")
     diffs = dict(config_differences([mae, lut]))
     assert diffs["crop"] == ["rrc", "pad"]  # the objectives' default crops differ on image folders
+    assert diffs["lr rule"] == ["linear", "sqrt"]  # and so do their authors' lr rules
     assert "objective" not in diffs and "epochs" not in diffs and "seed" not in diffs
     same = dict(config_differences([_cfg(objective="mae", data="imgs", crop="pad"),
-                                    _cfg(objective="lut", data="imgs", crop="pad")]))
+                                    _cfg(objective="lut", data="imgs", crop="pad", lr_scaling="linear")]))
     assert same == {}
-    lr = dict(config_differences([_cfg(objective="lut", data="imgs"),
-                                  _cfg(objective="lut", data="imgs", lr_scaling="sqrt", seed=1)]))
+    lr = dict(config_differences([_cfg(objective="lut", data="imgs", lr_scaling="linear"),
+                                  _cfg(objective="lut", data="imgs", seed=1)]))
     assert lr["lr rule"] == ["linear", "sqrt"] and lr["seed"] == [0, 1] and len(set(lr["peak lr"])) == 2
 
 
@@ -26,7 +27,7 @@ def test_report_warns_when_more_than_the_objective_differs():
                {"label": "LUT (b)", "config": _cfg(objective="lut", data="imgs", epochs=50)}]
     md = to_markdown(differences_blocks(entries))
     assert "**Warning:**" in md and "| crop | rrc | pad |" in md and "| epochs | 100 | 50 |" in md
-    entries[1]["config"] = _cfg(objective="lut", data="imgs", crop="rrc")
+    entries[1]["config"] = _cfg(objective="lut", data="imgs", crop="rrc", lr_scaling="linear")
     assert "Warning" not in to_markdown(differences_blocks(entries))
 
 

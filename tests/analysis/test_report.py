@@ -8,8 +8,8 @@ from ..helpers import tiny_config
 
 def test_analyze_and_compare_two_tiny_runs(fm_root, tmp_path, capsys):
     runs = []
-    for obj in ("mae", "lut"):
-        pretrain(tiny_config(tmp_path / obj, objective=obj, steps=2), progress=False)
+    for obj in ("mae", "lut"):  # one lr rule for both (LUT's own is sqrt), so only the objective differs
+        pretrain(tiny_config(tmp_path / obj, objective=obj, steps=2, lr_scaling="linear"), progress=False)
         runs.append(str(tmp_path / obj / "run"))
     assert main(["analyze", runs[0], "--no-progress", "--images", "40", "--device", "cpu"]) == 0
     a = json.loads((tmp_path / "mae" / "run" / "analysis" / "analysis.json").read_text())
