@@ -2,6 +2,7 @@
 
 import torch
 
+import unmasked.train.loop as loop
 from unmasked.build import build_objective
 from unmasked.config import PretrainConfig, resolve_defaults, validate
 from unmasked.models import MAEDecoder, build_encoder, encoder_spec
@@ -41,3 +42,20 @@ def tiny_objective(kind: str, depth: int = 2, hidden_dim: int = 64):
     enc = build_encoder(encoder_spec("vit_tiny", 28, 4, 1, embed_dim=48, depth=depth, num_heads=3))
     dec = MAEDecoder(7, 48, 32, 1, 2, 16)
     return LUT(enc, dec, hidden_dim=hidden_dim) if kind == "lut" else MAE(enc, dec)
+
+
+class PretrainCalled(Exception):
+    """Raised by `capture_pretrain`'s stand-in, so a CLI test stops before any training."""
+
+
+def capture_pretrain(monkeypatch) -> dict:
+    """Replace `train.loop.pretrain` by a stand-in that records the config and keywords the CLI
+    passes (`seen["cfg"]`, `seen["explicit"]`, ...) and raises PretrainCalled."""
+    seen = {}
+
+    def fake_pretrain(cfg, **kw):
+        seen.update(cfg=cfg, **kw)
+        raise PretrainCalled
+
+    monkeypatch.setattr(loop, "pretrain", fake_pretrain)
+    return seen

@@ -7,7 +7,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from tests.data.helpers import class_folder
-from tests.helpers import tiny_config
+from tests.helpers import PretrainCalled, capture_pretrain, tiny_config
 from tests.objectives.dinov2_loop import HandLoop, one_thread, tiny_dinov2  # noqa: F401 (fixture)
 from unmasked.config import resolve_defaults, validate
 from unmasked.data.augment import AugmentSpec, BatchAugment
@@ -193,23 +193,13 @@ def test_layerscale_and_learned_positions_are_dinov2s_options_not_its_defaults(t
 def test_the_cli_keeps_typed_values_equal_to_maes_defaults(tmp_path, monkeypatch):
     """Typed on the command line, MAE's values stay, even where DINOv2 declares another default;
     what was not typed (weight decay's end, clipping) is still DINOv2's."""
-    import unmasked.train.loop as loop
     from unmasked.cli import main
 
-    class Seen(Exception):
-        pass
-
-    seen = {}
-
-    def fake_pretrain(cfg, **kw):
-        seen.update(cfg=cfg, **kw)
-        raise Seen
-
-    monkeypatch.setattr(loop, "pretrain", fake_pretrain)
+    seen = capture_pretrain(monkeypatch)
     typed = ["--adam-beta2", "0.95", "--layer-decay", "none", "--patch-embed-lr-mult", "1", "--ema-momentum",
              "0.996", "--min-lr", "0", "--drop-path", "0", "--warmup-epochs", "5", "--weight-decay", "0.05",
              "--base-lr", "1.5e-4", "--lr-scaling", "linear", "--layer-scale", "0", "--pos-embed", "sincos"]
-    with pytest.raises(Seen):
+    with pytest.raises(PretrainCalled):
         main(["pretrain", "--objective", "dinov2", "--data", "fashion-mnist", "--out", str(tmp_path / "r"),
               "--no-progress", *typed])
     cfg = resolve_defaults(seen["cfg"], False)

@@ -24,7 +24,7 @@ from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 from unmasked.train.schedules import cosine
 
-from ..helpers import tiny_config
+from ..helpers import PretrainCalled, capture_pretrain, tiny_config
 
 
 # -- a fourth objective, as a user would write it in its own module ---------------------------------
@@ -150,19 +150,8 @@ def test_an_objective_changes_shared_defaults_only_where_none_was_given(dummy_re
 
 
 def test_the_cli_gives_the_objective_only_the_options_typed(dummy_registered, monkeypatch):
-    import unmasked.train.loop as loop
-
-    class Seen(Exception):
-        pass
-
-    seen = {}
-
-    def fake_pretrain(cfg, **kw):
-        seen.update(cfg=cfg, **kw)
-        raise Seen
-
-    monkeypatch.setattr(loop, "pretrain", fake_pretrain)
-    with pytest.raises(Seen):
+    seen = capture_pretrain(monkeypatch)
+    with pytest.raises(PretrainCalled):
         main(["pretrain", "--objective", "dummy", "--dummy-scale", "4", "--weight-decay", "0.05", "--no-progress"])
     assert seen["cfg"].objective_options.dummy_scale == 4.0 and seen["cfg"].weight_decay == 0.05
     assert seen["explicit"] == {"objective", "dummy_scale", "weight_decay"}
