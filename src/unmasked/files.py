@@ -84,12 +84,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write_fn) -> None:
-    """Write via `write_fn(file_path)` into a temp file beside `path`, then rename over it.
-
-    A crash at any point leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
+def _staged(path: Path, write_fn) -> str:
+    """Write via `write_fn(file_path)` into a synced temp file beside `path`; returns its name. On
+    failure the temp file is removed and the error names `path` (not the temp file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -98,14 +95,10 @@ def atomic_write(path: Path, write_fn) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private (0600); give the usual mode
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        return tmp
     except BaseException as e:
         as_os = as_os_error(e, path, Path(tmp))  # before the temp file goes: it may name the reason
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove(tmp)
         if as_os is not None:
             raise as_os from e
         if isinstance(e, OSError) and e.errno is not None and e.filename in (None, tmp):
@@ -114,11 +107,35 @@ def atomic_write(path: Path, write_fn) -> None:
         raise
 
 
+def _remove(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def atomic_write(path: Path, write_fn) -> None:
+    """Write via `write_fn(file_path)` into a temp file beside `path`, then rename over it.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    tmp = _staged(path, write_fn)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
 def _write_text_file(path: str, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+
+
+def _text_writer(text: str):
+    return lambda tmp: _write_text_file(tmp, text)  # looked up at call time (the tests' full-disk seam)
 
 
 def atomic_write_texts(texts: dict[Path, str]) -> None:
@@ -129,21 +146,10 @@ def atomic_write_texts(texts: dict[Path, str]) -> None:
     try:
         for path, text in texts.items():
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            temps.append((tmp, path))
-            try:
-                _write_text_file(tmp, text)
-                os.chmod(tmp, 0o666 & ~_umask())
-            except OSError as e:
-                raise OSError(e.errno, e.strerror or os.strerror(e.errno or errno.EIO), str(path)) from e
+            temps.append((_staged(path, _text_writer(text)), path))
     except BaseException:
         for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _remove(tmp)
         raise
     for tmp, path in temps:
         os.replace(tmp, path)
@@ -181,11 +187,7 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
+    atomic_write(path, _text_writer(text))
 
 
 # -- reading JSON side files -------------------------------------------------------------
