@@ -5,7 +5,8 @@ import os
 import pytest
 
 from unmasked.cli import main
-from unmasked.demo import CPU_DEMO, CPU_PRESET, demo_config
+from unmasked.analysis.plots import knn_monitor_plot
+from unmasked.demo import CPU_DEMO, CPU_PRESET, GPU_PRESET, demo_config
 from unmasked.demo_folder import MARKER, clear_previous_demo, mark_as_demo, record_demo_files
 from unmasked.errors import UserError
 
@@ -133,8 +134,11 @@ def test_demo_transcript_holds_what_was_printed_and_its_numbers(monkeypatch, tmp
                "steps": 468, "epochs": 2.0, "images_seen": 119808, "time_s": 200.0, "completed": True}
     knn = {"top1": {"cls": 79.74, "mean": 78.94}, "headline_k": 20, "temperature": 0.07,
            "pixels": {"top1": 84.59}, "time_s": 25.0, "precision": "float32"}
+    monitor = [{"step": 234, "epoch": 1.0, "knn20_cls": 70.0, "knn20_mean": 71.0, "knn20_pixels": 82.5,
+                "knn_time_s": 3.0}]
+    figure = knn_monitor_plot(monitor, tmp_path / "run-figure" / "knn_monitor.png")
     monkeypatch.setattr(unmasked.demo, "_demo_in", lambda *a: print("kNN20 79.74") or {
-        "pretrain": summary, "knn": knn, "printed": "kNN20 79.74\n"})
+        "pretrain": summary, "knn": knn, "monitor": monitor, "figure": figure, "printed": "kNN20 79.74\n"})
     dest = tmp_path / "results" / "demo-mae"
     unmasked.demo.run_demo(str(tmp_path / "run"), device="cpu", progress=False, objective="mae",
                            transcript=str(dest))
@@ -144,3 +148,11 @@ def test_demo_transcript_holds_what_was_printed_and_its_numbers(monkeypatch, tmp
     assert d["knn"]["top1"] == {"cls": 79.74, "mean": 78.94} and d["knn"]["pixels_top1"] == 84.59
     assert d["pretrain"]["images_seen"] == 119808 and d["time_s"] >= 0 and d["objective"] == "mae"
     assert d["provenance"]["torch"] and d["provenance"]["machine"]["cpu"]
+    assert d["monitor"] == [{"epoch": 1.0, "step": 234, "knn20_cls": 70.0, "knn20_mean": 71.0, "knn20_pixels": 82.5}]
+    assert (dest / "knn_monitor.png").read_bytes() == figure.read_bytes()
+
+
+def test_both_presets_run_the_knn_monitor():
+    # the demo's curve beside the pixels comes from the monitor; it is an observer (tests/train/test_monitor.py)
+    assert demo_config("runs/x", "cpu").knn_every == CPU_PRESET["knn_every"] > 0
+    assert GPU_PRESET["knn_every"] > 0

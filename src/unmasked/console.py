@@ -31,7 +31,11 @@ def print_summary(s: dict, knn: dict | None = None) -> None:
                      f"CLS {knn['top1']['cls']:.2f}%, mean-pooled {knn['top1']['mean']:.2f}% "
                      f"({knn['test_images']:,} {knn['test_split']} images)"))
         if "pixels" in knn:
-            rows.append(("  raw pixels", f"{knn['pixels']['top1']:.2f}% (same kNN on the pixels, the reference)"))
+            px = knn["pixels"]["top1"]
+            rows.append(("  raw pixels", f"{px:.2f}% (same kNN on the pixels, the reference)"))
+            gaps = {kind: knn["top1"][kind] - px for kind in ("cls", "mean")}
+            verdict = "the encoder beats raw pixels" if max(gaps.values()) > 0 else "raw pixels still win"
+            rows.append(("  vs pixels", f"CLS {gaps['cls']:+.2f}, mean-pooled {gaps['mean']:+.2f} points ({verdict})"))
     rows.append(("run folder", s["run_dir"]))
     for k, v in rows:
         print(f"  {k:<18} {v}")
@@ -93,3 +97,22 @@ def warn_unsaved(result: dict) -> int:
     for problem in result.get("not_saved", []):
         print(f"unmasked: warning: {problem}; the result above is printed but not stored", file=sys.stderr)
     return 1 if result.get("not_saved") else 0
+
+
+def print_monitor(records: list[dict], figure: str | None = None) -> None:
+    """The kNN monitor's curve (metrics.jsonl records), beside the same kNN on its images' raw pixels."""
+    if not records:
+        return
+    print("kNN monitor during pretraining (20-NN, 5,000 training images -> 1,000 held-out queries)")
+    print("  epoch    " + "".join(f"  {r['epoch']:>6g}" for r in records))
+    for key, label in (("knn20_cls", "CLS"), ("knn20_mean", "mean-pool")):
+        print(f"  {label:<9}" + "".join(f"  {r[key]:5.1f}%" for r in records))
+    pixels = records[-1].get("knn20_pixels")
+    if pixels is not None:
+        best = max(records[-1]["knn20_cls"], records[-1]["knn20_mean"])
+        crossed = next((r["epoch"] for r in records if max(r["knn20_cls"], r["knn20_mean"]) > pixels), None)
+        where = (f"crossed at epoch {crossed:g}" if crossed is not None else
+                 f"the encoder ends {pixels - best:.1f} points below")
+        print(f"  {'pixels':<9}  {pixels:5.1f}% on the same images ({where})")
+    if figure:
+        print(f"  figure     {figure}")

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 
 from unmasked import provenance
 from unmasked.config import PretrainConfig
-from unmasked.console import print_knn, print_summary
+from unmasked.analysis.plots import knn_monitor_plot
+from unmasked.console import print_knn, print_monitor, print_summary
 from unmasked.demo_folder import (
     clear_previous_demo,
     mark_as_demo,
@@ -23,11 +25,12 @@ from unmasked.demo_folder import (
 )
 from unmasked.errors import UserError
 from unmasked.eval.knn import run_knn
-from unmasked.files import atomic_write_text
+from unmasked.files import atomic_write, atomic_write_text
 from unmasked.lock import in_use_by, run_lock
 from unmasked.objectives import registry
 from unmasked.options import CHOICE, DEVICE, opt
 from unmasked.train.loop import pretrain
+from unmasked.train.metrics import read_jsonl
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that the LUT demo takes
 # about 4 minutes in all when it has the cores to itself. A peak lr of 6e-4, above MAE's published 1.5e-4 at batch
@@ -35,9 +38,11 @@ from unmasked.train.loop import pretrain
 # times and numbers were measured in fp32, whatever bf16 the CPU has.
 CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, patch_size=7, decoder_width=128,
                   decoder_depth=2, decoder_heads=4, batch_size=256, epochs=2, warmup_epochs=0.2, base_lr=6e-4,
-                  precision="fp32")
+                  precision="fp32", knn_every=0.5)
 # On a GPU: the full ViT-Tiny/4 and the reference recipe's budget (40 epochs, batch 512).
-GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2)
+GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2, knn_every=2)
+# Both presets run the kNN monitor (an observer: the same weights without it; its time is not the run's),
+# so that the demo shows the curve beside the raw pixels of the same images.
 
 # What `unmasked demo --objective NAME` changes in the CPU preset to fit its time budget.
 # A DINOv2 step on the CPU demo model costs about twice a LUT step (multi-crop, two heads), so the
@@ -110,8 +115,13 @@ def write_transcript(dest: Path, command: str, objective: str, result: dict, tim
                                                        "images_seen", "time_s", "completed")},
         "knn": {"top1": knn["top1"], "headline_k": knn["headline_k"], "temperature": knn["temperature"],
                 "pixels_top1": knn["pixels"]["top1"], "time_s": knn["time_s"], "precision": knn.get("precision")},
+        "monitor": [{k: r[k] for k in ("epoch", "step", "knn20_cls", "knn20_mean", "knn20_pixels") if k in r}
+                    for r in result.get("monitor") or []],
         "provenance": provenance.record(),
     }
+    if result.get("figure") is not None:  # the monitor's curve beside the pixels, committed with the numbers
+        figure = Path(result["figure"])
+        atomic_write(dest / figure.name, lambda tmp: shutil.copyfile(figure, tmp))
     atomic_write_text(dest / "demo.json", json.dumps(numbers, indent=2) + "\n")
 
 
@@ -138,11 +148,17 @@ def _stages(folder: Path, out: str, device: str, progress: bool, objective: str)
         return {"pretrain": summary, "knn": None,
                 "exit_code": 130 if summary["interrupted_by"] == "SIGINT" else 143}
     knn = run_knn(out, device=device, progress=progress)
+    monitor = [r for r in read_jsonl(folder / "metrics.jsonl") if "knn20_cls" in r]
+    figure = knn_monitor_plot(monitor, folder / "knn_monitor.png",
+                              f"{objective} on fashion-mnist: kNN monitor") if monitor else None
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         print()
         print_summary(summary, knn)
         print()
         print_knn(knn)
+        if monitor:
+            print()
+            print_monitor(monitor, str(figure))
     print(printed.getvalue(), end="")
-    return {"pretrain": summary, "knn": knn, "printed": printed.getvalue()}
+    return {"pretrain": summary, "knn": knn, "monitor": monitor, "figure": figure, "printed": printed.getvalue()}

@@ -45,6 +45,7 @@ def test_run_names_and_kebab_keys(tmp_path):
     ("mask_ratio = 'lots'", None, r"run mae_seed0: argument --mask-ratio: invalid float value: 'lots'"),
     ("", '[arms.x]\nobjective = "sim"\n', r"\[arms.x\] objective = 'sim': expected one of mae, lut"),
     ("", '[arms."a b"]\nobjective = "mae"\n', r"arm name 'a b'"),
+    ("", '[arms.x]\nmask_ratio = 0.5\n', r"\[arms.x\] has no objective \(set objective = ... in the arm or in \[recipe\]\)"),
     ("", '[arms.lut]\nlut_weight = 0.5\n[grid]\nlut_weight = [0.1, 0.2]\n',
      r"\[grid\] lut_weight is also set by \[arms.lut\]"),
 ])
@@ -61,6 +62,12 @@ def test_objective_choices_come_from_the_registry(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "names", lambda: (*real(), "newobj"))
     study = load_study(tiny_study(tmp_path, arms='[arms.newobj]\n'))
     assert study.runs[0].options["objective"] == "newobj"
+
+
+def test_the_recipe_may_name_every_arm_s_objective(tmp_path):
+    study = load_study(tiny_study(tmp_path, extra='objective = "lut"',
+                                  arms='[arms.a]\nmask_ratio = 0.5\n[arms.b]\nobjective = "mae"\n'))
+    assert {r.arm: r.options["objective"] for r in study.runs} == {"a": "lut", "b": "mae"}
 
 
 @pytest.mark.parametrize("evals,match", [

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unmasked.errors import UserError
+from unmasked.eval.knn import knn_accuracy
 from unmasked.train import monitor as monitor_mod
 from unmasked.train.checkpoint import load_checkpoint
 from unmasked.train.loop import Pretrainer, pretrain
@@ -53,7 +54,7 @@ def test_evaluate_restores_rng_and_modules_modes(fm_root, tmp_path, monkeypatch)
         monkeypatch.setattr(monitor_mod, "extract_features", drawing)
         before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
         out = trainer.monitor.evaluate()
-        assert set(out) == {"knn20_cls", "knn20_mean"}
+        assert set(out) == {"knn20_cls", "knn20_mean", "knn20_pixels"}
         assert torch.equal(torch.get_rng_state(), before[0])
         assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
         assert {name: m.training for name, m in obj.named_modules()} == modes
@@ -69,6 +70,20 @@ def test_monitor_subsets_are_fixed_and_bounded(fm_root, tmp_path):
         again = monitor_mod.fixed_subset(trainer.data.heldout, monitor_mod.QUERY_IMAGES)
         assert torch.equal(again.images, m.queries.images)
         assert m.interval == 8  # one epoch of 8 steps
+    finally:
+        trainer.close()
+
+
+def test_monitor_logs_the_pixels_of_its_own_subset(fm_root, tmp_path):
+    # the line a monitor curve must cross: the same 20-NN on the bank's and queries' raw pixels
+    trainer = Pretrainer(tiny_config(tmp_path, objective="mae", subset=256, knn_every=1), progress=False)
+    try:
+        m = trainer.monitor
+        rows = [m.bank.images.reshape(len(m.bank), -1).float() / 255,
+                m.queries.images.reshape(len(m.queries), -1).float() / 255]
+        want = knn_accuracy(rows[0], m.bank.labels, rows[1], m.queries.labels, m.classes, ks=(20,))[20]["top1"]
+        assert m.evaluate()["knn20_pixels"] == pytest.approx(want)
+        assert 50 < want < 100  # far above chance (10%): pixels are a strong baseline on Fashion-MNIST
     finally:
         trainer.close()
 

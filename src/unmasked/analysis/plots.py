@@ -117,3 +117,21 @@ def image_grid(rows: list[list[np.ndarray]], row_labels: list[str], col_labels: 
                 ax.set_ylabel(row_labels[r], fontsize=8)
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
+
+
+def knn_monitor_plot(records: list[dict], path: Path, title: str = "kNN monitor during pretraining") -> Path:
+    """A run's kNN monitor (metrics.jsonl records with knn20_cls / knn20_mean) against epochs, with
+    the same kNN on the raw pixels of the monitor's images as a dashed line where it was logged."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    epochs = [r["epoch"] for r in records]
+    for i, (key, label) in enumerate((("knn20_cls", "CLS"), ("knn20_mean", "mean-pooled"))):
+        ax.plot(epochs, [r[key] for r in records], "-o", color=COLORS[i], markersize=3, label=label)
+    pixels = records[-1].get("knn20_pixels") if records else None
+    if pixels is not None:
+        ax.axhline(pixels, color="grey", linestyle="--", linewidth=1, label=f"raw pixels ({pixels:.1f}%)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN20 top-1 (%), monitor subset")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, path)

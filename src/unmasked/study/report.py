@@ -100,6 +100,8 @@ def run_values(run: Run, evals: dict | None = None) -> dict:
     if monitor:
         curves["knn_epochs"] = [r["epoch"] for r in monitor]
         curves["knn_cls"] = [r["knn20_cls"] for r in monitor]
+        if "knn20_pixels" in monitor[-1]:  # the same kNN on the subset's raw pixels (runs since it was logged)
+            curves["knn_pixels"] = monitor[-1]["knn20_pixels"]
     return {"values": v, "curves": curves, "finished": is_finished(run), "pixels": pixels,
             "files": files, "attn_layers": layers}
 
@@ -178,10 +180,13 @@ def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
             n = min(len(c["knn_cls"]) for c in cs)
             series.append({"label": g["label"], "x": cs[0]["knn_epochs"][:n], "ys": [c["knn_cls"][:n] for c in cs]})
     if series:
+        px = next((c["knn_pixels"] for g in groups for c in curves_of(g, "knn_pixels")), None)
         figs.append(doc.Figure("kNN monitor during pretraining (band: min-max over seeds)",
                                band_plot(series, out / "knn_monitor.png", "epoch",
                                          "kNN20 top-1, CLS (%) — monitor subset",
-                                         "kNN monitor (1,000 held-out queries, 5,000-image bank)").name))
+                                         "kNN monitor (1,000 held-out queries, 5,000-image bank)",
+                                         hline=None if px is None else
+                                         (px, f"raw pixels, same subset ({px:.1f}%)")).name))
     for key in study.grid:
         for metric in ("knn20_cls", "linear_cls", "attn_distance"):
             lines = {}

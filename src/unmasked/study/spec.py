@@ -221,7 +221,7 @@ def load_study(path: str | Path, out: str | None = None) -> Study:
     actions = option_actions(parser)
     seeds = _seeds(raw, where)
     recipe = _recipe(raw, actions, where)
-    arms, matches = _arms(raw, actions, where)
+    arms, matches = _arms(raw, actions, where, recipe.pop("objective", None))
     grid = normalise_keys(raw.get("grid", {}), actions, f"{where}: [grid]", MANAGED)
     _check_matches(arms, matches, recipe, grid, where)
     _check_grid(grid, arms, where)
@@ -254,8 +254,10 @@ def _recipe(raw: dict, actions: dict, where: str) -> dict:
     return recipe
 
 
-def _arms(raw: dict, actions: dict, where: str) -> tuple[dict[str, dict], dict[str, object]]:
-    """({arm: its options}, {arm: the arm its match_compute names})."""
+def _arms(raw: dict, actions: dict, where: str, shared_objective: str | None = None
+          ) -> tuple[dict[str, dict], dict[str, object]]:
+    """({arm: its options}, {arm: the arm its match_compute names}). An arm's objective is its own
+    `objective`, else the recipe's, else the arm's name where that names an objective."""
     objectives = tuple(actions["objective"].choices or ())
     arms_raw = raw.get("arms")
     if not isinstance(arms_raw, dict) or not arms_raw:
@@ -275,10 +277,11 @@ def _arms(raw: dict, actions: dict, where: str) -> tuple[dict[str, dict], dict[s
             if key in table:
                 matches[arm] = table.pop(key)
         opts = normalise_keys(table, actions, f"{where}: [arms.{arm}]", MANAGED)
-        opts.setdefault("objective", arm if arm in objectives else None)
+        opts.setdefault("objective", shared_objective or (arm if arm in objectives else None))
         if opts["objective"] not in objectives:
-            raise UserError(f"{where}: [arms.{arm}] objective = {opts['objective']!r}: expected one of "
-                            f"{', '.join(objectives)}")
+            given = (f"objective = {opts['objective']!r}" if opts["objective"] is not None else
+                     "has no objective (set objective = ... in the arm or in [recipe])")
+            raise UserError(f"{where}: [arms.{arm}] {given}: expected one of {', '.join(objectives)}")
         arms[arm] = opts
     return arms, matches
 

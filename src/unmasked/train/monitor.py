@@ -2,7 +2,9 @@
 
 Every N epochs the student's encoder embeds a fixed bank of training images and a fixed set of
 held-out queries (eval mode, no augmentation, no gradient) and the weighted 20-NN top-1 of CLS
-and mean-pooled features is logged to metrics.jsonl. The monitor is an observer: it restores
+and mean-pooled features is logged to metrics.jsonl, beside the same kNN on the raw pixels of the
+same bank and queries (`knn20_pixels`, computed once): the line a curve has to cross, on its own
+subset rather than the full evaluation's. The monitor is an observer: it restores
 every module's train/eval mode and every RNG state it could touch (a DataLoader draws its seed
 from the global generator), so a run's weights are the same with and without it.
 """
@@ -18,7 +20,8 @@ from unmasked.data.dataset import Split
 from unmasked.errors import UserError
 from unmasked.eval.features import extract_features
 from unmasked.eval.knn import knn_accuracy
-from unmasked.eval.view import eval_view_for
+from unmasked.eval.pixels import pixel_rows
+from unmasked.eval.view import EvalView, eval_view_for
 from unmasked.train import checkpoint as ckpt
 
 BANK_IMAGES = 5000
@@ -34,14 +37,16 @@ def fixed_subset(split: Split, n: int) -> Split:
 
 class KnnMonitor:
     def __init__(self, objective, data, mean, std, crop_pct: float, device: torch.device, interval: int,
-                 last_step: int, steps_per_epoch: int, write, batch_size: int = 256):
+                 last_step: int, steps_per_epoch: int, write, batch_size: int = 256, img_size: int | None = None):
         self.objective, self.mean, self.std, self.crop_pct = objective, mean, std, crop_pct
+        self.img_size = img_size or data.base_size
         self.device, self.interval, self.last_step = device, interval, last_step
         self.steps_per_epoch, self.write, self.batch_size = steps_per_epoch, write, batch_size
         self.base, self.channels, self.classes = data.base_size, data.channels, len(data.classes)
         self.bank = fixed_subset(data.train, BANK_IMAGES)
         self.queries = fixed_subset(data.heldout, QUERY_IMAGES)
         self.observers: list = []
+        self.pixels: float | None = None  # the same kNN on raw pixels, once
 
     def due(self, step: int) -> bool:
         return step % self.interval == 0 or step == self.last_step
@@ -74,7 +79,17 @@ class KnnMonitor:
         for kind in ("cls", "mean"):
             acc = knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels, self.classes, ks=(K,))
             out[f"knn{K}_{kind}"] = acc[K]["top1"]
+        if self.pixels is None:
+            self.pixels = self._pixel_knn()
+        out[f"knn{K}_pixels"] = self.pixels
         return out
+
+    def _pixel_knn(self) -> float:
+        """kNN20 on the raw pixels of the monitor's bank and queries, in the view its features see."""
+        view = EvalView(self.img_size, self.base, self.crop_pct)
+        (bx, by), (qx, qy) = (pixel_rows(s, view, self.channels) for s in (self.bank, self.queries))
+        acc = knn_accuracy(bx.float().div_(255), by, qx.float().div_(255), qy, self.classes, ks=(K,))
+        return acc[K]["top1"]
 
     def _features(self, split: Split):
         # the network that is exported and evaluated (DINOv2: the EMA teacher's backbone)
@@ -105,4 +120,4 @@ def knn_monitor(trainer) -> KnnMonitor | None:
     view = eval_view_for(cfg.data, cfg.img_size)
     crop_pct = view.crop_pct if view.base_size == data.base_size else cfg.crop_pct
     return KnnMonitor(trainer.objective, data, cfg.mean, cfg.std, crop_pct, trainer.device, interval,
-                      trainer.total_steps, trainer.steps_per_epoch, write)
+                      trainer.total_steps, trainer.steps_per_epoch, write, img_size=cfg.img_size)
