@@ -1,11 +1,12 @@
 """`unmasked demo` deletes only files it can prove it wrote, and picks its preset by device."""
 
 import os
+from pathlib import Path
 
 import pytest
 
-from unmasked.cli import main
 from unmasked.analysis.plots import knn_monitor_plot
+from unmasked.cli import main
 from unmasked.demo import CPU_DEMO, CPU_PRESET, GPU_PRESET, demo_config
 from unmasked.demo_folder import MARKER, clear_previous_demo, mark_as_demo, record_demo_files
 from unmasked.errors import UserError
@@ -94,7 +95,18 @@ def test_cpu_preset_on_cpu():
     assert (cfg.objective, cfg.data) == ("lut", "fashion-mnist")
     preset = {**CPU_PRESET, **CPU_DEMO["lut"]}
     assert all(cfg.option(k) == v for k, v in preset.items())
-    assert cfg.peak_lr() == 6e-4  # LUT's sqrt rule from its base 1.5e-4: the demo's measured peak, exactly
+    assert cfg.peak_lr() == 1.2e-3  # LUT's sqrt rule from its base 3e-4 at batch 256, the budget study's winner
+
+
+def test_the_lut_preset_is_the_budget_study_s_winner():
+    # the demo trains what studies/cpu-budget-lut-seeds.toml confirmed, option for option
+    from unmasked.study.spec import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "cpu-budget-lut-seeds.toml")
+    run = study.runs[0].options
+    preset = {**CPU_PRESET, **CPU_DEMO["lut"]}
+    assert {k: run[k] for k in run if k in preset and k != "knn_every"} == \
+        {k: preset[k] for k in run if k in preset and k != "knn_every"}
 
 
 def test_demo_takes_any_registered_objective():

@@ -45,7 +45,8 @@ def test_run_names_and_kebab_keys(tmp_path):
     ("mask_ratio = 'lots'", None, r"run mae_seed0: argument --mask-ratio: invalid float value: 'lots'"),
     ("", '[arms.x]\nobjective = "sim"\n', r"\[arms.x\] objective = 'sim': expected one of mae, lut"),
     ("", '[arms."a b"]\nobjective = "mae"\n', r"arm name 'a b'"),
-    ("", '[arms.x]\nmask_ratio = 0.5\n', r"\[arms.x\] has no objective \(set objective = ... in the arm or in \[recipe\]\)"),
+    ("", '[arms.x]\nmask_ratio = 0.5\n',
+     r"\[arms.x\] has no objective \(set objective = ... in the arm or in \[recipe\]\)"),
     ("", '[arms.lut]\nlut_weight = 0.5\n[grid]\nlut_weight = [0.1, 0.2]\n',
      r"\[grid\] lut_weight is also set by \[arms.lut\]"),
 ])
