@@ -1,7 +1,7 @@
-"""Write the result tables of README.md and docs/results.md from the committed files in this
+"""Write the result tables of README.md, docs/results.md and docs/speed.md from the committed files in this
 folder, or check them.
 
-    python results/make_readme_tables.py           # rewrite every marked block of both pages
+    python results/make_readme_tables.py           # rewrite every marked block of the pages
     python results/make_readme_tables.py --check   # exit 1, naming each cell, if any differs
 
 The blocks and their markers are described in src/unmasked/readme_tables.py. The files come from
@@ -20,14 +20,14 @@ from unmasked import readme_tables
 HERE = Path(__file__).resolve().parent
 
 
-PAGES = (HERE.parent / "README.md", HERE.parent / "docs" / "results.md")
+PAGES = (HERE.parent / "README.md", HERE.parent / "docs" / "results.md", HERE.parent / "docs" / "speed.md")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="change nothing; list every difference")
     p.add_argument("--page", action="append", default=None, metavar="FILE",
-                   help="a page with result blocks (repeatable; default: README.md and docs/results.md)")
+                   help="a page with result blocks (repeatable; default: README.md, docs/results.md and docs/speed.md)")
     p.add_argument("--results", default=str(HERE), help="default: this folder")
     args = p.parse_args(argv)
     pages, results = [Path(f) for f in args.page] if args.page else list(PAGES), Path(args.results)

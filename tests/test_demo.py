@@ -168,3 +168,16 @@ def test_both_presets_run_the_knn_monitor():
     # the demo's curve beside the pixels comes from the monitor; it is an observer (tests/train/test_monitor.py)
     assert demo_config("runs/x", "cpu").knn_every == CPU_PRESET["knn_every"] > 0
     assert GPU_PRESET["knn_every"] > 0
+
+
+def test_help_gives_the_committed_demo_times():
+    # every number a user reads must trace to a file: --help's times are the committed demos'
+    import json
+
+    from unmasked.demo import CPU_MEASURED_S
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    for name, (total, train) in CPU_MEASURED_S.items():
+        d = json.loads((results / f"demo-{name}" / "demo.json").read_text())
+        assert (d["time_s"], d["pretrain"]["time_s"], d["pretrain"]["precision"]) == (total, train, "fp32"), name
+    assert set(CPU_MEASURED_S) == {p.parent.name[5:] for p in results.glob("demo-*/demo.json")}

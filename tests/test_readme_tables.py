@@ -83,7 +83,7 @@ def test_check_names_a_changed_number_a_wrong_column_count_and_a_missing_artifac
 def test_readme_tables_match_the_committed_results():
     if not RESULTS.is_dir():
         pytest.skip("no results/ folder in this checkout")
-    pages = {p: p.read_text() for p in (ROOT / "README.md", ROOT / "docs" / "results.md")}
+    pages = {p: p.read_text() for p in (ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "speed.md")}
     problems = readme_tables.check_pages(pages, RESULTS)
     assert problems == [], "\n".join(problems)
 

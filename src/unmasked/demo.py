@@ -65,6 +65,21 @@ CPU_DEMO = {
 }
 
 
+# Each CPU demo's time alone on the project's 2-core machine, in fp32 (seconds in all, pretraining),
+# for --help; tests/test_demo.py checks them against results/demo-*/demo.json.
+CPU_MEASURED_S = {"lut": (384.6, 337.4), "mae": (174.9, 127.7), "dinov2": (432.6, 386.2)}
+
+
+def measured_times() -> str:
+    """--help's sentence on the CPU demos' measured times."""
+    def minutes(s: float) -> str:
+        m, sec = divmod(round(s), 60)
+        return f"{m} min {sec:02d} s"
+
+    return "; ".join(f"{name} {minutes(total)} in all ({minutes(train)} pretraining)"
+                     for name, (total, train) in CPU_MEASURED_S.items())
+
+
 @dataclass
 class DemoSettings:
     """What `unmasked demo` pretrains, and where."""

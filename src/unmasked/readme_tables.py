@@ -62,7 +62,8 @@ def demo_block(results: Path, _name: str | None = None) -> str:
     files = sorted(results.glob("demo-*/demo.json"))
     if not files:
         raise FileNotFoundError(f"{results}/demo-*/demo.json: missing (the README's demo block needs them)")
-    rows = [["command", "objective, budget", "time alone (pretraining + kNN)", "kNN20 CLS / mean-pooled (%)"]]
+    rows = [["command", "objective, budget", "precision", "pretraining alone", "in all (+ kNN)",
+             "kNN20 CLS / mean-pooled (%)"]]
     pixels = None
     for f in files:
         d = _read(f)
@@ -70,10 +71,11 @@ def demo_block(results: Path, _name: str | None = None) -> str:
         rows.append([f"`{d['command']}`",
                      f"{d['objective']}, {p['epochs']:g} epoch{'' if p['epochs'] == 1 else 's'} "
                      f"({p['images_seen']:,} images)",
-                     _duration(d["time_s"]), f"{k['top1']['cls']:.2f} / {k['top1']['mean']:.2f}"])
+                     p["precision"], _duration(p["time_s"]), _duration(d["time_s"]),
+                     f"{k['top1']['cls']:.2f} / {k['top1']['mean']:.2f}"])
         pixels = pixels if pixels is not None else k.get("pixels_top1")
     if pixels is not None:
-        rows.append(["(the `pixels` row the demo prints)", "raw pixels, no training", "—", f"{pixels:.2f}"])
+        rows.append(["(the `pixels` row the demo prints)", "raw pixels, no training", "—", "—", "—", f"{pixels:.2f}"])
     return _table(rows)
 
 
