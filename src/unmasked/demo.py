@@ -32,10 +32,11 @@ from unmasked.options import CHOICE, DEVICE, opt
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
 
-# On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), so that the LUT demo takes
-# about 4 minutes in all when it has the cores to itself. A peak lr of 6e-4, above MAE's published 1.5e-4 at batch
-# 256, suits so short a run (measured: kNN20 79.5% against 76.2% at 1.5e-4 after 2 epochs). fp32, not auto: the demo's
-# times and numbers were measured in fp32, whatever bf16 the CPU has.
+# On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), sized so that each demo fits 15
+# minutes in all (12 of pretraining) when it has the cores to itself; CPU_DEMO below sets each objective's
+# budget. A peak lr of 6e-4, above MAE's published 1.5e-4 at batch 256, suits so short a run (measured: kNN20
+# 79.5% against 76.2% at 1.5e-4 after 2 epochs). fp32, not auto: the demo's times and numbers were measured
+# in fp32, whatever bf16 the CPU has.
 CPU_PRESET = dict(model="vit_tiny", width=128, depth=6, heads=4, patch_size=7, decoder_width=128,
                   decoder_depth=2, decoder_heads=4, batch_size=256, epochs=2, warmup_epochs=0.2, base_lr=6e-4,
                   precision="fp32", knn_every=0.5)
