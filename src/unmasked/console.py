@@ -99,20 +99,25 @@ def warn_unsaved(result: dict) -> int:
     return 1 if result.get("not_saved") else 0
 
 
-def print_monitor(records: list[dict], figure: str | None = None) -> None:
-    """The kNN monitor's curve (metrics.jsonl records), beside the same kNN on its images' raw pixels."""
+def print_monitor(records: list[dict], bank: int, queries: int, figure: str | None = None,
+                  columns: int = 10) -> None:
+    """The kNN monitor's curve (metrics.jsonl records; `bank` training images, `queries` held-out
+    ones), beside the same kNN on those images' raw pixels; at most `columns` checks (evenly spaced,
+    the last always): the figure has them all."""
     if not records:
         return
-    print("kNN monitor during pretraining (20-NN, 5,000 training images -> 1,000 held-out queries)")
-    print("  epoch    " + "".join(f"  {r['epoch']:>6g}" for r in records))
+    shown = records if len(records) <= columns else \
+        [records[round(i * (len(records) - 1) / (columns - 1))] for i in range(columns)]
+    print(f"kNN monitor during pretraining (20-NN, {bank:,} training images -> {queries:,} held-out queries)")
+    print("  epoch    " + "".join(f"  {r['epoch']:>6.4g}" for r in shown))
     for key, label in (("knn20_cls", "CLS"), ("knn20_mean", "mean-pool")):
-        print(f"  {label:<9}" + "".join(f"  {r[key]:5.1f}%" for r in records))
+        print(f"  {label:<9}" + "".join(f"  {r[key]:5.1f}%" for r in shown))
     pixels = records[-1].get("knn20_pixels")
     if pixels is not None:
         best = max(records[-1]["knn20_cls"], records[-1]["knn20_mean"])
         crossed = next((r["epoch"] for r in records if max(r["knn20_cls"], r["knn20_mean"]) > pixels), None)
-        where = (f"crossed at epoch {crossed:g}" if crossed is not None else
-                 f"the encoder ends {pixels - best:.1f} points below")
+        end = f"ends {best - pixels:.1f} points above" if best > pixels else f"ends {pixels - best:.1f} points below"
+        where = f"crossed at epoch {crossed:.4g}, {end}" if crossed is not None else f"the encoder {end}"
         print(f"  {'pixels':<9}  {pixels:5.1f}% on the same images ({where})")
     if figure:
         print(f"  figure     {figure}")

@@ -31,6 +31,7 @@ from unmasked.objectives import registry
 from unmasked.options import CHOICE, DEVICE, opt
 from unmasked.train.loop import pretrain
 from unmasked.train.metrics import read_jsonl
+from unmasked.train.monitor import BANK_IMAGES, QUERY_IMAGES
 
 # On 2 CPU cores: a narrow, shallow ViT on 7 px patches (16 tokens), sized so that each demo fits 15
 # minutes in all (12 of pretraining) when it has the cores to itself; CPU_DEMO below sets each objective's
@@ -176,6 +177,7 @@ def _stages(folder: Path, out: str, device: str, progress: bool, objective: str)
         print_knn(knn)
         if monitor:
             print()
-            print_monitor(monitor, str(figure))
+            print_monitor(monitor, min(BANK_IMAGES, summary["train_images"]), min(QUERY_IMAGES, knn["test_images"]),
+                          str(figure))
     print(printed.getvalue(), end="")
     return {"pretrain": summary, "knn": knn, "monitor": monitor, "figure": figure, "printed": printed.getvalue()}

@@ -101,3 +101,27 @@ def test_monitor_needs_labels(tmp_path):
                       batch_size=4, knn_every=1, steps=1)
     with pytest.raises(UserError, match="--knn-every 1: the kNN monitor needs labels"):
         pretrain(cfg, progress=False)
+
+
+def test_monitor_on_an_image_folder_keeps_the_trajectory(tmp_path):
+    # a folder's images are read through a DataLoader, which draws its seed from the global generator;
+    # the monitor reads them for features and for its pixel line, and the weights must not notice
+    root = class_folder(tmp_path / "imgs", per_class=16)
+    kw = dict(data=str(root), img_size=16, patch_size=4, subset=None, batch_size=8, epochs=2, objective="lut",
+              drop_path=0.1)
+    pretrain(tiny_config(tmp_path / "plain", **kw), progress=False)
+    pretrain(tiny_config(tmp_path / "mon", knn_every=1, **kw), progress=False)
+    knn = [r for r in read_jsonl(tmp_path / "mon" / "run" / "metrics.jsonl") if "knn20_cls" in r]
+    assert knn and all(0 <= r["knn20_pixels"] <= 100 for r in knn)
+    a, b = _weights(tmp_path / "plain" / "run"), _weights(tmp_path / "mon" / "run")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_no_pixel_line_for_images_too_large_to_hold(fm_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(monitor_mod, "MAX_PIXEL_VALUES", 28 * 28 - 1)
+    trainer = Pretrainer(tiny_config(tmp_path, objective="mae", subset=256, knn_every=1), progress=False)
+    try:
+        assert "knn20_pixels" not in trainer.monitor.evaluate()
+    finally:
+        trainer.close()

@@ -180,7 +180,9 @@ def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
             n = min(len(c["knn_cls"]) for c in cs)
             series.append({"label": g["label"], "x": cs[0]["knn_epochs"][:n], "ys": [c["knn_cls"][:n] for c in cs]})
     if series:
-        px = next((c["knn_pixels"] for g in groups for c in curves_of(g, "knn_pixels")), None)
+        # one line only where every run's monitor saw the same pixels (arms may differ in data or size)
+        pxs = {round(c["knn_pixels"], 4) for g in groups for c in curves_of(g, "knn_pixels")}
+        px = pxs.pop() if len(pxs) == 1 else None
         figs.append(doc.Figure("kNN monitor during pretraining (band: min-max over seeds)",
                                band_plot(series, out / "knn_monitor.png", "epoch",
                                          "kNN20 top-1, CLS (%) — monitor subset",

@@ -5,7 +5,7 @@
     pairs = [["lut", "mae"]]        # optional: differences lut - mae (default: every later - earlier arm)
     [recipe]                        # any `unmasked pretrain` option (snake or kebab case)
     epochs = 2
-    [arms.mae]                      # one objective each, plus overrides
+    [arms.mae]                      # one objective each (its own, its name's, or the recipe's), plus overrides
     objective = "mae"
     [arms.lut-w0]
     objective = "lut"
@@ -257,7 +257,7 @@ def _recipe(raw: dict, actions: dict, where: str) -> dict:
 def _arms(raw: dict, actions: dict, where: str, shared_objective: str | None = None
           ) -> tuple[dict[str, dict], dict[str, object]]:
     """({arm: its options}, {arm: the arm its match_compute names}). An arm's objective is its own
-    `objective`, else the recipe's, else the arm's name where that names an objective."""
+    `objective`, else its name where that names an objective, else the recipe's `objective`."""
     objectives = tuple(actions["objective"].choices or ())
     arms_raw = raw.get("arms")
     if not isinstance(arms_raw, dict) or not arms_raw:
@@ -277,7 +277,7 @@ def _arms(raw: dict, actions: dict, where: str, shared_objective: str | None = N
             if key in table:
                 matches[arm] = table.pop(key)
         opts = normalise_keys(table, actions, f"{where}: [arms.{arm}]", MANAGED)
-        opts.setdefault("objective", shared_objective or (arm if arm in objectives else None))
+        opts.setdefault("objective", arm if arm in objectives else shared_objective)
         if opts["objective"] not in objectives:
             given = (f"objective = {opts['objective']!r}" if opts["objective"] is not None else
                      "has no objective (set objective = ... in the arm or in [recipe])")

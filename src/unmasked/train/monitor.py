@@ -28,6 +28,7 @@ BANK_IMAGES = 5000
 QUERY_IMAGES = 1000
 K = 20
 SUBSET_SEED = 0  # the same images for every run and seed, so curves are comparable
+MAX_PIXEL_VALUES = 3 * 64 * 64  # the raw-pixel line for images up to 64 px RGB (Fashion-MNIST: 784 values)
 
 
 def fixed_subset(split: Split, n: int) -> Split:
@@ -46,7 +47,7 @@ class KnnMonitor:
         self.bank = fixed_subset(data.train, BANK_IMAGES)
         self.queries = fixed_subset(data.heldout, QUERY_IMAGES)
         self.observers: list = []
-        self.pixels: float | None = None  # the same kNN on raw pixels, once
+        self.pixels: float | bool | None = None  # the same kNN on raw pixels, once (False: images too large)
 
     def due(self, step: int) -> bool:
         return step % self.interval == 0 or step == self.last_step
@@ -70,6 +71,8 @@ class KnnMonitor:
         rng = ckpt.rng_state()
         try:
             feats = [self._features(s) for s in (self.bank, self.queries)]
+            if self.pixels is None:  # inside: reading a folder's images draws a DataLoader seed
+                self.pixels = self._pixel_knn()
         finally:
             for m, training in modes:  # the student back to train mode, a teacher stays in eval mode
                 m.train(training)
@@ -79,13 +82,16 @@ class KnnMonitor:
         for kind in ("cls", "mean"):
             acc = knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels, self.classes, ks=(K,))
             out[f"knn{K}_{kind}"] = acc[K]["top1"]
-        if self.pixels is None:
-            self.pixels = self._pixel_knn()
-        out[f"knn{K}_pixels"] = self.pixels
+        if self.pixels is not False:
+            out[f"knn{K}_pixels"] = self.pixels
         return out
 
-    def _pixel_knn(self) -> float:
-        """kNN20 on the raw pixels of the monitor's bank and queries, in the view its features see."""
+    def _pixel_knn(self) -> float | bool:
+        """kNN20 on the raw pixels of the monitor's bank and queries, in the view its features see;
+        False where an image has over MAX_PIXEL_VALUES values (5,000 224-px RGB images would hold 3 GB
+        mid-training; `eval knn` still gives the pixels of the whole split)."""
+        if self.channels * self.img_size ** 2 > MAX_PIXEL_VALUES:
+            return False
         view = EvalView(self.img_size, self.base, self.crop_pct)
         (bx, by), (qx, qy) = (pixel_rows(s, view, self.channels) for s in (self.bank, self.queries))
         acc = knn_accuracy(bx.float().div_(255), by, qx.float().div_(255), qy, self.classes, ks=(K,))
