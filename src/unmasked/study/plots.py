@@ -28,8 +28,10 @@ def band_plot(series: list[dict], path: Path, xlabel: str, ylabel: str, title: s
     return save(fig, path)
 
 
-def grid_plot(lines: dict[str, list[tuple[float, dict]]], path: Path, xlabel: str, ylabel: str) -> Path:
-    """lines: {label: [(grid value, {"mean", "std"}), ...]} -> mean with std error bars."""
+def grid_plot(lines: dict[str, list[tuple[float, dict]]], path: Path, xlabel: str, ylabel: str,
+              hline=None) -> Path:
+    """lines: {label: [(grid value, {"mean", "std"}), ...]} -> mean with std error bars; hline:
+    (value, label) of a reference drawn dashed (the raw pixels)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, pts) in enumerate(lines.items()):
         pts = sorted(pts, key=lambda p: p[0])
@@ -37,6 +39,8 @@ def grid_plot(lines: dict[str, list[tuple[float, dict]]], path: Path, xlabel: st
         m = [p[1]["mean"] for p in pts]
         e = [p[1]["std"] or 0.0 for p in pts]
         ax.errorbar(x, m, yerr=e, fmt="-o", color=COLORS[i % len(COLORS)], capsize=3, markersize=4, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel} vs {xlabel}")

@@ -189,6 +189,13 @@ def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
                                          "kNN monitor (1,000 held-out queries, 5,000-image bank)",
                                          hline=None if px is None else
                                          (px, f"raw pixels, same subset ({px:.1f}%)")).name))
+    # the pixels' line on a grid's kNN and linear figures, where every run was measured on the same pixels
+    pixel_lines = {}
+    for metric, proto in (("knn20_cls", "knn"), ("linear_cls", "linear")):
+        values = {round(r["pixels"][proto], 4) for r in per_run.values()
+                  if r["pixels"] and r["pixels"].get(proto) is not None}
+        if len(values) == 1:
+            pixel_lines[metric] = values.pop()
     for key in study.grid:
         for metric in ("knn20_cls", "linear_cls", "attn_distance"):
             lines = {}
@@ -201,7 +208,10 @@ def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
             if lines:
                 name = f"grid_{key}_{metric}.png"
                 figs.append(doc.Figure(f"{LABELS[metric]} vs {key} (bars: sample std over seeds)",
-                                       grid_plot(lines, out / name, key, LABELS[metric]).name))
+                                       grid_plot(lines, out / name, key, LABELS[metric],
+                                                 hline=None if metric not in pixel_lines else
+                                                 (pixel_lines[metric], f"raw pixels ({pixel_lines[metric]:.2f}%)")
+                                                 ).name))
     return figs
 
 
