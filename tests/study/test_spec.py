@@ -32,6 +32,24 @@ def test_committed_studies_expand():
     assert len(gpu.seeds) == 3 and "finetune" in gpu.evals
 
 
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_committed_study_file_loads(path):
+    study = load_study(path)
+    assert study.runs and all(r.options.get("objective") or r.options.get("encoder") for r in study.runs)
+
+
+def test_the_budget_and_locality_studies_ask_what_they_say():
+    budget = load_study(STUDIES / "cpu-budget-mae.toml")
+    assert [r.options["epochs"] for r in budget.runs] == [2, 5, 10] and budget.seeds == [0]
+    seeds = load_study(STUDIES / "cpu-budget-lut-seeds.toml")
+    search = load_study(STUDIES / "cpu-budget-lut.toml")
+    by_name = {r.name: r.options for r in search.runs}
+    assert all(by_name[r.name] == r.options for r in seeds.runs if r.seed == 0)  # seed 0 is the search's run
+    locality = load_study(STUDIES / "locality-cpu.toml")
+    assert {r.options.get("patch_size") for r in locality.runs if r.arm != "random"} == {4}
+    assert [r.options["encoder"] for r in locality.runs if r.arm == "random"] == ["random:128x6x4/4"] * 3
+
+
 def test_run_names_and_kebab_keys(tmp_path):
     assert run_name("lut", {"mask_ratio": 0.9, "lut_weight": 1.0}, 2) == "lut_mask-ratio0.9_lut-weight1_seed2"
     study = load_study(tiny_study(tmp_path, extra="mask-ratio = 0.6"))
