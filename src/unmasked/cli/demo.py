@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from unmasked import demo
 from unmasked.cli.common import Formatter, settings_of
@@ -14,12 +15,13 @@ def add_parser(sub) -> None:
                        help="an objective (default LUT) on Fashion-MNIST, then kNN, "
                             "with a summary (sized to the device)",
                        formatter_class=Formatter,
-                       description="Pretrains a small ViT with --objective (default LUT) on Fashion-MNIST, "
-                                   "evaluates it with kNN beside the raw pixels and prints the kNN monitor's curve. "
-                                   "On a CPU it trains in fp32 (bf16 only pays on CPUs with AVX-512 BF16 or AMX, and "
-                                   "the presets were measured in fp32) and fits 15 minutes on 2 cores; measured alone "
-                                   f"on the project's 2-core machine: {demo.measured_times()}. "
-                                   "On a GPU it trains the full ViT-Tiny/4 for 40 epochs (bf16 autocast).")
+                       description=textwrap.fill(
+                           "Pretrains a small ViT with --objective (default LUT) on Fashion-MNIST, evaluates it "
+                           "with kNN beside the raw pixels and prints the kNN monitor's curve. On a CPU it trains "
+                           "in fp32 (bf16 only pays on CPUs with AVX-512 BF16 or AMX, and the presets were "
+                           "measured in fp32) within 15 minutes on 2 cores; measured alone on the project's 2-core "
+                           f"machine: {demo.measured_times()}. On a GPU it trains the full ViT-Tiny/4 for 40 "
+                           "epochs (bf16 autocast).", 100))
     add_settings(d, "demo")
     d.add_argument("--out", default="runs/demo",
                    help="run folder (default: runs/demo); an earlier demo's run files in it are replaced, "
