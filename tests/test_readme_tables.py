@@ -33,7 +33,7 @@ def _results(tmp_path) -> Path:
     demo.mkdir()
     (demo / "demo.json").write_text(json.dumps({
         "command": "unmasked demo", "objective": "lut", "time_s": 225.4,
-        "pretrain": {"epochs": 2.0, "images_seen": 119808},
+        "pretrain": {"epochs": 2.0, "images_seen": 119808, "precision": "fp32", "time_s": 190.0},
         "knn": {"top1": {"cls": 79.74, "mean": 78.94}, "pixels_top1": 84.59}}))
     return results
 
@@ -60,7 +60,7 @@ def test_generated_tables_check_clean_and_hold_the_artifacts_numbers(tmp_path):
     text = readme_tables.write(README, results)
     assert readme_tables.check(text, results) == []
     assert readme_tables.write(text, results) == text  # idempotent
-    assert "| `unmasked demo` | lut, 2 epochs (119,808 images) | 3 min 45 s | 79.74 / 78.94 |" in text
+    assert "| `unmasked demo` | lut, 2 epochs (119,808 images) | fp32 | 3 min 10 s | 3 min 45 s | 79.74 / 78.94 |" in text
     assert "| mae | 81.00 ± 1.00 sd | 82.00 ± 1.00 sd | 83.00 ± 1.00 sd |" in text
     assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 |" in text
     assert "| lut − mae | kNN20 CLS | +0.67 | -0.05 to +1.38 | not distinguishable |" in text
@@ -75,7 +75,7 @@ def test_check_names_a_changed_number_a_wrong_column_count_and_a_missing_artifac
     assert len(problems) == 1 and "row 2 (mae)" in problems[0] and "'81.10 ± 1.00 sd'" in problems[0]
     mangled = text.replace("| 3 min 45 s |", "| 3 min 45 s | 79.35 ± 0.26 % |", 1)
     problems = readme_tables.check(mangled, results)
-    assert any("has 5 cells, its header 4" in p for p in problems)
+    assert any("has 7 cells, its header 6" in p for p in problems)
     shutil.rmtree(results / "tiny")
     assert any("study.json: missing" in p for p in readme_tables.check(text, results))
 
