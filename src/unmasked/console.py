@@ -9,6 +9,18 @@ from __future__ import annotations
 import sys
 
 
+def fmt_duration(s: float | None) -> str:
+    """Seconds as people read them: "45 s", "6 min 25 s", "1 h 02 min" ("?" when unknown)."""
+    if s is None:
+        return "?"
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def print_summary(s: dict, knn: dict | None = None) -> None:
     state = "done" if s["completed"] else f"stopped at step {s['steps']} of {s['total_steps']}"
     print(f"pretraining {state}")

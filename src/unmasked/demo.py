@@ -16,7 +16,7 @@ import torch
 from unmasked import provenance
 from unmasked.analysis.plots import knn_monitor_plot
 from unmasked.config import PretrainConfig
-from unmasked.console import print_knn, print_monitor, print_summary
+from unmasked.console import fmt_duration, print_knn, print_monitor, print_summary
 from unmasked.demo_folder import (
     clear_previous_demo,
     mark_as_demo,
@@ -75,11 +75,7 @@ CPU_MEASURED_S = {"lut": (640.5, 567.9), "mae": (174.9, 127.7), "dinov2": (432.6
 
 def measured_times() -> str:
     """--help's sentence on the CPU demos' measured times."""
-    def minutes(s: float) -> str:
-        m, sec = divmod(round(s), 60)
-        return f"{m} min {sec:02d} s"
-
-    return "; ".join(f"{name} {minutes(total)} in all ({minutes(train)} pretraining)"
+    return "; ".join(f"{name} {fmt_duration(total)} in all ({fmt_duration(train)} pretraining)"
                      for name, (total, train) in CPU_MEASURED_S.items())
 
 

@@ -22,6 +22,7 @@ import json
 import re
 from pathlib import Path
 
+from unmasked.console import fmt_duration
 from unmasked.study.report import METRICS
 
 MARKER = re.compile(r"<!-- results:(\w+)(?: ([A-Za-z0-9][A-Za-z0-9._-]*))? -->\n(.*?)<!-- /results:\1(?: \2)? -->",
@@ -53,11 +54,6 @@ def _sd(s: dict | None, digits: int) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} sd"
 
 
-def _duration(seconds: float) -> str:
-    m, s = divmod(round(seconds), 60)
-    return f"{m} min {s:02d} s" if m else f"{s} s"
-
-
 def demo_block(results: Path, _name: str | None = None) -> str:
     files = sorted(results.glob("demo-*/demo.json"))
     if not files:
@@ -71,7 +67,7 @@ def demo_block(results: Path, _name: str | None = None) -> str:
         rows.append([f"`{d['command']}`",
                      f"{d['objective']}, {p['epochs']:g} epoch{'' if p['epochs'] == 1 else 's'} "
                      f"({p['images_seen']:,} images)",
-                     p["precision"], _duration(p["time_s"]), _duration(d["time_s"]),
+                     p["precision"], fmt_duration(p["time_s"]), fmt_duration(d["time_s"]),
                      f"{k['top1']['cls']:.2f} / {k['top1']['mean']:.2f}"])
         pixels = pixels if pixels is not None else k.get("pixels_top1")
     if pixels is not None:

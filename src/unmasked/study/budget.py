@@ -82,14 +82,3 @@ def run_budget(o: dict, evals: dict) -> dict:
     out.update(steps=steps, images_seen=seen, evals_s=evals_s,
                pretrain_s=seen * per_image * scale + checks * MONITOR_IMAGES * FORWARD_S_PER_IMAGE * scale)
     return out
-
-
-def fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"

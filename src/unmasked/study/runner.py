@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from unmasked.config import all_option_fields
+from unmasked.console import fmt_duration
 from unmasked.errors import UserError
 from unmasked.eval.common import result_name
 from unmasked.eval.knn import protocol_variant
@@ -26,7 +27,7 @@ from unmasked.eval.linear import recipe_variant
 from unmasked.files import read_json_or_none
 from unmasked.option_rules import settings_parser
 from unmasked.sources import SOURCE_FILE, prepare
-from unmasked.study.budget import fmt_duration, run_budget
+from unmasked.study.budget import run_budget
 from unmasked.study.resolved import expected_config
 from unmasked.study.spec import Run, Study, is_encoder_run
 from unmasked.train.loop import RESUME_IGNORED, RESUME_OVERRIDABLE
