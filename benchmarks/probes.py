@@ -30,26 +30,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "probes.md"
 TIMEOUT = 120
-TINY = ["--img-size", "16", "--patch-size", "4", "--width", "32", "--depth", "2", "--heads", "2",
-        "--decoder-width", "32", "--decoder-depth", "1", "--decoder-heads", "2", "--proj-hidden", "64",
-        "--batch-size", "8", "--epochs", "1", "--num-workers", "0", "--device", "cpu", "--no-progress"]
-STUDY_RECIPE = """
-[recipe]
-data = "{data}"
-img_size = 16
-patch_size = 4
-width = 32
-depth = 2
-heads = 2
-decoder_width = 32
-decoder_depth = 1
-decoder_heads = 2
-batch_size = 8
-epochs = 1
-num_workers = 0
-device = "cpu"
-{extra}
-"""
+# The tiny model every probe trains, once: as `unmasked pretrain` flags and as a study's [recipe].
+TINY_OPTIONS = dict(img_size=16, patch_size=4, width=32, depth=2, heads=2, decoder_width=32, decoder_depth=1,
+                    decoder_heads=2, batch_size=8, epochs=1, num_workers=0, device="cpu")
+TINY = [a for k, v in TINY_OPTIONS.items() for a in (f"--{k.replace('_', '-')}", str(v))] + \
+    ["--proj-hidden", "64", "--no-progress"]
+STUDY_RECIPE = "\n[recipe]\ndata = \"{data}\"\n" + "".join(
+    f"{k} = {json.dumps(v)}\n" for k, v in TINY_OPTIONS.items()) + "{extra}\n"
 
 # Cases the script cannot reproduce from outside the process, and the tests that cover them.
 COVERED = [
