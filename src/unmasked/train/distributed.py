@@ -73,6 +73,11 @@ def gather_objects(env: DistEnv, obj) -> list:
     return out
 
 
-def cleanup(env: DistEnv) -> None:
+def cleanup(env: DistEnv, finished: bool = True) -> None:
+    """Destroys the process group. After a clean finish every rank first waits for the others: a
+    rank tearing gloo down while rank 0 still writes the export can abort at exit ("terminate called
+    without an active exception"). After an error there is no barrier, since a peer may never come."""
     if env.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

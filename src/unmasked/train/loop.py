@@ -585,10 +585,10 @@ class Pretrainer:
             "run_dir": str(self.run_dir),
         }
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
         if hasattr(self.metrics, "close"):
             self.metrics.close()
-        cleanup(self.env)
+        cleanup(self.env, finished)
         if self._lock is not None:
             self._lock.release()
 
@@ -603,9 +603,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | Non
              progress: bool = True) -> dict:
     trainer = Pretrainer(cfg, resume=resume, explicit=explicit, progress=progress)
     try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+        summary = trainer.fit()
+    except BaseException:
+        trainer.close(finished=False)
+        raise
+    trainer.close()
+    return summary
 
 
 __all__ = ["pretrain", "Pretrainer", "RunState"]
