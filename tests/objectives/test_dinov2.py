@@ -319,6 +319,20 @@ def test_validate_refuses_koleo_on_a_micro_batch_of_one(tmp_path):
         cfg.objective_options.validate(cfg)
 
 
+def test_under_torchrun_the_koleo_floor_counts_each_process_s_images(tmp_path, monkeypatch):
+    """KoLeo looks for neighbours among its own process's images: 4 images per micro-batch over 4
+    processes leave one each, refused before anything starts, naming the per-process count."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cfg = _resolved(tmp_path, batch_size=8, accum_steps=2)
+    with pytest.raises(UserError) as e:
+        cfg.objective_options.validate(cfg)
+    assert str(e.value).startswith("--batch-size 8 / --accum-steps 2 = 4 image per micro-batch = 1 per process "
+                                   "(4 processes): DINOv2's KoLeo term")
+    assert "on each process; use --accum-steps 1 or fewer" in str(e.value)
+    cfg = _resolved(tmp_path, batch_size=8, accum_steps=1)
+    cfg.objective_options.validate(cfg)
+
+
 def _images(step, b=8):
     return torch.randint(0, 256, (b, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(step))
 

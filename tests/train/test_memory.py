@@ -256,6 +256,12 @@ def test_a_lut_micro_batch_of_one_image_is_refused_up_front(fm_root, tmp_path, b
 def test_accum_steps_auto_never_splits_lut_into_single_images(fm_root, tmp_path, monkeypatch):
     assert memory.fitting_accum_steps(memory.StepMemory(fixed=1e6, per_image=1e6), 2.7e6, 8, 1) == 8
     assert memory.fitting_accum_steps(memory.StepMemory(fixed=1e6, per_image=1e6), 2.7e6, 8, 1, min_micro=2) is None
+    # two processes: the floor of all processes' images (SyncBatchNorm) allows 4 micro-batches of 2
+    # (1 image each per process); a per-process floor (KoLeo) stops at 2 micro-batches of 4
+    big = memory.StepMemory(fixed=1e6, per_image=1e6)
+    assert memory.fitting_accum_steps(big, 2.5e6, 8, 2, min_micro=2) == 4
+    assert memory.fitting_accum_steps(big, 2.5e6, 8, 2, min_micro=2, floor_per_process=True) is None
+    assert memory.fitting_accum_steps(big, 3.9e6, 8, 2, min_micro=2, floor_per_process=True) == 2
     _short_of_memory(monkeypatch, 3e6)  # only a micro-batch of one image would fit
     with pytest.raises(UserError) as e:
         pretrain(tiny_config(tmp_path, objective="lut", batch_size=8, accum_steps="auto", steps=1), progress=False)

@@ -28,9 +28,12 @@ class Objective(nn.Module):
     uses_teacher: bool = False  # keeps an EMA teacher (`update_teacher` does something)
     shared_crop: bool = True  # its views use --crop / --pad / --crop-scale-min
     # the fewest images a micro-batch may hold (BatchNorm or KoLeo need 2), and the option that
-    # lifts the floor, if any: what --accum-steps auto respects and what its refusal names
+    # lifts the floor, if any: what --accum-steps auto respects and what its refusal names. The floor
+    # counts the images of all processes (LUT's synchronised BatchNorm) unless it is per process
+    # (DINOv2's KoLeo looks for neighbours among its own process's images only).
     min_micro_batch: int = 1
     micro_batch_floor_lift: str | None = None
+    micro_batch_floor_per_process: bool = False
 
     @classmethod
     def reconstructs(cls) -> bool:
@@ -113,15 +116,20 @@ class Objective(nn.Module):
     export_network = "student"  # what encoder.json names as the exported network
 
 
-def check_micro_batch(batch: int, accum: int, needs: str, lift: str | None = None) -> None:
+def check_micro_batch(batch: int, accum: int, needs: str, lift: str | None = None, processes: int = 1) -> None:
     """Refuse, before anything is written, a --batch-size / --accum-steps that leaves one image per
-    micro-batch to an objective that `needs` two ("LUT's projector BatchNorm"), naming the options
-    that work: fewer accumulation steps, a larger batch, or the option that lifts the floor."""
-    if batch // accum >= 2:
+    micro-batch (per process, for a floor that is per process: `processes` > 1 under torchrun) to an
+    objective that `needs` two ("LUT's projector BatchNorm"), naming the options that work: fewer
+    accumulation steps, a larger batch, or the option that lifts the floor."""
+    if batch // accum // processes >= 2:
         return
-    if batch >= 2:
-        fix = f"use --accum-steps {batch // 2} or fewer (micro-batches of 2 or more images)"
+    each = f" over {processes} processes" if processes > 1 else ""
+    if batch >= 2 * processes:
+        fix = f"use --accum-steps {batch // (2 * processes)} or fewer (micro-batches of 2 or more images{each})"
     else:
-        fix = "use --batch-size 2 or more (with --accum-steps auto or an --accum-steps that leaves 2 or more)"
-    raise UserError(f"--batch-size {batch} / --accum-steps {accum} = {batch // accum} image per micro-batch: "
-                    f"{needs} needs at least 2 images per micro-batch; {fix}{f', or {lift}' if lift else ''}")
+        fix = (f"use --batch-size {2 * processes} or more (with --accum-steps auto or an --accum-steps that leaves "
+               f"2 or more{' per process' if processes > 1 else ''})")
+    per = f" = {batch // accum // processes} per process ({processes} processes)" if processes > 1 else ""
+    raise UserError(f"--batch-size {batch} / --accum-steps {accum} = {batch // accum} image per micro-batch{per}: "
+                    f"{needs} needs at least 2 images per micro-batch{' on each process' if processes > 1 else ''}; "
+                    f"{fix}{f', or {lift}' if lift else ''}")

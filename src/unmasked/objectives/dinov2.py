@@ -95,6 +95,8 @@ class DINOv2(Objective):
         """KoLeo finds each image's nearest neighbour among the others of its micro-batch."""
         return 2 if self.options.koleo_weight > 0 else 1
 
+    micro_batch_floor_per_process = True  # KoLeo's neighbours are this process's images only
+
     @property
     def micro_batch_floor_lift(self) -> str | None:
         return KOLEO_OFF if self.options.koleo_weight > 0 else None

@@ -26,9 +26,15 @@ class DistEnv:
         return self.rank == 0
 
 
+def launched_processes() -> int:
+    """How many processes torchrun launched (WORLD_SIZE; 1 without torchrun), known before the
+    process group exists, so options can be checked per process before anything starts."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_arg: str) -> tuple[DistEnv, torch.device]:
     """Reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); picks the device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_processes()
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     # under torchrun a bare `cuda` means this process's GPU (LOCAL_RANK)

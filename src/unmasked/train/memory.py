@@ -266,12 +266,15 @@ def local_processes(device: torch.device) -> int:
 
 
 # -- deciding ----------------------------------------------------------------------------------
-def fitting_accum_steps(mem: StepMemory, budget: float, batch: int, world: int, min_micro: int = 1) -> int | None:
-    """The fewest micro-batches per step (dividing the batch evenly over processes, each at least
-    `min_micro` images) that fit."""
-    for n in range(1, batch // max(min_micro, 1) + 1):
+def fitting_accum_steps(mem: StepMemory, budget: float, batch: int, world: int, min_micro: int = 1,
+                        floor_per_process: bool = False) -> int | None:
+    """The fewest micro-batches per step (dividing the batch evenly over processes) that fit, each
+    micro-batch at least `min_micro` images (on every process, if `floor_per_process`)."""
+    for n in range(1, batch + 1):
         if batch % n or (batch // n) % world:
             continue
+        if batch // n // (world if floor_per_process else 1) < min_micro:
+            break
         if mem.need(batch // n // world) <= budget:
             return n
     return None
@@ -329,7 +332,8 @@ def preflight(cfg, objective, augments, *, channels: int, base_size: int, device
         return cfg.accum_steps
     # BatchNorm in LUT's heads, or DINOv2's KoLeo term, cannot train on micro-batches of one image
     min_micro = getattr(objective, "min_micro_batch", 1)
-    accum = fitting_accum_steps(mem, budget, batch, world, min_micro)
+    accum = fitting_accum_steps(mem, budget, batch, world, min_micro,
+                                getattr(objective, "micro_batch_floor_per_process", False))
     lift = getattr(objective, "micro_batch_floor_lift", None)
     unfloored = fitting_accum_steps(mem, budget, batch, world) if lift and min_micro > 1 else None
     if auto_accum and accum is not None:

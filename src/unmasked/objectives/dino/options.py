@@ -27,6 +27,7 @@ from unmasked.options import (
     unit,
     up_to_one,
 )
+from unmasked.train.distributed import launched_processes
 
 GROUP = "dinov2"
 CENTERINGS = ("centering", "sinkhorn")
@@ -178,4 +179,4 @@ def check_options(o: DINOv2Options, img_size: int, patch_size: int, batch: int |
     if batch is not None and o.koleo_weight > 0:
         # each image's nearest neighbour among the others of its view: one image has none
         check_micro_batch(batch, accum, f"DINOv2's KoLeo term (--koleo-weight {o.koleo_weight:g}, per view)",
-                          lift=KOLEO_OFF)
+                          lift=KOLEO_OFF, processes=launched_processes())
