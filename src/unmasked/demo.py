@@ -60,6 +60,11 @@ CPU_DEMO = {
     # studies/cpu-budget-lut-seeds.toml): 3 epochs at base lr 3e-4 under LUT's own sqrt rule (a 1.2e-3
     # peak); 4 epochs scored higher but took 12.3 to 14.0 min alone, and the demo has 15 in all
     "lut": dict(epochs=3, warmup_epochs=0.3, base_lr=3e-4),
+    # within 12 minutes of pretraining by studies/cpu-budget-mae.toml (2, 5 and 10 epochs at the preset's lr
+    # and warm-up: kNN20 keeps rising, but 10 epochs took 12.1 min alone, just over), so 9
+    "mae": dict(epochs=9),
+    # studies/cpu-budget-dinov2.toml: 2 epochs with 2 local crops scored higher but took 12.9 min; 1 epoch
+    # with 8 local crops scored lower; so the demo keeps 1 epoch with 4 local crops
     "dinov2": dict(epochs=1, warmup_epochs=0.1, base_lr=5e-4, dino_local_crops=4, dino_local_size=14,
                    dino_head_hidden=512, dino_head_bottleneck=128, dino_heads_k=1024, dino_teacher_temp=0.04,
                    ema_momentum=0.99, dino_freeze_last_layer_epochs=0.1,

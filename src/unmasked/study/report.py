@@ -191,13 +191,14 @@ def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
                                          (px, f"raw pixels, same subset ({px:.1f}%)")).name))
     # the pixels' line on a grid's kNN and linear figures, where every run was measured on the same pixels
     pixel_lines = {}
-    for metric, proto in (("knn20_cls", "knn"), ("linear_cls", "linear")):
+    for metric, proto in (("knn20_cls", "knn"), ("knn20_mean", "knn"), ("linear_cls", "linear")):
         values = {round(r["pixels"][proto], 4) for r in per_run.values()
                   if r["pixels"] and r["pixels"].get(proto) is not None}
         if len(values) == 1:
             pixel_lines[metric] = values.pop()
     for key in study.grid:
-        for metric in ("knn20_cls", "linear_cls", "attn_distance"):
+        # mean-pooled too: it is the stronger kNN feature for MAE, so the budget curves need both
+        for metric in ("knn20_cls", "knn20_mean", "linear_cls", "attn_distance"):
             lines = {}
             for g in groups:
                 s = g["summary"][metric]
