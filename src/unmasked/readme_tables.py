@@ -6,7 +6,7 @@ The README holds each generated table between two marker comments:
     <!-- /results:demo -->
     <!-- results:study NAME -->        the study's table, from results/NAME/study.json
     <!-- /results:study NAME -->
-    <!-- results:differences NAME -->  its paired differences (kNN20, linear), Holm-corrected verdicts
+    <!-- results:differences NAME -->  its paired differences (kNN20, linear, attention), Holm's verdicts
     <!-- /results:differences NAME -->
     <!-- results:transcript NAME -->   what a command printed, from results/NAME/transcript.txt
     <!-- /results:transcript NAME -->
@@ -31,7 +31,9 @@ STUDY_COLUMNS = [("knn20_cls", "kNN20 CLS (%)", 2), ("knn20_mean", "kNN20 mean-p
                  ("linear_cls", "linear CLS (%)", 2), ("finetune", "fine-tune, last epoch (%)", 2),
                  ("attn_distance", "attention distance (px)", 2), ("rankme_cls", "RankMe CLS", 1),
                  ("pretrain_min", "pretraining (min)", 1), ("train_pflops", "training PFLOPs", 3)]
-DIFF_METRICS = ("knn20_cls", "knn20_mean", "linear_cls")
+# the paired differences a page shows: kNN, the linear probe, and attention distance (what a locality
+# study asks); the rest (RankMe, the mean-pooled probe) stay in study.json and report.md
+DIFF_METRICS = ("knn20_cls", "knn20_mean", "linear_cls", "attn_distance")
 
 
 def _read(path: Path) -> dict:
@@ -97,7 +99,8 @@ def _study_metric_keys():
 def differences_block(results: Path, name: str) -> str:
     s = _read(results / name / "study.json")
     family = s.get("holm", {}).get("family")
-    rows = [["difference", "metric", "mean (points)", "unadjusted 95% interval", f"verdict (Holm over {family})"]]
+    rows = [["difference", "metric", "mean (points; px for distances)", "unadjusted 95% interval",
+             f"verdict (Holm over {family})"]]
     labels = {k: label for k, label, *_ in _study_metric_keys()}
     for d in s["differences"]:
         if d["metric"] not in DIFF_METRICS or d.get("low") is None:
