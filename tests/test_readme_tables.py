@@ -50,6 +50,9 @@ text
 
 <!-- results:differences tiny -->
 <!-- /results:differences tiny -->
+
+<!-- results:layers tiny -->
+<!-- /results:layers tiny -->
 """
 
 
@@ -66,6 +69,8 @@ def test_generated_tables_check_clean_and_hold_the_artifacts_numbers(tmp_path):
     assert "| raw pixels (no training) | 84.60 | 84.60 | 83.10 |" in text
     assert "| lut − mae | kNN20 CLS | +0.67 | -0.05 to +1.38 | not distinguishable |" in text
     assert "verdict (Holm over 7)" in text
+    assert "| arm | layer 1 | layer 2 | layer 3 |" in text
+    assert "| uniform attention (same grid) | 14.40 | 14.40 | 14.40 |" in text
 
 
 def test_check_names_a_changed_number_a_wrong_column_count_and_a_missing_artifact(tmp_path):
@@ -77,6 +82,11 @@ def test_check_names_a_changed_number_a_wrong_column_count_and_a_missing_artifac
     mangled = text.replace("| 3 min 45 s |", "| 3 min 45 s | 79.35 ± 0.26 % |", 1)
     problems = readme_tables.check(mangled, results)
     assert any("has 7 cells, its header 6" in p for p in problems)
+    study_json = results / "tiny" / "study.json"
+    s = json.loads(study_json.read_text())
+    study_json.write_text(json.dumps({**s, "attention_per_layer": None}))  # a study that ran no analysis
+    assert any(p.startswith("results:layers tiny:") and "no attention distance per layer" in p
+               for p in readme_tables.check(text, results))
     shutil.rmtree(results / "tiny")
     assert any("study.json: missing" in p for p in readme_tables.check(text, results))
 

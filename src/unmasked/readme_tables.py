@@ -8,6 +8,8 @@ The README holds each generated table between two marker comments:
     <!-- /results:study NAME -->
     <!-- results:differences NAME -->  its paired differences (kNN20, linear, attention), Holm's verdicts
     <!-- /results:differences NAME -->
+    <!-- results:layers NAME -->       its attention distance per layer, beside uniform attention's
+    <!-- /results:layers NAME -->
     <!-- results:transcript NAME -->   what a command printed, from results/NAME/transcript.txt
     <!-- /results:transcript NAME -->
 
@@ -23,7 +25,7 @@ import re
 from pathlib import Path
 
 from unmasked.console import fmt_duration
-from unmasked.study.report import METRICS
+from unmasked.study.report import METRICS, attention_table
 
 MARKER = re.compile(r"<!-- results:(\w+)(?: ([A-Za-z0-9][A-Za-z0-9._-]*))? -->\n(.*?)<!-- /results:\1(?: \2)? -->",
                     re.S)
@@ -111,6 +113,14 @@ def differences_block(results: Path, name: str) -> str:
     return _table(rows)
 
 
+def layers_block(results: Path, name: str) -> str:
+    s = _read(results / name / "study.json")
+    if not s.get("attention_per_layer"):
+        raise ValueError(f"{results / name / 'study.json'}: no attention distance per layer (the study ran no "
+                         "analysis, or its report predates the per-layer table; rerun it with --report-only)")
+    return _table(attention_table(s["attention_per_layer"]))
+
+
 def transcript_block(results: Path, name: str) -> str:
     path = results / name / "transcript.txt"
     try:
@@ -121,7 +131,7 @@ def transcript_block(results: Path, name: str) -> str:
 
 
 BLOCKS = {"demo": demo_block, "study": study_block, "differences": differences_block,
-          "transcript": transcript_block}
+          "layers": layers_block, "transcript": transcript_block}
 
 
 def _generate(kind: str, name: str | None, results: Path) -> str:

@@ -54,6 +54,12 @@ def test_report_from_finished_runs(tmp_path):
     assert "training FLOPs: n/a" in md or "training PFLOPs" in md
     for name in ("attention_distance.png", "knn_monitor.png"):
         assert (study.out / name).is_file() and name in md
+    # per layer: mae's seeds put layer 3 at 11, 12, 13 px; uniform attention's line on the same grid
+    per_layer = res["attention_per_layer"]
+    assert per_layer["uniform"] == 14.4 and [r["label"] for r in per_layer["groups"]] == ["mae", "lut"]
+    assert per_layer["groups"][0]["layers"][2]["values"] == [11.0, 12.0, 13.0]
+    assert "| mae | 10.00 ± 1.00 sd | 11.00 ± 1.00 sd | 12.00 ± 1.00 sd |" in md
+    assert "| uniform attention (same grid) | 14.40 | 14.40 | 14.40 |" in md
     html = (study.out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<td>raw pixels (no training)</td>" in html
 

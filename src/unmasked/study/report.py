@@ -151,7 +151,33 @@ def build(study: Study) -> dict:
         d["sentence"] = stats.sentence(d["b"], d["a"], name + where, d, d.pop("unit"))
     changed = [d for d in diffs if d.get("verdict_unadjusted", d["verdict"]) != d["verdict"]]
     return {"per_run": per_run, "groups": groups, "differences": diffs, "family": family,
-            "changed_by_holm": len(changed)}
+            "changed_by_holm": len(changed), "attention_per_layer": attention_per_layer(groups, per_run)}
+
+
+def attention_per_layer(groups: list[dict], per_run: dict) -> dict | None:
+    """Mean attention distance per layer, per arm (mean and sd over its seeds, layer by layer), and
+    uniform attention's distance on the same grid: what a locality study reads. None without analyses."""
+    rows, uniform = [], None
+    for g in groups:
+        curves = [per_run[n]["curves"] for n in g["runs"] if "attn_per_layer" in per_run[n]["curves"]]
+        depths = {len(c["attn_per_layer"]) for c in curves}
+        if len(depths) != 1:  # none analysed yet, or arms of different depths: no layer-by-layer row
+            continue
+        uniform = curves[0]["uniform"] if uniform is None else uniform
+        layers = [stats.summarize([c["attn_per_layer"][i] for c in curves]) for i in range(depths.pop())]
+        rows.append({"label": g["label"], "seeds": len(curves), "layers": layers})
+    return {"uniform": uniform, "groups": rows} if rows else None
+
+
+def attention_table(per_layer: dict) -> list[list[str]]:
+    """The per-layer table of a report and of a page's `results:layers` block."""
+    depth = max(len(r["layers"]) for r in per_layer["groups"])
+    rows = [["arm"] + [f"layer {i}" for i in range(1, depth + 1)]]
+    for r in per_layer["groups"]:
+        cells = [_cell(s, 2).split(" (")[0] for s in r["layers"]]
+        rows.append([r["label"]] + cells + ["—"] * (depth - len(cells)))
+    rows.append(["uniform attention (same grid)"] + [f"{per_layer['uniform']:.2f}"] * depth)
+    return rows
 
 
 def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
@@ -331,6 +357,12 @@ def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes
                          "kNN and linear probe, by the same evaluation code, on the pixels of the same evaluation "
                          "view. Fine-tune: accuracy after the last epoch (the best epoch is chosen on the test "
                          "split and left out). " + SEED_ONLY)]
+    if built["attention_per_layer"]:
+        out += [doc.Heading("Attention distance per layer"),
+                doc.Paragraph("Mean attention distance (px) of each layer, mean ± sd over seeds, beside uniform "
+                              "attention's on the same grid (every query attending equally to every patch). "
+                              "Below the uniform row is local, above it long-range."),
+                doc.Table(attention_table(built["attention_per_layer"]))]
     out += differences_blocks(study, built)
     if built["differences"]:
         out += [doc.Heading("Paired differences between arms"),
@@ -388,7 +420,7 @@ def write_report(study: Study, command: str, prov: dict | None = None) -> dict:
         "runs": [{"name": r.name, "arm": r.arm, "point": r.point, "seed": r.seed, "dir": str(r.dir),
                   **built["per_run"][r.name]} for r in study.runs],
         "groups": [{k: g[k] for k in ("arm", "point", "label", "runs", "summary")} for g in built["groups"]],
-        "differences": built["differences"],
+        "differences": built["differences"], "attention_per_layer": built["attention_per_layer"],
         "holm": {"family": built["family"], "alpha": 0.05, "verdicts_changed": built["changed_by_holm"],
                  "sentence": holm_changes(built)},
         "match_compute": [{"arm": m.arm, "point": m.point, "reference": m.reference, "epochs": m.epochs,
