@@ -58,7 +58,7 @@ GPU_PRESET = dict(model="vit_tiny", batch_size=512, epochs=40, warmup_epochs=2, 
 CPU_DEMO = {
     # the best of studies/cpu-budget-lut.toml within 12 minutes of pretraining (confirmed over 3 seeds by
     # studies/cpu-budget-lut-seeds.toml): 3 epochs at base lr 3e-4 under LUT's own sqrt rule (a 1.2e-3
-    # peak); 4 epochs scored higher but took 12.3 to 14.0 min alone, and the demo has 15 in all
+    # peak); 4 epochs scored higher but took 12.3 and 12.7 min alone (seeds 0, 2), and the demo has 15 in all
     "lut": dict(epochs=3, warmup_epochs=0.3, base_lr=3e-4),
     # within 12 minutes of pretraining by studies/cpu-budget-mae.toml (2, 5 and 10 epochs at the preset's lr
     # and warm-up: kNN20 keeps rising, but 10 epochs took 12.1 min alone, just over), so 9
