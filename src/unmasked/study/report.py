@@ -361,7 +361,7 @@ def blocks(study: Study, command: str, built: dict, rows: list[list[str]], notes
         out += [doc.Heading("Attention distance per layer"),
                 doc.Paragraph("Mean attention distance (px) of each layer, mean ± sd over seeds, beside uniform "
                               "attention's on the same grid (every query attending equally to every patch). "
-                              "Below the uniform row is local, above it long-range."),
+                              "Below the uniform row attention favours near patches, above it far ones."),
                 doc.Table(attention_table(built["attention_per_layer"]))]
     out += differences_blocks(study, built)
     if built["differences"]:
