@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from unmasked.console import fmt_duration
-from unmasked.study.report import METRICS, attention_table
+from unmasked.study.report import METRICS, attention_table, mean_sd
 
 MARKER = re.compile(r"<!-- results:(\w+)(?: ([A-Za-z0-9][A-Za-z0-9._-]*))? -->\n(.*?)<!-- /results:\1(?: \2)? -->",
                     re.S)
@@ -48,14 +48,6 @@ def _read(path: Path) -> dict:
 def _table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]]) + "\n"
-
-
-def _sd(s: dict | None, digits: int) -> str:
-    if not s:
-        return "—"
-    if s.get("std") is None:
-        return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} sd"
 
 
 def demo_block(results: Path, _name: str | None = None) -> str:
@@ -85,7 +77,7 @@ def study_block(results: Path, name: str) -> str:
     columns = dict(zip([k for k, *_ in _study_metric_keys()], s.get("columns", [])[1:]))
     rows = [["arm"] + [columns.get(k, label) for k, label, _ in present]]
     for g in s["groups"]:
-        rows.append([g["label"]] + [_sd(g["summary"].get(k), d) for k, _, d in present])
+        rows.append([g["label"]] + [mean_sd(g["summary"].get(k), d) for k, _, d in present])
     px = s.get("raw_pixels") or {}
     if px:
         cell = {"knn20_cls": px.get("knn"), "knn20_mean": px.get("knn"), "linear_cls": px.get("linear")}

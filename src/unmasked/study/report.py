@@ -110,13 +110,20 @@ def group_label(arm: str, point: dict) -> str:
     return arm + "".join(f", {k}={v}" for k, v in point.items())
 
 
-def _cell(s: dict | None, digits: int) -> str:
+def mean_sd(s: dict | None, digits: int) -> str:
+    """A summary as "mean ± sd sd" (the mean alone for one seed; "—" for none)."""
     if not s:
         return "—"
-    vals = ", ".join(f"{x:.{digits}f}" for x in s["values"])
     if s["std"] is None:
-        return f"{s['mean']:.{digits}f} ({vals})"
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} sd ({vals})"
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} sd"
+
+
+def _cell(s: dict | None, digits: int) -> str:
+    """`mean_sd`, then each seed's value."""
+    if not s:
+        return "—"
+    return f"{mean_sd(s, digits)} ({', '.join(f'{x:.{digits}f}' for x in s['values'])})"
 
 
 def build(study: Study) -> dict:
@@ -174,7 +181,7 @@ def attention_table(per_layer: dict) -> list[list[str]]:
     depth = max(len(r["layers"]) for r in per_layer["groups"])
     rows = [["arm"] + [f"layer {i}" for i in range(1, depth + 1)]]
     for r in per_layer["groups"]:
-        cells = [_cell(s, 2).split(" (")[0] for s in r["layers"]]
+        cells = [mean_sd(s, 2) for s in r["layers"]]
         rows.append([r["label"]] + cells + ["—"] * (depth - len(cells)))
     rows.append(["uniform attention (same grid)"] + [f"{per_layer['uniform']:.2f}"] * depth)
     return rows
@@ -187,14 +194,12 @@ def figures(study: Study, built: dict, out: Path) -> list[doc.Figure]:
     def curves_of(g, key):
         return [per_run[n]["curves"] for n in g["runs"] if key in per_run[n]["curves"]]
 
-    series = []
-    for g in groups:
-        cs = curves_of(g, "attn_per_layer")
-        if cs:
-            ys = [c["attn_per_layer"] for c in cs]
-            series.append({"label": g["label"], "x": list(range(1, len(ys[0]) + 1)), "ys": ys})
-    if series:
-        uniform = next(c["uniform"] for g in groups for c in curves_of(g, "attn_per_layer"))
+    per_layer = built["attention_per_layer"]
+    if per_layer:
+        uniform = per_layer["uniform"]
+        series = [{"label": r["label"], "x": list(range(1, len(r["layers"]) + 1)),
+                   "ys": [list(seed) for seed in zip(*(layer["values"] for layer in r["layers"]))]}
+                  for r in per_layer["groups"]]
         figs.append(doc.Figure("Attention distance per layer (band: min-max over seeds)",
                                band_plot(series, out / "attention_distance.png", "layer (block index)",
                                          "mean attention distance (px)", "Mean attention distance per layer",
